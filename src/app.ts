@@ -1,0 +1,191 @@
+import type { Server } from 'node:http';
+import type { Logger } from 'pino';
+import { Broker, listen } from './broker/broker.js';
+import { Ingress } from './broker/ingress.js';
+import type { Config } from './config/types.js';
+import { Metrics } from './http/metrics.js';
+import { createHttpServer, json } from './http/server.js';
+import { KnownBuildings } from './ingest/knownBuildings.js';
+import { RateLimitedLog } from './log.js';
+import { DeadLetterWriter } from './pipeline/deadLetter.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import { fullJitterBackoff } from './pipeline/retry.js';
+import { BatchWriter } from './pipeline/writer.js';
+import { createSink } from './sinks/detect.js';
+import type { Sink } from './sinks/sink.js';
+
+/*
+ * Composition root. Data flows left to right; start-up runs right to left so
+ * every stage has its consumer before it gets input, and stop runs left to
+ * right so shutdown drains towards the sink:
+ *
+ *   MQTT/TCP ─┐                                   ┌─▶ InfluxDB v1 | v2 | file
+ *   MQTT/WS  ─┴▶ broker ─▶ ingress ─▶ pipeline ───┤
+ *                (Aedes)   (parse,     (batch,    └─▶ dead letter (rejections)
+ *                          validate)   retry)
+ */
+export class App {
+  readonly metrics = new Metrics();
+  private sink: Sink | null = null;
+  private deadLetter: DeadLetterWriter | null = null;
+  private pipeline: Pipeline | null = null;
+  private writer: BatchWriter | null = null;
+  private broker: Broker | null = null;
+  private http: Server | null = null;
+  private readonly startedAt = Date.now();
+  readonly buildings: KnownBuildings;
+  mqttPort = 0;
+  httpPort = 0;
+
+  constructor(
+    readonly cfg: Config,
+    readonly log: Logger,
+  ) {
+    this.buildings = new KnownBuildings(cfg.ingest.acceptUnknownBuildings);
+    this.buildings.replace(cfg.buildings.map((b) => b.id));
+  }
+
+  async start(): Promise<void> {
+    const { cfg, log, metrics } = this;
+    this.deadLetter = new DeadLetterWriter(cfg.dataDir, (err) =>
+      log.error({ err }, 'dead letter write failed'),
+    );
+    await this.deadLetter.open();
+    const deadLetter = this.deadLetter;
+
+    this.sink = await createSink(cfg);
+    await this.sink.connect();
+    log.info({ sink: this.sink.name, backslashMode: this.sink.backslashMode }, 'sink ready');
+
+    this.writer = new BatchWriter({
+      sink: this.sink,
+      retry: fullJitterBackoff(cfg.pipeline.retryMinMs, cfg.pipeline.retryMaxMs),
+      metrics,
+      log,
+      deadLetter: (r) => deadLetter.append(r),
+    });
+    this.pipeline = new Pipeline(cfg.pipeline, this.writer, log);
+    const pipeline = this.pipeline;
+
+    const ingress = new Ingress({
+      limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
+      buildings: this.buildings,
+      backslashMode: this.sink.backslashMode,
+      pipeline,
+      deadLetter: (r) => deadLetter.append(r),
+      metrics,
+      log,
+      rejectLog: new RateLimitedLog(log),
+    });
+
+    metrics.gauge(
+      'energy_ingest_connected_clients',
+      'connected MQTT clients',
+      () => this.broker?.connectedClients ?? 0,
+    );
+    metrics.gauge(
+      'energy_ingest_pipeline_backlog_points',
+      'points buffered in memory',
+      () => pipeline.backlog,
+    );
+    metrics.gauge('energy_ingest_log_bytes', 'bytes held by the durable log', () => 0);
+
+    this.http = createHttpServer({
+      '/health': (_req, res) => json(res, 200, { status: 'ok' }),
+      '/ready': async (_req, res) => {
+        const r = await this.readiness();
+        json(res, r.ready ? 200 : 503, r.body);
+      },
+      '/metrics': (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+        res.end(metrics.render());
+      },
+      '/api/status': (_req, res) => json(res, 200, this.status()),
+      '/api/buildings': (_req, res) => json(res, 200, cfg.buildings),
+    });
+    this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
+
+    this.broker = new Broker({
+      host: cfg.mqtt.host,
+      port: cfg.mqtt.port,
+      ingress,
+      log,
+      httpServer: this.http,
+    });
+    await this.broker.start();
+    this.mqttPort = this.broker.port;
+    log.info(
+      {
+        mqtt: `${cfg.mqtt.host}:${this.mqttPort}`,
+        http: `${cfg.http.host}:${this.httpPort}`,
+        anonymous: cfg.auth.allowAnonymous,
+      },
+      'energy-ingest started',
+    );
+  }
+
+  async readiness(): Promise<{ ready: boolean; body: unknown }> {
+    const checks: Record<string, { ok: boolean; latency_ms?: number; error?: string }> = {
+      mqtt: { ok: this.broker !== null && this.mqttPort > 0 },
+    };
+    if (this.sink && this.cfg.influx.url) {
+      const t0 = performance.now();
+      try {
+        await this.sink.ping();
+        checks.influxdb = { ok: true, latency_ms: Math.round(performance.now() - t0) };
+      } catch (err) {
+        checks.influxdb = {
+          ok: false,
+          latency_ms: Math.round(performance.now() - t0),
+          error: (err as Error).message,
+        };
+      }
+    }
+    const ready = Object.values(checks).every((c) => c.ok) && this.writer?.failingSince == null;
+    return {
+      ready,
+      body: {
+        status: ready ? 'ready' : 'degraded',
+        checks,
+        log: { bytes: 0, oldest_unsent_age_s: 0 },
+        backlog_points: this.pipeline?.backlog ?? 0,
+        last_write_error: this.writer?.lastError ?? null,
+      },
+    };
+  }
+
+  status(): unknown {
+    const m = this.metrics;
+    return {
+      uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
+      sink: this.sink?.name,
+      connected_clients: this.broker?.connectedClients ?? 0,
+      messages_received: m.messagesReceived.get(),
+      readings_accepted: m.readingsAccepted.get(),
+      points_written: m.pointsWritten.get(),
+      backlog_points: this.pipeline?.backlog ?? 0,
+      ingest_latency_p50_s: m.ingestLatency.quantile(0.5),
+      ingest_latency_p99_s: m.ingestLatency.quantile(0.99),
+    };
+  }
+
+  /** Reverse of start: stop input first, drain the pipeline to the sink, then the outputs. */
+  async stop(): Promise<void> {
+    const deadline = Date.now() + this.cfg.pipeline.shutdownTimeoutMs;
+    const { log } = this;
+    await this.broker?.close();
+    if (this.pipeline) {
+      const { unwritten } = await this.pipeline.drain(deadline);
+      if (unwritten) log.error({ unwritten }, 'shutdown deadline passed with points unwritten');
+      else log.info('pipeline drained');
+    }
+    await this.deadLetter?.close();
+    await this.sink?.close();
+    const http = this.http;
+    if (http) {
+      http.closeAllConnections();
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    }
+    log.info('energy-ingest stopped');
+  }
+}

@@ -1,0 +1,137 @@
+import type { Client } from 'aedes';
+import type { Logger } from 'pino';
+import type { Metrics } from '../http/metrics.js';
+import type { KnownBuildings } from '../ingest/knownBuildings.js';
+import { type BackslashMode, encodeReading, UnencodableError } from '../ingest/lineProtocol.js';
+import { type ParseLimits, parseMessage } from '../ingest/parse.js';
+import type { Rejection } from '../ingest/reading.js';
+import { isSensorTopic } from '../ingest/topic.js';
+import type { RateLimitedLog } from '../log.js';
+import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
+import type { Pipeline } from '../pipeline/pipeline.js';
+import type { Point, PointSource } from '../pipeline/writer.js';
+
+export interface IngressDeps {
+  readonly limits: ParseLimits;
+  readonly buildings: KnownBuildings;
+  readonly backslashMode: BackslashMode;
+  readonly pipeline: Pipeline;
+  readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly rejectLog: RateLimitedLog;
+  readonly now?: () => number;
+}
+
+export interface InboundPublish {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly qos: 0 | 1 | 2;
+}
+
+/**
+ * The one ingress point. The broker calls it from Aedes's authorizePublish
+ * hook, i.e. before the QoS 1 PUBACK / QoS 2 PUBREC is written: whatever must
+ * be safe before the publisher is acknowledged (today the pipeline's room and
+ * the dead letter; with the durable log, the fsync'd record) happens before
+ * the returned promise settles. Rejected readings are acknowledged too, never
+ * errored: an error here would make Aedes drop the client's connection, and the
+ * sensor would resend the bad message forever.
+ */
+export class Ingress {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: IngressDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** undefined when nothing must be awaited (the hot path allocates no promise). */
+  receive(msg: InboundPublish, clientId: string | null): Promise<unknown> | undefined {
+    if (!isSensorTopic(msg.topic)) return undefined;
+    const { deps } = this;
+    deps.metrics.messagesReceived.inc();
+    const receivedAtMs = this.now();
+    const { readings, rejections } = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
+    const source: PointSource = { topic: msg.topic, clientId, payload: msg.payload };
+    const points: Point[] = [];
+    for (const r of readings) {
+      if (!deps.buildings.accepts(r.buildingId)) {
+        rejections.push({
+          reason: 'unknown_building',
+          detail: `${r.building} is not a known building`,
+          payload: msg.payload,
+        });
+        continue;
+      }
+      try {
+        points.push({ line: encodeReading(r, deps.backslashMode), receivedAtMs, source });
+      } catch (err) {
+        if (!(err instanceof UnencodableError)) throw err;
+        rejections.push({ reason: 'sink_rejected', detail: err.message, payload: msg.payload });
+      }
+    }
+    let wait: Promise<unknown> | undefined;
+    if (points.length) {
+      deps.metrics.readingsAccepted.inc({}, points.length);
+      wait = deps.pipeline.accept(points);
+    }
+    if (rejections.length) {
+      const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);
+      wait = wait ? Promise.all([wait, dead]) : dead;
+    }
+    return wait;
+  }
+
+  private reject(
+    rejections: Rejection[],
+    topic: string,
+    clientId: string | null,
+    receivedAtMs: number,
+  ): Promise<unknown> {
+    const { deps } = this;
+    return Promise.all(
+      rejections.map((r) => {
+        deps.metrics.messagesRejected.inc({ reason: r.reason });
+        deps.rejectLog.warn(
+          r.reason,
+          { reason: r.reason, topic: topic.slice(0, 200), clientId },
+          `rejected: ${r.detail}`,
+        );
+        return deps.deadLetter({
+          receivedAtMs,
+          clientId,
+          topic,
+          reason: r.reason,
+          detail: r.detail,
+          payload: r.payload,
+        });
+      }),
+    );
+  }
+
+  /** Adapter for Aedes's authorizePublish(client, packet, callback). */
+  authorizePublish = (
+    client: Client | null,
+    packet: InboundPublish,
+    callback: (err?: Error | null) => void,
+  ): void => {
+    let wait: Promise<unknown> | undefined;
+    try {
+      wait = this.receive(packet, client?.id ?? null);
+    } catch (err) {
+      // A bug must not take the broker down; the message is logged and acknowledged.
+      this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
+    }
+    if (!wait) {
+      callback(null);
+      return;
+    }
+    wait.then(
+      () => callback(null),
+      (err: unknown) => {
+        this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
+        callback(null);
+      },
+    );
+  };
+}

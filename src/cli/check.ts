@@ -1,0 +1,66 @@
+import { createServer } from 'node:net';
+import { listen } from '../broker/broker.js';
+import { redactUrl } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { createSink } from '../sinks/detect.js';
+
+interface CheckLine {
+  readonly service: string;
+  readonly target: string;
+  run(): Promise<string | undefined>;
+}
+
+/** One line per configured service with status and latency; 0 only when all of them answer. */
+export async function runCheck(cfg: Config, print: (line: string) => void): Promise<number> {
+  const checks: CheckLine[] = [
+    {
+      service: 'mqtt',
+      target: `${cfg.mqtt.host}:${cfg.mqtt.port}`,
+      async run() {
+        // Can the listener bind? (A running daemon on the same port makes this fail, which is the point.)
+        const server = createServer();
+        await listen(server, cfg.mqtt.host, cfg.mqtt.port, 'MQTT');
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        return 'bind ok';
+      },
+    },
+  ];
+  if (cfg.influx.url) {
+    checks.push({
+      service: 'influxdb',
+      target: redactUrl(cfg.influx.url),
+      async run() {
+        const sink = await createSink(cfg);
+        await sink.connect();
+        await sink.ping();
+        return sink.name;
+      },
+    });
+  } else {
+    checks.push({
+      service: 'file-sink',
+      target: cfg.dataDir,
+      async run() {
+        const sink = await createSink(cfg);
+        await sink.ping();
+        return 'writable';
+      },
+    });
+  }
+  let failed = 0;
+  for (const c of checks) {
+    const t0 = performance.now();
+    try {
+      const note = await c.run();
+      print(
+        `ok    ${c.service.padEnd(9)} ${c.target} ${Math.round(performance.now() - t0)} ms${note ? ` (${note})` : ''}`,
+      );
+    } catch (err) {
+      failed++;
+      print(
+        `FAIL  ${c.service.padEnd(9)} ${c.target} ${Math.round(performance.now() - t0)} ms: ${(err as Error).message}`,
+      );
+    }
+  }
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,77 @@
+import { loadConfig, redactedConfig } from '../config/load.js';
+import { IngestError } from '../errors.js';
+import { parseArgs } from './args.js';
+import { runCheck } from './check.js';
+import { runStart } from './start.js';
+
+const USAGE = `usage: energy-ingest <command> [--config PATH]
+commands:
+  start       run the daemon until SIGTERM/SIGINT
+  simulate    sensor simulator (energy-ingest simulate --help)
+  check       test every configured service
+  config      print the effective configuration (secrets redacted)`;
+
+const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
+
+/** Entry of the bin. Usage errors and bad configuration exit 2 with one line naming the culprit. */
+export async function main(argv: readonly string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'start': {
+        const args = parseArgs(rest, COMMON);
+        if (args.options.help) return void console.log('usage: energy-ingest start [--config PATH]');
+        noPositional(args.positional);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        await runStart(cfg);
+        return;
+      }
+      case 'check': {
+        const args = parseArgs(rest, COMMON);
+        noPositional(args.positional);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        process.exitCode = await runCheck(cfg, (line) => console.log(line));
+        return;
+      }
+      case 'config': {
+        const args = parseArgs(rest, COMMON);
+        noPositional(args.positional);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        const { stringify } = await import('yaml');
+        process.stdout.write(stringify(redactedConfig(cfg)));
+        return;
+      }
+      case 'simulate': {
+        const { runSimulate } = await import('../../simulators/simulate.js');
+        process.exitCode = await runSimulate(rest);
+        return;
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+        console.log(USAGE);
+        return;
+      default:
+        throw new IngestError('EI_CLI_USAGE', `unknown command "${command}" (try: energy-ingest help)`);
+    }
+  } catch (err) {
+    if (
+      err instanceof IngestError &&
+      ['EI_CLI_USAGE', 'EI_CONFIG_INVALID', 'EI_CONFIG_UNREADABLE'].includes(err.code)
+    ) {
+      console.error(`energy-ingest: ${err.message}`);
+      process.exitCode = 2;
+      return;
+    }
+    if (err instanceof IngestError) {
+      console.error(`energy-ingest: ${err.code}: ${err.message}`);
+      process.exitCode = 1;
+      return;
+    }
+    throw err;
+  }
+}
+
+function noPositional(positional: string[]): void {
+  if (positional.length) throw new IngestError('EI_CLI_USAGE', `unexpected argument "${positional[0]}"`);
+}

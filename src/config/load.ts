@@ -1,0 +1,315 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { IngestError } from '../errors.js';
+import { canonicalBuildingKey } from '../ingest/building.js';
+import { envName, type Field, fields } from './schema.js';
+import type { BuildingMeta, Config } from './types.js';
+
+const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const DEFAULT_CONFIG_FILE = resolve(PACKAGE_ROOT, 'config', 'default.yaml');
+
+export interface LoadOptions {
+  /** --config PATH */
+  readonly configPath?: string;
+  /** The environment to read overrides from; main passes process.env, tests pass their own. */
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+type Plain = Record<string, unknown>;
+
+function readYaml(path: string): Plain {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new IngestError(
+      'EI_CONFIG_UNREADABLE',
+      `cannot read config file ${path}: ${(err as Error).message}`,
+    );
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    throw new IngestError(
+      'EI_CONFIG_UNREADABLE',
+      `config file ${path} is not valid YAML: ${(err as Error).message}`,
+    );
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new IngestError('EI_CONFIG_UNREADABLE', `config file ${path} must hold a mapping at the top level`);
+  }
+  return doc as Plain;
+}
+
+function deepMerge(base: Plain, over: Plain): Plain {
+  const out: Plain = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    if (v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)) {
+      out[k] = deepMerge(b as Plain, v as Plain);
+    } else {
+      out[k] = v;
+    }
+  }
+  return out;
+}
+
+function getPath(obj: Plain, path: string): unknown {
+  let cur: unknown = obj;
+  for (const part of path.split('.')) {
+    if (!cur || typeof cur !== 'object') return undefined;
+    cur = (cur as Plain)[part];
+  }
+  return cur;
+}
+
+function setPath(obj: Plain, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let cur = obj;
+  for (const part of parts.slice(0, -1)) {
+    if (!cur[part] || typeof cur[part] !== 'object') cur[part] = {};
+    cur = cur[part] as Plain;
+  }
+  cur[parts.at(-1)!] = value;
+}
+
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
+};
+
+export function parseBytes(raw: unknown): number | undefined {
+  if (typeof raw === 'number') return Number.isInteger(raw) ? raw : undefined;
+  if (typeof raw !== 'string') return undefined;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(raw);
+  if (!m) return undefined;
+  const unit = BYTE_UNITS[m[2]!.toLowerCase()];
+  return unit === undefined ? undefined : Math.round(Number(m[1]) * unit);
+}
+
+/** Coerce one raw value (from YAML or env) to the field's type; a string is an error message. */
+function coerce(field: Field, raw: unknown): { value: unknown } | { error: string } {
+  switch (field.kind) {
+    case 'string':
+    case 'host':
+      if (typeof raw === 'number') return { value: String(raw) };
+      if (typeof raw !== 'string' || raw === '') return { error: 'must be a non-empty string' };
+      return { value: raw };
+    case 'url': {
+      if (typeof raw !== 'string') return { error: 'must be a URL string' };
+      try {
+        new URL(raw);
+      } catch {
+        return { error: `"${redactUrl(raw)}" is not a valid URL` };
+      }
+      return { value: raw };
+    }
+    case 'enum':
+      if (typeof raw !== 'string' || !field.values!.includes(raw)) {
+        return { error: `must be one of ${field.values!.join(', ')} (got ${JSON.stringify(raw)})` };
+      }
+      return { value: raw };
+    case 'bool':
+      if (typeof raw === 'boolean') return { value: raw };
+      if (typeof raw === 'string' && /^(true|1|yes|on)$/i.test(raw)) return { value: true };
+      if (typeof raw === 'string' && /^(false|0|no|off)$/i.test(raw)) return { value: false };
+      return { error: `must be true or false (got ${JSON.stringify(raw)})` };
+    case 'int':
+    case 'bytes': {
+      const n =
+        field.kind === 'bytes'
+          ? parseBytes(raw)
+          : typeof raw === 'string' && /^-?\d+$/.test(raw.trim())
+            ? Number(raw)
+            : raw;
+      if (typeof n !== 'number' || !Number.isSafeInteger(n)) {
+        return {
+          error: `must be ${field.kind === 'bytes' ? 'a size such as 65536 or 1GiB' : 'an integer'} (got ${JSON.stringify(raw)})`,
+        };
+      }
+      if (field.min !== undefined && n < field.min)
+        return { error: `must be at least ${field.min} (got ${n})` };
+      if (field.max !== undefined && n > field.max)
+        return { error: `must be at most ${field.max} (got ${n})` };
+      return { value: n };
+    }
+  }
+}
+
+export function redactUrl(raw: string): string {
+  try {
+    const u = new URL(raw);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '***';
+  }
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function parseBuildings(raw: unknown, errors: string[]): BuildingMeta[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    errors.push('buildings: must be a list of {id, name, address}');
+    return [];
+  }
+  const out: BuildingMeta[] = [];
+  raw.forEach((b: unknown, i) => {
+    const entry = b as Plain;
+    if (!entry || typeof entry !== 'object' || !Number.isSafeInteger(entry.id) || (entry.id as number) < 1) {
+      errors.push(`buildings[${i}].id: must be a positive integer`);
+      return;
+    }
+    const id = entry.id as number;
+    out.push({
+      id,
+      key: canonicalBuildingKey(id),
+      name: typeof entry.name === 'string' ? entry.name : `building ${id}`,
+      address: typeof entry.address === 'string' ? entry.address : '',
+    });
+  });
+  return out;
+}
+
+const KNOWN_TOP_LEVEL = new Set([
+  'mqtt',
+  'http',
+  'influx',
+  'redis',
+  'postgres',
+  'dataDir',
+  'log',
+  'auth',
+  'pipeline',
+  'ingest',
+  'metadata',
+  'alerts',
+  'buildings',
+]);
+
+function unknownKeys(doc: Plain, errors: string[]): void {
+  const known = new Set([...fields()].map(([p]) => p));
+  const walk = (node: Plain, prefix: string) => {
+    for (const [k, v] of Object.entries(node)) {
+      const path = prefix ? `${prefix}.${k}` : k;
+      if (!prefix && !KNOWN_TOP_LEVEL.has(k)) errors.push(`${path}: unknown key`);
+      else if (path === 'buildings' || path.startsWith('alerts.rules')) continue;
+      else if (v && typeof v === 'object' && !Array.isArray(v) && !known.has(path)) walk(v as Plain, path);
+      else if (prefix && !known.has(path) && path !== 'alerts.rules') errors.push(`${path}: unknown key`);
+    }
+  };
+  walk(doc, '');
+}
+
+/**
+ * Build the frozen configuration: file(s) → env overrides → validation. All
+ * problems are collected and reported together, each naming its key.
+ */
+export function loadConfig(opts: LoadOptions): Config {
+  const sources: string[] = [];
+  let doc: Plain;
+  const explicit = opts.configPath ?? opts.env.ENERGY_INGEST_CONFIG;
+  if (explicit) {
+    const path = resolve(explicit);
+    doc = readYaml(path);
+    sources.push(path);
+  } else {
+    doc = readYaml(DEFAULT_CONFIG_FILE);
+    sources.push(DEFAULT_CONFIG_FILE);
+    const local = resolve(dirname(DEFAULT_CONFIG_FILE), 'local.yaml');
+    if (existsSync(local)) {
+      doc = deepMerge(doc, readYaml(local));
+      sources.push(local);
+    }
+  }
+
+  const errors: string[] = [];
+  unknownKeys(doc, errors);
+  const out: Plain = {};
+  for (const [path, field] of fields()) {
+    const env = envName(path, field);
+    const envRaw = opts.env[env];
+    let raw: unknown = getPath(doc, path);
+    let origin = path;
+    if (envRaw !== undefined && envRaw !== '') {
+      raw = envRaw;
+      origin = `${path} (env ${env})`;
+    }
+    if (raw === undefined || raw === null || raw === '') {
+      if (field.default !== undefined) setPath(out, path, field.default);
+      continue;
+    }
+    const r = coerce(field, raw);
+    if ('error' in r) errors.push(`${origin}: ${r.error}`);
+    else setPath(out, path, r.value);
+  }
+  const buildings = parseBuildings(doc.buildings, errors);
+
+  const cfg = out as unknown as {
+    mqtt: Config['mqtt'];
+    http: Config['http'];
+    influx: Plain;
+    auth: Plain;
+    pipeline: Config['pipeline'];
+  };
+  const tls = cfg.mqtt.tls ?? {};
+  cfg.influx ??= {};
+  if (tls.port !== undefined && (!tls.cert || !tls.key)) {
+    errors.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
+  }
+  if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
+    errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
+  }
+  if (errors.length) {
+    throw new IngestError('EI_CONFIG_INVALID', `invalid configuration:\n  ${errors.join('\n  ')}`);
+  }
+
+  cfg.influx.database ??= cfg.influx.bucket;
+  const hosts = [cfg.mqtt.host, cfg.http.host];
+  const explicitAnon = cfg.auth?.allowAnonymous;
+  cfg.auth = {
+    allowAnonymous: typeof explicitAnon === 'boolean' ? explicitAnon : hosts.every(isLoopback),
+    allowAnonymousExplicit: typeof explicitAnon === 'boolean',
+  };
+  (out as Plain).mqtt = { ...cfg.mqtt, tls };
+  (out as Plain).buildings = buildings;
+  (out as Plain).sources = sources;
+  (out as Plain).dataDir = isAbsolute(out.dataDir as string) ? out.dataDir : resolve(out.dataDir as string);
+  return deepFreeze(out) as unknown as Config;
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
+
+/** The effective configuration with every secret replaced, for printing. */
+export function redactedConfig(cfg: Config): Plain {
+  const copy = JSON.parse(JSON.stringify(cfg)) as Plain;
+  for (const [path, field] of fields()) {
+    const v = getPath(copy, path);
+    if (!field.secret || v === undefined) continue;
+    setPath(copy, path, field.kind === 'url' ? redactUrl(String(v)) : '***');
+  }
+  delete copy.sources;
+  return copy;
+}

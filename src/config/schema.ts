@@ -1,0 +1,234 @@
+// The one configuration schema: default, description and env var per key.
+// Env overrides are derived from this table (zigbee2mqtt's settings.schema.json
+// habit), never read ad hoc elsewhere. Keys named by the contract keep the
+// contract's env names; the others get EI_<PATH_IN_SNAKE_CASE>.
+
+export type FieldKind = 'string' | 'int' | 'bool' | 'enum' | 'bytes' | 'url' | 'host';
+
+export interface Field {
+  readonly kind: FieldKind;
+  readonly description: string;
+  /** undefined: the key is unset unless configured. */
+  readonly default?: string | number | boolean;
+  readonly env?: string;
+  readonly secret?: boolean;
+  readonly values?: readonly string[];
+  readonly min?: number;
+  readonly max?: number;
+}
+
+const port = (description: string, def: number | undefined, env?: string): Field => ({
+  kind: 'int',
+  description,
+  default: def,
+  env,
+  min: 0,
+  max: 65535,
+});
+
+export const SCHEMA = {
+  mqtt: {
+    host: { kind: 'host', description: 'MQTT TCP listener address', default: '127.0.0.1', env: 'MQTT_HOST' },
+    port: port('MQTT TCP listener port (0 picks a free port)', 1883, 'MQTT_PORT'),
+    maxPayloadBytes: {
+      kind: 'bytes',
+      description: 'larger publishes to sensors/ are rejected as payload_too_large',
+      default: 65536,
+      min: 16,
+      max: 16 * 1024 * 1024,
+    },
+    tls: {
+      port: port('MQTT over TLS listener port; TLS is off while unset', undefined, 'MQTT_TLS_PORT'),
+      cert: {
+        kind: 'string',
+        description: 'PEM certificate file for the TLS listener',
+        env: 'MQTT_TLS_CERT',
+      },
+      key: {
+        kind: 'string',
+        description: 'PEM private key file for the TLS listener',
+        env: 'MQTT_TLS_KEY',
+        secret: true,
+      },
+      ca: { kind: 'string', description: 'PEM CA file to verify client certificates', env: 'MQTT_TLS_CA' },
+    },
+  },
+  http: {
+    host: {
+      kind: 'host',
+      description: 'HTTP (health, metrics, WebSocket /mqtt) address',
+      default: '127.0.0.1',
+      env: 'HTTP_HOST',
+    },
+    port: port('HTTP port (0 picks a free port)', 8080, 'HTTP_PORT'),
+  },
+  influx: {
+    url: {
+      kind: 'url',
+      description: 'InfluxDB base URL; unset writes line protocol files under dataDir/readings',
+      env: 'INFLUX_URL',
+    },
+    api: {
+      kind: 'enum',
+      values: ['auto', 'v1', 'v2'],
+      description: 'write API; auto probes /ping',
+      default: 'auto',
+      env: 'INFLUX_API',
+    },
+    token: { kind: 'string', description: 'InfluxDB v2 API token', env: 'INFLUX_TOKEN', secret: true },
+    org: {
+      kind: 'string',
+      description: 'InfluxDB v2 organisation',
+      default: 'energy_org',
+      env: 'INFLUX_ORG',
+    },
+    bucket: {
+      kind: 'string',
+      description: 'InfluxDB v2 bucket',
+      default: 'energy_data',
+      env: 'INFLUX_BUCKET',
+    },
+    database: {
+      kind: 'string',
+      description: 'InfluxDB v1 database (default: the bucket name)',
+      env: 'INFLUX_DATABASE',
+    },
+    username: { kind: 'string', description: 'InfluxDB v1 user', env: 'INFLUX_USERNAME' },
+    password: { kind: 'string', description: 'InfluxDB v1 password', env: 'INFLUX_PASSWORD', secret: true },
+    timeoutMs: {
+      kind: 'int',
+      description: 'per-request timeout for InfluxDB',
+      default: 10000,
+      min: 100,
+      max: 600000,
+    },
+  },
+  redis: {
+    url: { kind: 'url', description: 'Redis URL; unset: no Redis outputs', env: 'REDIS_URL', secret: true },
+  },
+  postgres: {
+    url: {
+      kind: 'url',
+      description: 'PostgreSQL URL; unset: metadata from `buildings:` in this file',
+      env: 'DATABASE_URL',
+      secret: true,
+    },
+  },
+  dataDir: {
+    kind: 'string',
+    description: 'directory for the file sink, dead letters and the durable log',
+    default: './data',
+    env: 'DATA_DIR',
+  },
+  log: {
+    level: {
+      kind: 'enum',
+      values: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'],
+      description: 'pino log level (JSON to stdout)',
+      default: 'info',
+      env: 'LOG_LEVEL',
+    },
+  },
+  auth: {
+    allowAnonymous: {
+      kind: 'bool',
+      description: 'anonymous MQTT clients; default true only while every listener is on loopback',
+      env: 'ALLOW_ANONYMOUS',
+    },
+  },
+  pipeline: {
+    batchSize: { kind: 'int', description: 'points per InfluxDB write', default: 5000, min: 1, max: 1000000 },
+    flushIntervalMs: {
+      kind: 'int',
+      description: 'longest a point waits for its batch to fill',
+      default: 1000,
+      min: 1,
+      max: 600000,
+    },
+    maxInflightBatches: {
+      kind: 'int',
+      description: 'concurrent writes to the sink',
+      default: 4,
+      min: 1,
+      max: 64,
+    },
+    maxLogBytes: {
+      kind: 'bytes',
+      description: 'disk budget of the durable log; full → publishers are paused',
+      default: 1024 ** 3,
+      min: 1024 * 1024,
+    },
+    durability: {
+      kind: 'enum',
+      values: ['fsync', 'relaxed'],
+      description: 'fsync before PUBACK, or write only',
+      default: 'fsync',
+    },
+    shutdownTimeoutMs: {
+      kind: 'int',
+      description: 'longest a SIGTERM flush may take',
+      default: 10000,
+      min: 0,
+      max: 600000,
+    },
+    retryMinMs: {
+      kind: 'int',
+      description: 'first retry backoff ceiling',
+      default: 1000,
+      min: 1,
+      max: 600000,
+    },
+    retryMaxMs: { kind: 'int', description: 'largest retry backoff', default: 60000, min: 1, max: 3600000 },
+  },
+  ingest: {
+    maxFutureSkewS: {
+      kind: 'int',
+      description: 'readings further in the future are rejected',
+      default: 300,
+      min: 0,
+    },
+    maxAgeS: { kind: 'int', description: 'older readings are rejected', default: 604800, min: 1 },
+    acceptUnknownBuildings: {
+      kind: 'bool',
+      description: 'accept buildings missing from the metadata',
+      default: false,
+    },
+  },
+  metadata: {
+    refreshCron: {
+      kind: 'string',
+      description: 'node-cron schedule of the metadata reload',
+      default: '*/5 * * * *',
+    },
+  },
+  alerts: {
+    locale: { kind: 'enum', values: ['ko', 'en'], description: 'language of alert messages', default: 'ko' },
+  },
+} as const satisfies SchemaNode;
+
+export interface SchemaNode {
+  readonly [key: string]: Field | SchemaNode;
+}
+
+export function isField(node: Field | SchemaNode): node is Field {
+  return typeof (node as Field).kind === 'string' && typeof (node as Field).description === 'string';
+}
+
+/** Every leaf with its dotted path, in schema order. */
+export function* fields(node: SchemaNode = SCHEMA, prefix = ''): Generator<[string, Field]> {
+  for (const [key, child] of Object.entries(node)) {
+    const path = prefix ? `${prefix}.${key}` : key;
+    if (isField(child)) yield [path, child];
+    else yield* fields(child, path);
+  }
+}
+
+export function envName(path: string, field: Field): string {
+  return (
+    field.env ??
+    `EI_${path
+      .replace(/\./g, '_')
+      .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+      .toUpperCase()}`
+  );
+}

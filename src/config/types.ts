@@ -1,0 +1,59 @@
+// The typed, frozen configuration every module receives. Built once by load.ts.
+
+export interface BuildingMeta {
+  readonly id: number;
+  readonly key: string; // canonical building_NNN
+  readonly name: string;
+  readonly address: string;
+}
+
+export interface Config {
+  readonly mqtt: {
+    readonly host: string;
+    readonly port: number;
+    readonly maxPayloadBytes: number;
+    readonly tls: {
+      readonly port?: number;
+      readonly cert?: string;
+      readonly key?: string;
+      readonly ca?: string;
+    };
+  };
+  readonly http: { readonly host: string; readonly port: number };
+  readonly influx: {
+    readonly url?: string;
+    readonly api: 'auto' | 'v1' | 'v2';
+    readonly token?: string;
+    readonly org: string;
+    readonly bucket: string;
+    readonly database: string;
+    readonly username?: string;
+    readonly password?: string;
+    readonly timeoutMs: number;
+  };
+  readonly redis: { readonly url?: string };
+  readonly postgres: { readonly url?: string };
+  readonly dataDir: string;
+  readonly log: { readonly level: string };
+  readonly auth: { readonly allowAnonymous: boolean; readonly allowAnonymousExplicit: boolean };
+  readonly pipeline: {
+    readonly batchSize: number;
+    readonly flushIntervalMs: number;
+    readonly maxInflightBatches: number;
+    readonly maxLogBytes: number;
+    readonly durability: 'fsync' | 'relaxed';
+    readonly shutdownTimeoutMs: number;
+    readonly retryMinMs: number;
+    readonly retryMaxMs: number;
+  };
+  readonly ingest: {
+    readonly maxFutureSkewS: number;
+    readonly maxAgeS: number;
+    readonly acceptUnknownBuildings: boolean;
+  };
+  readonly metadata: { readonly refreshCron: string };
+  readonly alerts: { readonly locale: 'ko' | 'en' };
+  readonly buildings: readonly BuildingMeta[];
+  /** Where the configuration came from, for `energy-ingest config` and logs. */
+  readonly sources: readonly string[];
+}

@@ -1,0 +1,32 @@
+// One catalogue of coded errors (after Fastify's lib/errors.js): every error the
+// daemon raises on purpose carries a stable code, so logs, tests and docs agree.
+// tests/unit/errors.test.ts checks this list against docs/errors.md.
+
+export const ERROR_CODES = {
+  EI_CONFIG_INVALID: 'invalid configuration',
+  EI_CONFIG_UNREADABLE: 'configuration file cannot be read',
+  EI_CLI_USAGE: 'bad command line',
+  EI_LISTEN_FAILED: 'a listener could not bind',
+  EI_INFLUX_UNREACHABLE: 'InfluxDB did not answer',
+  EI_INFLUX_BUCKET_MISSING: 'the configured InfluxDB v2 bucket does not exist',
+  EI_INFLUX_AUTH: 'InfluxDB refused the credentials',
+  EI_INFLUX_WRITE: 'InfluxDB refused a write',
+  EI_SINK_CLOSED: 'write attempted after the sink was closed',
+  EI_SHUTDOWN_TIMEOUT: 'shutdown did not finish within pipeline.shutdownTimeoutMs',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class IngestError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'IngestError';
+    this.code = code;
+  }
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}

@@ -1,0 +1,165 @@
+// A small Prometheus registry: counters and histograms with fixed label sets.
+// Kept dependency-free and allocation-light because counters sit on the
+// per-message path.
+
+type Labels = Readonly<Record<string, string>>;
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(
+    ([k, v]) => `${k}="${v.replace(/["\\\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`))}"`,
+  );
+  return parts.length ? `{${parts.join(',')}}` : '';
+}
+
+export class Counter {
+  private readonly values = new Map<string, { labels: Labels; value: number }>();
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
+
+  inc(labels: Labels = {}, by = 1): void {
+    const key = labelText(labels);
+    const cur = this.values.get(key);
+    if (cur) cur.value += by;
+    else this.values.set(key, { labels, value: by });
+  }
+
+  get(labels: Labels = {}): number {
+    return this.values.get(labelText(labels))?.value ?? 0;
+  }
+
+  render(): string {
+    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n`;
+    if (this.values.size === 0) out += `${this.name} 0\n`;
+    for (const [key, v] of this.values) out += `${this.name}${key} ${v.value}\n`;
+    return out;
+  }
+}
+
+export class Gauge {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => number,
+  ) {}
+
+  render(): string {
+    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n${this.name} ${this.read()}\n`;
+  }
+}
+
+export class Histogram {
+  private readonly counts: number[];
+  private sum = 0;
+  private count = 0;
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[],
+  ) {
+    this.counts = new Array(buckets.length).fill(0);
+  }
+
+  observe(v: number): void {
+    this.sum += v;
+    this.count++;
+    for (let i = 0; i < this.buckets.length; i++) {
+      if (v <= this.buckets[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
+  }
+
+  /** Linear interpolation inside the bucket holding quantile q; good enough for reports. */
+  quantile(q: number): number {
+    if (this.count === 0) return 0;
+    const rank = q * this.count;
+    let seen = 0;
+    for (let i = 0; i < this.buckets.length; i++) {
+      const c = this.counts[i]!;
+      if (seen + c >= rank && c > 0) {
+        const lo = i === 0 ? 0 : this.buckets[i - 1]!;
+        return lo + ((this.buckets[i]! - lo) * (rank - seen)) / c;
+      }
+      seen += c;
+    }
+    return this.buckets.at(-1)!;
+  }
+
+  get total(): number {
+    return this.count;
+  }
+
+  render(): string {
+    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} histogram\n`;
+    let cum = 0;
+    this.buckets.forEach((b, i) => {
+      cum += this.counts[i]!;
+      out += `${this.name}_bucket{le="${b}"} ${cum}\n`;
+    });
+    out += `${this.name}_bucket{le="+Inf"} ${this.count}\n${this.name}_sum ${this.sum}\n${this.name}_count ${this.count}\n`;
+    return out;
+  }
+}
+
+const LATENCY_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 300,
+];
+
+/** Every metric of the daemon, in one place (contract section 10). */
+export class Metrics {
+  readonly messagesReceived = new Counter(
+    'energy_ingest_messages_received_total',
+    'MQTT publishes received on sensors/',
+  );
+  readonly readingsAccepted = new Counter(
+    'energy_ingest_readings_accepted_total',
+    'readings accepted for writing',
+  );
+  readonly messagesRejected = new Counter(
+    'energy_ingest_messages_rejected_total',
+    'rejected messages (dead-lettered), by reason',
+  );
+  readonly pointsWritten = new Counter('energy_ingest_points_written_total', 'points accepted by the sink');
+  readonly writeErrors = new Counter(
+    'energy_ingest_write_errors_total',
+    'failed sink writes (each retried or split), by kind',
+  );
+  readonly writeDuration = new Histogram(
+    'energy_ingest_write_duration_seconds',
+    'duration of one sink write',
+    LATENCY_BUCKETS,
+  );
+  readonly ingestLatency = new Histogram(
+    'energy_ingest_ingest_latency_seconds',
+    'receipt to written',
+    LATENCY_BUCKETS,
+  );
+  readonly qos0Dropped = new Counter(
+    'energy_ingest_qos0_dropped_total',
+    'QoS 0 readings dropped because the pipeline was full',
+  );
+  private readonly gauges: Gauge[] = [];
+
+  gauge(name: string, help: string, read: () => number): void {
+    this.gauges.push(new Gauge(name, help, read));
+  }
+
+  render(): string {
+    return [
+      this.messagesReceived,
+      this.readingsAccepted,
+      this.messagesRejected,
+      this.pointsWritten,
+      this.writeErrors,
+      this.qos0Dropped,
+      this.writeDuration,
+      this.ingestLatency,
+      ...this.gauges,
+    ]
+      .map((m) => m.render())
+      .join('');
+  }
+}

@@ -1,0 +1,40 @@
+// The shape everything downstream of ingest works with, and the rejection
+// reasons of contract section 6.
+
+export type ExtraValue = number | string | boolean;
+
+export interface Reading {
+  readonly buildingId: number;
+  /** canonical building_NNN key, stored as the building_id tag */
+  readonly building: string;
+  readonly floor: string;
+  readonly room: string;
+  readonly sensorType: string;
+  readonly value: number;
+  readonly unit: string;
+  readonly status: string;
+  /** extra payload keys, in payload order */
+  readonly extra: ReadonlyArray<readonly [string, ExtraValue]>;
+  /** epoch milliseconds; the receipt time when the payload had none */
+  readonly timestampMs: number;
+}
+
+export const REJECT_REASONS = [
+  'bad_topic',
+  'bad_json',
+  'bad_value',
+  'bad_timestamp',
+  'timestamp_out_of_range',
+  'unknown_building',
+  'payload_too_large',
+  'sink_rejected',
+] as const;
+
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+export interface Rejection {
+  readonly reason: RejectReason;
+  readonly detail: string;
+  /** the part of the payload the rejection is about (one array element, or all of it) */
+  readonly payload: Buffer;
+}

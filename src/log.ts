@@ -1,0 +1,41 @@
+import { type Logger, pino } from 'pino';
+
+export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+  return pino(
+    {
+      level,
+      base: { svc: 'energy-ingest' },
+      // Secrets never reach a log line, even when an error object carries them.
+      redact: { paths: ['password', '*.password', 'token', '*.token', 'url', '*.url'], censor: '***' },
+    },
+    destination as Parameters<typeof pino>[1],
+  );
+}
+
+/**
+ * At most `perWindow` lines per key per window; the rest are counted and
+ * reported with the next line that gets through. Keeps a flood of bad input
+ * from turning into a flood of logs.
+ */
+export class RateLimitedLog {
+  private readonly windows = new Map<string, { start: number; count: number; suppressed: number }>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly perWindow = 5,
+    private readonly windowMs = 10_000,
+  ) {}
+
+  warn(key: string, obj: Record<string, unknown>, msg: string): void {
+    const now = Date.now();
+    let w = this.windows.get(key);
+    if (!w || now - w.start >= this.windowMs) {
+      const suppressed = w?.suppressed ?? 0;
+      w = { start: now, count: 0, suppressed: 0 };
+      this.windows.set(key, w);
+      if (suppressed) obj = { ...obj, suppressed };
+    }
+    if (w.count++ < this.perWindow) this.log.warn(obj, msg);
+    else w.suppressed++;
+  }
+}

@@ -1,0 +1,79 @@
+import type { Config } from '../config/types.js';
+import { IngestError } from '../errors.js';
+import { FileSink } from './file.js';
+import { InfluxV1Sink } from './influxV1.js';
+import { InfluxV2Sink } from './influxV2.js';
+import type { Sink } from './sink.js';
+
+export interface ServerInfo {
+  readonly api: 'v1' | 'v2';
+  /** X-Influxdb-Version, or '' when the server sent none */
+  readonly version: string;
+}
+
+/**
+ * `influx.api: auto`: GET /ping and read the version header. InfluxDB 1.x says
+ * "1.x.y"; 2.x says "v2.x.y" or "2.x.y". Without a header (VictoriaMetrics and
+ * other compatible servers) a configured token means v2, else v1.
+ */
+export async function probeInflux(
+  url: string,
+  token: string | undefined,
+  timeoutMs: number,
+): Promise<ServerInfo> {
+  let res: Response;
+  try {
+    res = await fetch(`${url.replace(/\/+$/, '')}/ping`, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.body?.cancel();
+  } catch (err) {
+    throw new IngestError(
+      'EI_INFLUX_UNREACHABLE',
+      `InfluxDB at ${url} did not answer /ping: ${(err as Error).message}`,
+      {
+        cause: err,
+      },
+    );
+  }
+  const version = (res.headers.get('x-influxdb-version') ?? '').trim();
+  if (/^v?1\./.test(version)) return { api: 'v1', version };
+  if (/^v?[2-9]\./.test(version)) return { api: 'v2', version };
+  return { api: token ? 'v2' : 'v1', version };
+}
+
+/**
+ * InfluxDB 1.x keeps backslashes in tags literally (see ingest/lineProtocol.ts;
+ * verified against 1.6). Unknown servers get the documented 2.x escaping.
+ */
+function legacyBackslashes(version: string): boolean {
+  return /^v?1\./.test(version);
+}
+
+export async function createSink(cfg: Config): Promise<Sink> {
+  const url = cfg.influx.url;
+  if (!url) return new FileSink(cfg.dataDir);
+  const timeoutMs = cfg.influx.timeoutMs;
+  let api = cfg.influx.api;
+  let version = '';
+  if (api === 'auto' || api === 'v1') {
+    const info = await probeInflux(url, cfg.influx.token, timeoutMs);
+    version = info.version;
+    if (api === 'auto') api = info.api;
+  }
+  if (api === 'v2') {
+    return new InfluxV2Sink({
+      url,
+      token: cfg.influx.token,
+      org: cfg.influx.org,
+      bucket: cfg.influx.bucket,
+      timeoutMs,
+    });
+  }
+  return new InfluxV1Sink({
+    url,
+    database: cfg.influx.database,
+    username: cfg.influx.username,
+    password: cfg.influx.password,
+    timeoutMs,
+    backslashMode: legacyBackslashes(version) ? 'literal' : 'escape',
+  });
+}

@@ -1,0 +1,41 @@
+import { appendFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Sink, WriteResult } from './sink.js';
+
+/**
+ * The zero-config sink: line protocol appended to {dataDir}/readings/YYYY-MM-DD.lp
+ * (UTC date of the write), loadable with `influx write --precision ms`.
+ */
+export class FileSink implements Sink {
+  readonly name = 'file';
+  readonly backslashMode = 'escape' as const;
+  private readonly dir: string;
+
+  constructor(dataDir: string) {
+    this.dir = join(dataDir, 'readings');
+  }
+
+  async connect(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+  }
+
+  pathFor(now = new Date()): string {
+    return join(this.dir, `${now.toISOString().slice(0, 10)}.lp`);
+  }
+
+  async write(lines: readonly string[]): Promise<WriteResult> {
+    try {
+      await appendFile(this.pathFor(), `${lines.join('\n')}\n`);
+      return { kind: 'ok' };
+    } catch (err) {
+      // A full or read-only disk may recover: keep the batch.
+      return { kind: 'retry', message: (err as Error).message };
+    }
+  }
+
+  async ping(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,104 @@
+import { IngestError } from '../errors.js';
+import type { BackslashMode } from '../ingest/lineProtocol.js';
+import { classifyStatus, type Sink, type WriteResult } from './sink.js';
+
+export interface InfluxV1Options {
+  readonly url: string;
+  readonly database: string;
+  readonly username?: string;
+  readonly password?: string;
+  readonly timeoutMs: number;
+  readonly backslashMode: BackslashMode;
+}
+
+/** InfluxDB 1.x HTTP API: POST /write?db=…&precision=ms; the database is created when missing. */
+export class InfluxV1Sink implements Sink {
+  readonly name = 'influxdb-v1';
+  readonly backslashMode: BackslashMode;
+  private readonly base: string;
+  private readonly headers: Record<string, string>;
+
+  constructor(private readonly opts: InfluxV1Options) {
+    this.backslashMode = opts.backslashMode;
+    this.base = opts.url.replace(/\/+$/, '');
+    this.headers = { 'content-type': 'text/plain; charset=utf-8' };
+    if (opts.username) {
+      const basic = Buffer.from(`${opts.username}:${opts.password ?? ''}`).toString('base64');
+      this.headers.authorization = `Basic ${basic}`;
+    }
+  }
+
+  async connect(): Promise<void> {
+    await this.createDatabase();
+  }
+
+  private async createDatabase(): Promise<void> {
+    const q = `CREATE DATABASE "${this.opts.database.replace(/["\\]/g, '\\$&')}"`;
+    let res: Response;
+    try {
+      res = await fetch(`${this.base}/query`, {
+        method: 'POST',
+        headers: { ...this.headers, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ q }),
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+    } catch (err) {
+      throw new IngestError(
+        'EI_INFLUX_UNREACHABLE',
+        `InfluxDB at ${this.base} did not answer: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const body = await res.text();
+    if (res.status === 401 || res.status === 403) {
+      throw new IngestError(
+        'EI_INFLUX_AUTH',
+        `InfluxDB refused the credentials (${res.status}): ${body.slice(0, 200)}`,
+      );
+    }
+    if (!res.ok || body.includes('"error"')) {
+      throw new IngestError(
+        'EI_INFLUX_WRITE',
+        `CREATE DATABASE ${this.opts.database} failed (${res.status}): ${body.slice(0, 200)}`,
+      );
+    }
+  }
+
+  async write(lines: readonly string[]): Promise<WriteResult> {
+    const url = `${this.base}/write?db=${encodeURIComponent(this.opts.database)}&precision=ms`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        method: 'POST',
+        headers: this.headers,
+        body: lines.join('\n'),
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+    } catch (err) {
+      return { kind: 'retry', message: `network: ${(err as Error).message}` };
+    }
+    if (res.status === 204 || res.status === 200) {
+      await res.body?.cancel();
+      return { kind: 'ok' };
+    }
+    const text = (await res.text()).slice(0, 1000);
+    if (res.status === 404 && text.includes('database not found')) {
+      // Dropped while we run: recreate it and write again.
+      try {
+        await this.createDatabase();
+      } catch (err) {
+        return { kind: 'retry', status: 404, message: (err as Error).message };
+      }
+      return { kind: 'retry', status: 404, retryAfterMs: 0, message: text };
+    }
+    return classifyStatus(res.status, text, res.headers.get('retry-after'));
+  }
+
+  async ping(): Promise<void> {
+    const res = await fetch(`${this.base}/ping`, { signal: AbortSignal.timeout(this.opts.timeoutMs) });
+    await res.body?.cancel();
+    if (!res.ok) throw new Error(`/ping answered ${res.status}`);
+  }
+
+  async close(): Promise<void> {}
+}
