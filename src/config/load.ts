@@ -7,7 +7,13 @@ import { canonicalBuildingKey } from '../ingest/building.js';
 import { envName, type Field, fields } from './schema.js';
 import type { BuildingMeta, Config } from './types.js';
 
-const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** The package root, found by walking up: the same code runs from src/ (tests) and dist/src/ (bin). */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(resolve(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+const PACKAGE_ROOT = packageRoot();
 export const DEFAULT_CONFIG_FILE = resolve(PACKAGE_ROOT, 'config', 'default.yaml');
 
 export interface LoadOptions {

@@ -21,6 +21,8 @@ export class Pipeline {
   private readonly queue: PQueue;
   private readonly maxQueued: number;
   private lostOnShutdown = 0;
+  /** points in batches handed to the queue and not yet finished */
+  private queuedPoints = 0;
 
   constructor(
     private readonly opts: PipelineOptions,
@@ -33,7 +35,7 @@ export class Pipeline {
 
   /** Points waiting in memory (batching, queued and being written). */
   get backlog(): number {
-    return this.batch.length + (this.queue.size + this.queue.pending) * this.opts.batchSize;
+    return this.batch.length + this.queuedPoints;
   }
 
   get full(): boolean {
@@ -61,15 +63,22 @@ export class Pipeline {
     if (this.batch.length === 0) return;
     const batch = this.batch;
     this.batch = [];
+    this.queuedPoints += batch.length;
     this.queue
       .add(() => this.writer.deliver(batch))
-      .catch((err: unknown) => {
-        if (err instanceof ShutdownAbort) {
-          this.lostOnShutdown += batch.length;
-          return;
-        }
-        this.log.error({ err }, 'batch delivery failed unexpectedly');
-      });
+      .then(
+        () => {
+          this.queuedPoints -= batch.length;
+        },
+        (err: unknown) => {
+          this.queuedPoints -= batch.length;
+          if (err instanceof ShutdownAbort) {
+            this.lostOnShutdown += batch.length;
+            return;
+          }
+          this.log.error({ err }, 'batch delivery failed unexpectedly');
+        },
+      );
   }
 
   /** Write everything buffered; give up at the deadline and report how many points were left. */
@@ -83,11 +92,12 @@ export class Pipeline {
     const outcome = await Promise.race([idle.then(() => 'idle' as const), timeout]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
-      const queued = this.queue.size * this.opts.batchSize;
+      // Drop the batches that never started (their points stay counted in
+      // queuedPoints), make the running ones give up (counted in lostOnShutdown).
       this.queue.clear();
       this.writer.abort();
       await this.queue.onIdle();
-      return { unwritten: this.lostOnShutdown + queued };
+      return { unwritten: this.lostOnShutdown + this.queuedPoints };
     }
     return { unwritten: this.lostOnShutdown };
   }

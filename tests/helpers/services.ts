@@ -1,0 +1,202 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+// Throwaway servers for tests and benchmarks: each on free loopback ports, in
+// its own temp dir, killed and removed by stop(). Never a server started by hand.
+
+export interface Service {
+  readonly name: string;
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `ei-${prefix}-`));
+}
+
+async function waitFor(
+  check: () => Promise<boolean>,
+  what: string,
+  child: ChildProcess,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode} before it was ready`);
+    try {
+      if (await check()) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} was not ready within ${timeoutMs} ms`);
+}
+
+function stopper(child: ChildProcess, dir: string): () => Promise<void> {
+  return async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+}
+
+function collect(child: ChildProcess): () => string {
+  let out = '';
+  const keep = (b: Buffer) => {
+    out = (out + b.toString()).slice(-20_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return () => out;
+}
+
+async function pingOk(url: string): Promise<boolean> {
+  const res = await fetch(`${url}/ping`, { signal: AbortSignal.timeout(1000) });
+  await res.body?.cancel();
+  return res.status === 204 || res.status === 200;
+}
+
+/** InfluxDB 1.x (Debian package `influxdb`), speaking the v1 /write API. */
+export async function startInflux1(): Promise<Service> {
+  const dir = tempDir('influx1');
+  const [httpPort, bindPort] = [await freePort(), await freePort()];
+  const conf = join(dir, 'influxdb.conf');
+  writeFileSync(
+    conf,
+    `reporting-disabled = true
+bind-address = "127.0.0.1:${bindPort}"
+[meta]
+  dir = "${dir}/meta"
+[data]
+  dir = "${dir}/data"
+  wal-dir = "${dir}/wal"
+  query-log-enabled = false
+  cache-max-memory-size = "1g"
+[coordinator]
+  log-queries-after = "0s"
+[http]
+  bind-address = "127.0.0.1:${httpPort}"
+  log-enabled = false
+  max-body-size = 0
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+`,
+  );
+  const child = spawn('influxd', ['-config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = collect(child);
+  const url = `http://127.0.0.1:${httpPort}`;
+  try {
+    await waitFor(() => pingOk(url), 'influxd', child);
+  } catch (err) {
+    await stopper(child, dir)();
+    throw new Error(`${(err as Error).message}\n${output()}`);
+  }
+  return { name: 'influxdb1', url, port: httpPort, dir, stop: stopper(child, dir) };
+}
+
+/** VictoriaMetrics: a real server speaking InfluxDB's v2 /api/v2/write. */
+export async function startVictoria(): Promise<Service> {
+  const dir = tempDir('vm');
+  const port = await freePort();
+  const child = spawn(
+    'victoria-metrics',
+    [
+      `-storageDataPath=${dir}`,
+      `-httpListenAddr=127.0.0.1:${port}`,
+      '-loggerLevel=ERROR',
+      '-retentionPeriod=100y',
+      // make freshly written samples searchable at once
+      '-search.latencyOffset=0s',
+      '-search.disableCache',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const output = collect(child);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitFor(
+      async () => {
+        const res = await fetch(`${url}/health`, { signal: AbortSignal.timeout(1000) });
+        return (await res.text()).trim() === 'OK';
+      },
+      'victoria-metrics',
+      child,
+    );
+  } catch (err) {
+    await stopper(child, dir)();
+    throw new Error(`${(err as Error).message}\n${output()}`);
+  }
+  return { name: 'victoria-metrics', url, port, dir, stop: stopper(child, dir) };
+}
+
+/** Run an InfluxQL query against InfluxDB 1.x and return the first series' rows as objects. */
+export async function influxQuery(url: string, db: string, q: string): Promise<Record<string, unknown>[]> {
+  const res = await fetch(`${url}/query?${new URLSearchParams({ db, q, epoch: 'ms' })}`);
+  const body = (await res.json()) as {
+    results: Array<{ error?: string; series?: Array<{ columns: string[]; values: unknown[][] }> }>;
+  };
+  const r = body.results[0];
+  if (r?.error) throw new Error(r.error);
+  const rows: Record<string, unknown>[] = [];
+  for (const s of r?.series ?? []) {
+    for (const v of s.values) rows.push(Object.fromEntries(s.columns.map((c, i) => [c, v[i]])));
+  }
+  return rows;
+}
+
+/** Every sample of `metric` that VictoriaMetrics holds, with its labels. */
+export async function victoriaExport(
+  url: string,
+  match: string,
+): Promise<Array<{ metric: Record<string, string>; values: number[]; timestamps: number[] }>> {
+  const res = await fetch(`${url}/api/v1/export?${new URLSearchParams({ 'match[]': match, start: '0' })}`);
+  const text = await res.text();
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
+}
+
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${what} not reached within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
+}

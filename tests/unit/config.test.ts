@@ -1,0 +1,139 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadConfig, parseBytes, redactedConfig } from '../../src/config/load.js';
+import { envName, fields } from '../../src/config/schema.js';
+import { IngestError } from '../../src/errors.js';
+
+function file(yaml: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ei-cfg-'));
+  const p = join(dir, 'c.yaml');
+  writeFileSync(p, yaml);
+  return p;
+}
+
+describe('configuration', () => {
+  it('shipped defaults match the contract', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.mqtt).toMatchObject({ host: '127.0.0.1', port: 1883, maxPayloadBytes: 65536 });
+    expect(c.http).toMatchObject({ host: '127.0.0.1', port: 8080 });
+    expect(c.influx).toMatchObject({
+      api: 'auto',
+      org: 'energy_org',
+      bucket: 'energy_data',
+      database: 'energy_data',
+    });
+    expect(c.influx.url).toBeUndefined();
+    expect(c.pipeline).toMatchObject({
+      batchSize: 5000,
+      flushIntervalMs: 1000,
+      maxInflightBatches: 4,
+      maxLogBytes: 1024 ** 3,
+      durability: 'fsync',
+      shutdownTimeoutMs: 10000,
+    });
+    expect(c.ingest).toEqual({ maxFutureSkewS: 300, maxAgeS: 604800, acceptUnknownBuildings: false });
+    expect(c.log.level).toBe('info');
+    expect(c.auth.allowAnonymous).toBe(true);
+    expect(c.buildings).toEqual([]);
+    expect(Object.isFrozen(c) && Object.isFrozen(c.pipeline)).toBe(true);
+  });
+
+  it('env vars override the file, with the contract names', () => {
+    const c = loadConfig({
+      env: {
+        MQTT_PORT: '2883',
+        INFLUX_URL: 'http://db:8086',
+        INFLUX_BUCKET: 'b',
+        DATA_DIR: '/var/lib/ei',
+        LOG_LEVEL: 'debug',
+        ALLOW_ANONYMOUS: 'false',
+      },
+    });
+    expect(c.mqtt.port).toBe(2883);
+    expect(c.influx.url).toBe('http://db:8086');
+    expect(c.influx.database).toBe('b');
+    expect(c.dataDir).toBe('/var/lib/ei');
+    expect(c.log.level).toBe('debug');
+    expect(c.auth).toEqual({ allowAnonymous: false, allowAnonymousExplicit: true });
+  });
+
+  it('derives env names for keys the contract does not name', () => {
+    const names = Object.fromEntries([...fields()].map(([p, f]) => [p, envName(p, f)]));
+    expect(names['pipeline.batchSize']).toBe('EI_PIPELINE_BATCH_SIZE');
+    expect(names['redis.url']).toBe('REDIS_URL');
+    expect(names['postgres.url']).toBe('DATABASE_URL');
+    expect(loadConfig({ env: { EI_PIPELINE_BATCH_SIZE: '10' } }).pipeline.batchSize).toBe(10);
+  });
+
+  it('--config wins over ENERGY_INGEST_CONFIG, and lists buildings', () => {
+    const a = file('mqtt: { port: 1111 }\n');
+    const b = file(
+      'mqtt: { port: 2222 }\nbuildings:\n  - { id: 1, name: 건물A, address: 서울시 강남구 }\n  - { id: 1234, name: B }\n',
+    );
+    expect(loadConfig({ configPath: a, env: { ENERGY_INGEST_CONFIG: b } }).mqtt.port).toBe(1111);
+    const c = loadConfig({ env: { ENERGY_INGEST_CONFIG: b } });
+    expect(c.mqtt.port).toBe(2222);
+    expect(c.buildings.map((x) => x.key)).toEqual(['building_001', 'building_1234']);
+  });
+
+  it('reports every problem at once, each naming its key', () => {
+    const p = file(
+      'mqtt: { port: 99999, bogus: 1 }\npipeline: { durability: maybe, batchSize: 0 }\nnope: 1\n',
+    );
+    let err: unknown;
+    try {
+      loadConfig({ configPath: p, env: { INFLUX_URL: 'not a url' } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(IngestError);
+    const msg = (err as IngestError).message;
+    expect((err as IngestError).code).toBe('EI_CONFIG_INVALID');
+    for (const key of [
+      'mqtt.port',
+      'mqtt.bogus',
+      'pipeline.durability',
+      'pipeline.batchSize',
+      'nope',
+      'influx.url (env INFLUX_URL)',
+    ]) {
+      expect(msg).toContain(key);
+    }
+  });
+
+  it('unreadable files are a clear error', () => {
+    expect(() => loadConfig({ configPath: '/nonexistent/x.yaml', env: {} })).toThrow(
+      /cannot read config file/,
+    );
+    expect(() => loadConfig({ configPath: file('a: [1,\n'), env: {} })).toThrow(/not valid YAML/);
+  });
+
+  it('anonymous access defaults to false once a listener leaves loopback', () => {
+    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0' } }).auth.allowAnonymous).toBe(false);
+    expect(loadConfig({ env: { HTTP_HOST: '192.0.2.1' } }).auth.allowAnonymous).toBe(false);
+    expect(loadConfig({ env: { MQTT_HOST: '::1' } }).auth.allowAnonymous).toBe(true);
+  });
+
+  it('redacts secrets', () => {
+    const c = loadConfig({
+      env: {
+        INFLUX_TOKEN: 'tok-secret',
+        INFLUX_PASSWORD: 'pw-secret',
+        DATABASE_URL: 'postgres://u:pg-secret@h/db',
+        REDIS_URL: 'redis://:rd-secret@h:6379',
+      },
+    });
+    const text = JSON.stringify(redactedConfig(c));
+    for (const s of ['tok-secret', 'pw-secret', 'pg-secret', 'rd-secret']) expect(text).not.toContain(s);
+    expect(text).toContain('postgres://u:***@h/db');
+  });
+
+  it('parses sizes', () => {
+    expect(parseBytes('1GiB')).toBe(1024 ** 3);
+    expect(parseBytes('64 KiB')).toBe(65536);
+    expect(parseBytes(5)).toBe(5);
+    expect(parseBytes('lots')).toBeUndefined();
+  });
+});

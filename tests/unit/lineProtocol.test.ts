@@ -1,0 +1,108 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { encodeReading, escapeTag, quoteString, UnencodableError } from '../../src/ingest/lineProtocol.js';
+import type { Reading } from '../../src/ingest/reading.js';
+import { readLine } from '../helpers/lineProtocolReader.js';
+
+const base: Reading = {
+  buildingId: 1,
+  building: 'building_001',
+  floor: '3',
+  room: 'office_301',
+  sensorType: 'temperature',
+  value: 23.5,
+  unit: 'celsius',
+  status: 'normal',
+  extra: [],
+  timestampMs: 1705314600000,
+};
+
+// Label-like strings: printable, including every character the protocol cares about.
+const hostile = fc
+  .string({
+    unit: fc.oneof(
+      fc.constantFrom(',', ' ', '=', '"', '\\', "'", '한', '글', '🌡', 'a', 'Z', '0', '#', '+', '/'),
+      fc.string({ unit: 'grapheme', minLength: 1, maxLength: 1 }),
+    ),
+    minLength: 1,
+    maxLength: 20,
+  })
+  .filter((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s));
+
+describe('line protocol', () => {
+  it('writes the documented shape', () => {
+    expect(encodeReading(base, 'escape')).toBe(
+      'sensor_readings,building_id=building_001,floor=3,room=office_301,sensor_type=temperature value=23.5,unit="celsius",status="normal" 1705314600000',
+    );
+  });
+  it('escapes tags per mode', () => {
+    expect(escapeTag('a b,c=d\\e', 'escape')).toBe('a\\ b\\,c\\=d\\\\e');
+    expect(escapeTag('a b,c=d\\e', 'literal')).toBe('a\\ b\\,c\\=d\\e');
+    expect(() => escapeTag('end\\', 'literal')).toThrow(UnencodableError);
+    expect(escapeTag('end\\', 'escape')).toBe('end\\\\');
+  });
+  it('quotes strings', () => {
+    expect(quoteString('say "hi"\\\nok')).toBe('"say \\"hi\\"\\\\\nok"');
+  });
+  it('extra fields: numbers as floats, booleans bare, strings quoted', () => {
+    const line = encodeReading(
+      {
+        ...base,
+        extra: [
+          ['battery', 87],
+          ['ok', false],
+          ['fw', 'v "2"'],
+        ],
+      },
+      'escape',
+    );
+    expect(line).toContain(',battery=87,ok=false,fw="v \\"2\\"" ');
+  });
+
+  for (const mode of ['escape', 'literal'] as const) {
+    it(`every tag and string reads back exactly (${mode})`, () => {
+      fc.assert(
+        fc.property(
+          hostile,
+          hostile,
+          hostile,
+          fc.string({ maxLength: 30 }),
+          fc.double({ noNaN: true, noDefaultInfinity: true }),
+          (floor, room, type, status, value) => {
+            const r: Reading = { ...base, floor, room, sensorType: type, status, unit: `${room}\n"`, value };
+            let line: string;
+            try {
+              line = encodeReading(r, mode);
+            } catch (err) {
+              // only a trailing backslash in literal mode is unencodable
+              return (
+                mode === 'literal' &&
+                err instanceof UnencodableError &&
+                [floor, room, type].some((s) => s.endsWith('\\'))
+              );
+            }
+            const p = readLine(line, mode);
+            expect(p.measurement).toBe('sensor_readings');
+            expect(p.tags).toEqual({ building_id: 'building_001', floor, room, sensor_type: type });
+            expect(p.fields.status).toBe(status);
+            expect(p.fields.unit).toBe(`${room}\n"`);
+            expect(p.fields.value).toBe(value === 0 ? 0 : value);
+            expect(p.timestamp).toBe(base.timestampMs);
+            return true;
+          },
+        ),
+        { numRuns: 3000 },
+      );
+    });
+  }
+
+  it('a line has no raw newline outside string fields', () => {
+    fc.assert(
+      fc.property(fc.string(), (s) => {
+        const line = encodeReading({ ...base, status: s, unit: s }, 'escape');
+        const outside = line.replace(/"(?:[^"\\]|\\.)*"/gs, '');
+        return !outside.includes('\n');
+      }),
+    );
+  });
+});

@@ -1,0 +1,185 @@
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { Metrics } from '../../src/http/metrics.js';
+import type { DeadLetterRecord } from '../../src/pipeline/deadLetter.js';
+import { Pipeline } from '../../src/pipeline/pipeline.js';
+import { fullJitterBackoff } from '../../src/pipeline/retry.js';
+import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
+import type { Sink, WriteResult } from '../../src/sinks/sink.js';
+import { classifyStatus, parseRetryAfter } from '../../src/sinks/sink.js';
+
+/** A fake sink (unit tests use fakes of the sink interface; e2e tests use real servers). */
+class FakeSink implements Sink {
+  readonly name = 'fake';
+  readonly backslashMode = 'escape' as const;
+  stored: string[] = [];
+  calls: number[] = [];
+  constructor(private readonly answer: (lines: readonly string[], call: number) => WriteResult) {}
+  async connect() {}
+  async ping() {}
+  async close() {}
+  async write(lines: readonly string[]): Promise<WriteResult> {
+    this.calls.push(lines.length);
+    const r = this.answer(lines, this.calls.length);
+    if (r.kind === 'ok') this.stored.push(...lines);
+    return r;
+  }
+}
+
+const src = { topic: 'sensors/1/1/r/t', clientId: 'c', payload: Buffer.from('1') };
+const points = (lines: string[]): Point[] =>
+  lines.map((line) => ({ line, receivedAtMs: Date.now(), source: src }));
+
+function setup(sink: FakeSink) {
+  const dead: DeadLetterRecord[] = [];
+  const metrics = new Metrics();
+  const writer = new BatchWriter({
+    sink,
+    retry: fullJitterBackoff(1, 5),
+    metrics,
+    log: pino({ level: 'silent' }),
+    deadLetter: async (r) => {
+      dead.push(r);
+    },
+  });
+  return { writer, dead, metrics };
+}
+
+describe('status classification (Telegraf table)', () => {
+  it.each([
+    [204, 'ok'],
+    [400, 'reject'],
+    [422, 'reject'],
+    [404, 'reject'],
+    [413, 'too_large'],
+    [401, 'retry'],
+    [403, 'retry'],
+    [429, 'retry'],
+    [500, 'retry'],
+    [503, 'retry'],
+  ])('%d → %s', (status, kind) => {
+    expect(classifyStatus(status, 'x', null).kind).toBe(kind);
+  });
+  it('Retry-After in seconds or as a date', () => {
+    expect(parseRetryAfter('7')).toBe(7000);
+    expect(parseRetryAfter(new Date(10_000).toUTCString(), 4000)).toBe(6000);
+    expect(parseRetryAfter('soon')).toBeUndefined();
+  });
+});
+
+describe('retry policy', () => {
+  it('full jitter stays within the growing ceiling and honours Retry-After', () => {
+    const p = fullJitterBackoff(1000, 60_000, () => 0.999);
+    expect(p.delayMs(1)).toBeLessThan(1000);
+    expect(p.delayMs(3)).toBeLessThan(4000);
+    expect(p.delayMs(3)).toBeGreaterThan(3900);
+    expect(p.delayMs(20)).toBeLessThanOrEqual(60_000);
+    const low = fullJitterBackoff(1000, 60_000, () => 0);
+    expect(low.delayMs(1)).toBe(0);
+    expect(low.delayMs(1, 5000)).toBe(5000);
+    expect(low.delayMs(1, 600_000)).toBe(60_000);
+  });
+});
+
+describe('batch write transaction', () => {
+  it('writes a good batch once', async () => {
+    const sink = new FakeSink(() => ({ kind: 'ok' }));
+    const { writer, metrics } = setup(sink);
+    await writer.deliver(points(['a', 'b', 'c']));
+    expect(sink.calls).toEqual([3]);
+    expect(metrics.pointsWritten.get()).toBe(3);
+  });
+
+  it('retries transient failures with the whole batch until it is written', async () => {
+    const sink = new FakeSink((_l, call) =>
+      call < 4 ? { kind: 'retry', status: 503, message: 'down' } : { kind: 'ok' },
+    );
+    const { writer } = setup(sink);
+    await writer.deliver(points(['a', 'b']));
+    expect(sink.calls).toEqual([2, 2, 2, 2]);
+    expect(sink.stored).toEqual(['a', 'b']);
+  });
+
+  it('splits on 413 until the halves fit', async () => {
+    const sink = new FakeSink((lines) =>
+      lines.length > 2 ? { kind: 'too_large', message: 'big' } : { kind: 'ok' },
+    );
+    const { writer, dead } = setup(sink);
+    await writer.deliver(points(['1', '2', '3', '4', '5', '6', '7']));
+    expect(sink.stored.sort()).toEqual(['1', '2', '3', '4', '5', '6', '7']);
+    expect(dead).toEqual([]);
+  });
+
+  it('bisects a rejected batch so only the bad lines are dead-lettered', async () => {
+    const bad = new Set(['l3', 'l11']);
+    const sink = new FakeSink((lines) =>
+      lines.some((l) => bad.has(l))
+        ? { kind: 'reject', status: 400, message: 'field type conflict' }
+        : { kind: 'ok' },
+    );
+    const { writer, dead, metrics } = setup(sink);
+    const all = Array.from({ length: 16 }, (_, i) => `l${i}`);
+    await writer.deliver(points(all));
+    expect(sink.stored.sort()).toEqual(all.filter((l) => !bad.has(l)).sort());
+    expect(dead.map((d) => d.reason)).toEqual(['sink_rejected', 'sink_rejected']);
+    expect(dead[0]?.detail).toContain('400');
+    expect(metrics.messagesRejected.get({ reason: 'sink_rejected' })).toBe(2);
+  });
+});
+
+describe('pipeline batching', () => {
+  it('cuts batches at batchSize and on the flush interval', async () => {
+    const sink = new FakeSink(() => ({ kind: 'ok' }));
+    const { writer } = setup(sink);
+    const p = new Pipeline(
+      { batchSize: 3, flushIntervalMs: 30, maxInflightBatches: 2 },
+      writer,
+      pino({ level: 'silent' }),
+    );
+    p.accept(points(['a', 'b', 'c', 'd']));
+    await new Promise((r) => setTimeout(r, 5));
+    expect(sink.calls).toEqual([3]);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(sink.calls).toEqual([3, 1]);
+  });
+
+  it('asks the caller to wait when writes back up, and releases it when they drain', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const sink = new FakeSink(() => ({ kind: 'ok' }));
+    const slow: Sink = {
+      ...sink,
+      name: 'slow',
+      backslashMode: 'escape',
+      write: async (l) => (await gate, sink.write(l)),
+    };
+    const { writer } = setup(slow as unknown as FakeSink);
+    const p = new Pipeline(
+      { batchSize: 1, flushIntervalMs: 1000, maxInflightBatches: 1 },
+      writer,
+      pino({ level: 'silent' }),
+    );
+    const waits = ['a', 'b', 'c', 'd'].map((l) => p.accept(points([l])));
+    expect(waits.at(-1)).toBeInstanceOf(Promise);
+    release();
+    await waits.at(-1);
+    const { unwritten } = await p.drain(Date.now() + 1000);
+    expect(unwritten).toBe(0);
+    expect(sink.stored.sort()).toEqual(['a', 'b', 'c', 'd']);
+  });
+
+  it('reports what could not be written by the shutdown deadline', async () => {
+    const sink = new FakeSink(() => ({ kind: 'retry', message: 'down' }));
+    const { writer } = setup(sink);
+    const p = new Pipeline(
+      { batchSize: 2, flushIntervalMs: 1000, maxInflightBatches: 1 },
+      writer,
+      pino({ level: 'silent' }),
+    );
+    p.accept(points(['a', 'b', 'c']));
+    const { unwritten } = await p.drain(Date.now() + 50);
+    expect(unwritten).toBe(3);
+  });
+});
