@@ -149,13 +149,12 @@ describe('pipeline batching', () => {
       release = r;
     });
     const sink = new FakeSink(() => ({ kind: 'ok' }));
-    const slow: Sink = {
-      ...sink,
-      name: 'slow',
-      backslashMode: 'escape',
-      write: async (l) => (await gate, sink.write(l)),
+    const slow = new FakeSink(() => ({ kind: 'ok' }));
+    slow.write = async (l) => {
+      await gate;
+      return sink.write(l);
     };
-    const { writer } = setup(slow as unknown as FakeSink);
+    const { writer } = setup(slow);
     const p = new Pipeline(
       { batchSize: 1, flushIntervalMs: 1000, maxInflightBatches: 1 },
       writer,
