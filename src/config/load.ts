@@ -313,8 +313,10 @@ export function redactedConfig(cfg: Config): Plain {
   const copy = JSON.parse(JSON.stringify(cfg)) as Plain;
   for (const [path, field] of fields()) {
     const v = getPath(copy, path);
-    if (!field.secret || v === undefined) continue;
-    setPath(copy, path, field.kind === 'url' ? redactUrl(String(v)) : '***');
+    if (v === undefined) continue;
+    // any URL may carry a password, secret-flagged or not
+    if (field.kind === 'url') setPath(copy, path, redactUrl(String(v)));
+    else if (field.secret) setPath(copy, path, '***');
   }
   delete copy.sources;
   return copy;

@@ -13,7 +13,13 @@ declare module 'vitest' {
 let services: Service[] = [];
 
 export async function setup(project: TestProject): Promise<void> {
-  services = await Promise.all([startInflux1(), startVictoria()]);
+  const started = await Promise.allSettled([startInflux1(), startVictoria()]);
+  services = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await teardown();
+    throw failed.reason;
+  }
   project.provide('influx1Url', services[0]!.url);
   project.provide('victoriaUrl', services[1]!.url);
 }

@@ -174,6 +174,8 @@ export async function victoriaExport(
   url: string,
   match: string,
 ): Promise<Array<{ metric: Record<string, string>; values: number[]; timestamps: number[] }>> {
+  // make freshly ingested samples searchable now rather than after the periodic flush
+  await (await fetch(`${url}/internal/force_flush`)).body?.cancel();
   const res = await fetch(`${url}/api/v1/export?${new URLSearchParams({ 'match[]': match, start: '0' })}`);
   const text = await res.text();
   return text

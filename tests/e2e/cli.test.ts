@@ -1,0 +1,141 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { mosquittoPub } from '../helpers/app.js';
+import { eventually, freePort, tempDir } from '../helpers/services.js';
+
+// The bin as users run it (built by `npm test` before vitest starts).
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'energy-ingest.js');
+const exec = promisify(execFile);
+
+async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await exec('node', [BIN, ...args], { env: { ...process.env, ...env }, timeout: 30_000 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+describe('energy-ingest CLI', () => {
+  it('config prints YAML with secrets redacted', async () => {
+    const r = await cli(['config'], {
+      INFLUX_TOKEN: 'tok-XYZ',
+      INFLUX_URL: 'http://u:pw-XYZ@127.0.0.1:8086',
+      REDIS_URL: 'redis://:rpw@h:6379',
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^mqtt:\n {2}host: 127\.0\.0\.1\n {2}port: 1883/);
+    expect(r.stdout).toContain('token: "***"');
+    expect(r.stdout).not.toMatch(/tok-XYZ|pw-XYZ|rpw/);
+  });
+
+  it.each([
+    [['start', '--bogus'], {}, /unknown option --bogus/],
+    [['start', '--config', '/nonexistent.yaml'], {}, /cannot read config file \/nonexistent\.yaml/],
+    [['frobnicate'], {}, /unknown command "frobnicate"/],
+    [['start'], { MQTT_PORT: 'abc' }, /mqtt\.port \(env MQTT_PORT\): must be an integer/],
+    [['simulate', '--qos', '3'], {}, /--qos must be at most 2/],
+  ] as const)('%j exits 2 naming the culprit', async (args, env, message) => {
+    const r = await cli([...args], env);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('check prints one line per service and fails when one does not answer', async () => {
+    const ok = await cli(['check'], { MQTT_PORT: String(await freePort()), DATA_DIR: tempDir('check') });
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^ok +mqtt .* \d+ ms/m);
+    expect(ok.stdout).toMatch(/^ok +file-sink/m);
+    const influx = await cli(['check'], {
+      MQTT_PORT: String(await freePort()),
+      INFLUX_URL: inject('influx1Url'),
+      INFLUX_DATABASE: 'check_db',
+    });
+    expect(influx.stdout).toMatch(/^ok +influxdb .* \d+ ms \(influxdb-v1\)/m);
+    expect(influx.code).toBe(0);
+    const bad = await cli(['check'], {
+      MQTT_PORT: String(await freePort()),
+      INFLUX_URL: `http://127.0.0.1:${await freePort()}`,
+    });
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/^FAIL +influxdb/m);
+  });
+
+  it('start runs on the embedded defaults, simulate feeds it, SIGTERM exits 0 with everything flushed', async () => {
+    const dataDir = tempDir('cli');
+    const [mqttPort, httpPort] = [await freePort(), await freePort()];
+    const child = spawn('node', [BIN, 'start'], {
+      env: { ...process.env, MQTT_PORT: String(mqttPort), HTTP_PORT: String(httpPort), DATA_DIR: dataDir },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let logs = '';
+    child.stdout!.on('data', (b) => {
+      logs += b;
+    });
+    await eventually(
+      async () => (await fetch(`http://127.0.0.1:${httpPort}/health`)).status === 200,
+      15_000,
+      'daemon up',
+    );
+    expect(JSON.parse(logs.split('\n').find((l) => l.includes('energy-ingest started'))!)).toMatchObject({
+      level: 30,
+      anonymous: true,
+    });
+
+    await mosquittoPub(mqttPort, 'sensors/building_001/1/r1/temperature', '22.5');
+    const sim = await cli([
+      'simulate',
+      '--url',
+      `mqtt://127.0.0.1:${mqttPort}`,
+      '--buildings',
+      '2',
+      '--floors',
+      '2',
+      '--rooms',
+      '2',
+      '--types',
+      'temperature,power',
+      '--interval-ms',
+      '200',
+      '--duration-s',
+      '1.5',
+      '--qos',
+      '1',
+      '--bad-rate',
+      '0.1',
+    ]);
+    expect(sim.code).toBe(0);
+    const summary = JSON.parse(sim.stdout.trim().split('\n').at(-1)!);
+    expect(summary).toMatchObject({ series: 16, qos: 1, errors: 0 });
+    expect(summary.sent).toBeGreaterThanOrEqual(16 * 7);
+    expect(summary.acked).toBe(summary.sent);
+    expect(sim.stderr).toMatch(/^sent=\d+ acked=\d+ rate=\d+\/s errors=0/m);
+
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const readings = readdirSync(join(dataDir, 'readings'))
+      .map((f) => readFileSync(join(dataDir, 'readings', f), 'utf8'))
+      .join('');
+    const dead = readdirSync(join(dataDir, 'deadletter'))
+      .map((f) => readFileSync(join(dataDir, 'deadletter', f), 'utf8'))
+      .join('');
+    const lines = readings.split('\n').filter(Boolean).length;
+    const rejected = dead.split('\n').filter(Boolean).length;
+    expect(lines + rejected).toBe(summary.sent + 1);
+    expect(rejected).toBe(summary.bad_sent);
+  });
+});
