@@ -118,9 +118,9 @@ describe('hostile strings read back exactly from real servers', () => {
     );
     const got = new Set<string>();
     for (const s of series) {
-      s.timestamps.forEach((ts, i) =>
-        got.add(`${s.metric.floor}|${s.metric.room}|${s.metric.sensor_type}|${ts}|${s.values[i]}`),
-      );
+      s.timestamps.forEach((ts, i) => {
+        got.add(`${s.metric.floor}|${s.metric.room}|${s.metric.sensor_type}|${ts}|${s.values[i]}`);
+      });
     }
     for (const e of all)
       expect(got).toContain(`${e.floor}|${e.room}|${e.sensorType}|${e.timestampMs}|${e.value}`);
