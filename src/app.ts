@@ -2,6 +2,7 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { Broker, listen } from './broker/broker.js';
 import { Ingress } from './broker/ingress.js';
+import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Metrics } from './http/metrics.js';
 import { createHttpServer, json } from './http/server.js';
@@ -105,9 +106,16 @@ export class App {
     });
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
 
+    if (cfg.auth.allowAnonymous && cfg.auth.allowAnonymousExplicit && !isLoopbackOnly(cfg)) {
+      log.warn(
+        { mqtt: cfg.mqtt.host, http: cfg.http.host },
+        'anonymous MQTT access is allowed on a non-loopback listener',
+      );
+    }
     this.broker = new Broker({
       host: cfg.mqtt.host,
       port: cfg.mqtt.port,
+      allowAnonymous: cfg.auth.allowAnonymous,
       ingress,
       log,
       httpServer: this.http,

@@ -4,10 +4,13 @@ import { Aedes, type AedesOptions } from 'aedes';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { IngestError } from '../errors.js';
+import { conformanceHooks } from './conformance.js';
 import type { Ingress } from './ingress.js';
 
 export interface BrokerOptions {
   readonly host: string;
+  /** contract section 9: without it every client is refused until device credentials exist */
+  readonly allowAnonymous: boolean;
   readonly port: number;
   readonly ingress: Ingress;
   readonly log: Logger;
@@ -51,6 +54,12 @@ export class Broker {
     const { log, ingress } = this.opts;
     const aedes = await Aedes.createBroker({
       ...AEDES_LIMITS,
+      // Device credentials plug in here. Until they exist, a broker that does
+      // not allow anonymous clients refuses everyone (bad user name or password).
+      ...conformanceHooks((_client, _user, _password, done) => {
+        if (this.opts.allowAnonymous) return done(null, true);
+        done(Object.assign(new Error('no credential source configured'), { returnCode: 4 }) as never, false);
+      }),
       authorizePublish: ingress.authorizePublish as AedesOptions['authorizePublish'],
     });
     this.aedes = aedes;

@@ -165,6 +165,10 @@ export function redactUrl(raw: string): string {
   }
 }
 
+export function isLoopbackOnly(cfg: Pick<Config, 'mqtt' | 'http'>): boolean {
+  return [cfg.mqtt.host, cfg.http.host].every(isLoopback);
+}
+
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
@@ -293,6 +297,14 @@ export function loadConfig(opts: LoadOptions): Config {
     allowAnonymous: typeof explicitAnon === 'boolean' ? explicitAnon : hosts.every(isLoopback),
     allowAnonymousExplicit: typeof explicitAnon === 'boolean',
   };
+  const hasCredentialSource = Boolean((out as { postgres?: { url?: string } }).postgres?.url);
+  if (!hosts.every(isLoopback) && !cfg.auth.allowAnonymous && !hasCredentialSource) {
+    throw new IngestError(
+      'EI_CONFIG_INVALID',
+      `invalid configuration:\n  auth.allowAnonymous: listeners on ${hosts.filter((h) => !isLoopback(h)).join(', ')} need credentials: ` +
+        'set DATABASE_URL (devices in mqtt_devices, see energy-ingest passwd) or allow anonymous clients explicitly with ALLOW_ANONYMOUS=true',
+    );
+  }
   (out as Plain).mqtt = { ...cfg.mqtt, tls };
   (out as Plain).buildings = buildings;
   (out as Plain).sources = sources;

@@ -111,9 +111,20 @@ describe('configuration', () => {
   });
 
   it('anonymous access defaults to false once a listener leaves loopback', () => {
-    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0' } }).auth.allowAnonymous).toBe(false);
-    expect(loadConfig({ env: { HTTP_HOST: '192.0.2.1' } }).auth.allowAnonymous).toBe(false);
+    const pg = { DATABASE_URL: 'postgres://u:p@db/energy' };
+    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ...pg } }).auth.allowAnonymous).toBe(false);
+    expect(loadConfig({ env: { HTTP_HOST: '192.0.2.1', ...pg } }).auth.allowAnonymous).toBe(false);
     expect(loadConfig({ env: { MQTT_HOST: '::1' } }).auth.allowAnonymous).toBe(true);
+    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ALLOW_ANONYMOUS: 'true' } }).auth).toEqual({
+      allowAnonymous: true,
+      allowAnonymousExplicit: true,
+    });
+  });
+
+  it('a non-loopback listener without credentials or explicit anonymous access is an error saying how to fix it', () => {
+    expect(() => loadConfig({ env: { MQTT_HOST: '0.0.0.0' } })).toThrow(
+      /auth\.allowAnonymous: .*0\.0\.0\.0.*DATABASE_URL.*ALLOW_ANONYMOUS=true/,
+    );
   });
 
   it('redacts secrets', () => {
