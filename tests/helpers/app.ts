@@ -49,13 +49,15 @@ export async function startApp(env: Record<string, string> = {}, configPath?: st
 export async function mosquittoPub(
   port: number,
   topic: string,
-  message: string,
+  /** null sends an empty message (-n) */
+  message: string | null,
   qos = 1,
   extra: string[] = [],
 ): Promise<void> {
+  const body = message === null ? ['-n'] : ['-m', message];
   await run(
     'mosquitto_pub',
-    ['-h', '127.0.0.1', '-p', String(port), '-q', String(qos), '-t', topic, '-m', message, ...extra],
+    ['-h', '127.0.0.1', '-p', String(port), '-q', String(qos), '-t', topic, ...body, ...extra],
     {
       timeout: 10_000,
     },
