@@ -72,7 +72,7 @@ export class Ingress {
     }
     let wait: Promise<unknown> | undefined;
     if (points.length) {
-      deps.metrics.readingsAccepted.inc({}, points.length);
+      deps.metrics.readingsAccepted.inc(undefined, points.length);
       wait = deps.pipeline.accept(points);
     }
     if (rejections.length) {

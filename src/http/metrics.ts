@@ -13,25 +13,32 @@ function labelText(labels: Labels): string {
 
 export class Counter {
   private readonly values = new Map<string, { labels: Labels; value: number }>();
+  /** the label-free series, kept apart because it is bumped per message */
+  private plain = 0;
   constructor(
     readonly name: string,
     readonly help: string,
   ) {}
 
-  inc(labels: Labels = {}, by = 1): void {
+  inc(labels?: Labels, by = 1): void {
+    if (labels === undefined) {
+      this.plain += by;
+      return;
+    }
     const key = labelText(labels);
     const cur = this.values.get(key);
     if (cur) cur.value += by;
     else this.values.set(key, { labels, value: by });
   }
 
-  get(labels: Labels = {}): number {
+  get(labels?: Labels): number {
+    if (labels === undefined) return this.plain;
     return this.values.get(labelText(labels))?.value ?? 0;
   }
 
   render(): string {
     let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n`;
-    if (this.values.size === 0) out += `${this.name} 0\n`;
+    if (this.values.size === 0 || this.plain > 0) out += `${this.name} ${this.plain}\n`;
     for (const [key, v] of this.values) out += `${this.name}${key} ${v.value}\n`;
     return out;
   }

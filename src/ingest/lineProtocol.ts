@@ -30,6 +30,8 @@ export function escapeTag(value: string, mode: BackslashMode): string {
 }
 
 export function quoteString(value: string): string {
+  // fast path: most units and statuses need no escaping
+  if (value.indexOf('"') === -1 && value.indexOf('\\') === -1) return `"${value}"`;
   return `"${value.replace(STRING_SPECIAL, '\\$&')}"`;
 }
 
@@ -49,6 +51,22 @@ export function seriesKey(
   );
 }
 
+// Series keys repeat for every reading of a sensor: escape each once. Bounded like the topic cache.
+const SERIES_CACHE_MAX = 100_000;
+const seriesCache = { escape: new Map<string, string>(), literal: new Map<string, string>() };
+
+function cachedSeriesKey(r: Reading, mode: BackslashMode): string {
+  const cache = seriesCache[mode];
+  const id = `${r.building}\u0000${r.floor}\u0000${r.room}\u0000${r.sensorType}`;
+  let key = cache.get(id);
+  if (key === undefined) {
+    key = seriesKey(r, mode); // throws UnencodableError: such keys are never cached
+    if (cache.size >= SERIES_CACHE_MAX) cache.clear();
+    cache.set(id, key);
+  }
+  return key;
+}
+
 export function encodeReading(r: Reading, mode: BackslashMode): string {
   let fieldsText = `value=${formatNumber(r.value)},unit=${quoteString(r.unit)},status=${quoteString(r.status)}`;
   for (const [k, v] of r.extra) {
@@ -57,5 +75,5 @@ export function encodeReading(r: Reading, mode: BackslashMode): string {
       typeof v === 'number' ? formatNumber(v) : typeof v === 'boolean' ? String(v) : quoteString(v);
     fieldsText += `,${key}=${text}`;
   }
-  return `${seriesKey(r, mode)} ${fieldsText} ${r.timestampMs}`;
+  return `${cachedSeriesKey(r, mode)} ${fieldsText} ${r.timestampMs}`;
 }

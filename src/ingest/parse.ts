@@ -1,7 +1,8 @@
+import { isUtf8 } from 'node:buffer';
 import { canonicalBuildingKey } from './building.js';
 import type { ExtraValue, Reading, Rejection, RejectReason } from './reading.js';
 import { parseTimestamp } from './timestamp.js';
-import { parseSensorTopic, segmentProblem } from './topic.js';
+import { parseSensorTopic, type SensorTopic, segmentProblem, type TopicResult } from './topic.js';
 import { defaultUnit } from './units.js';
 
 // Payload → Readings (contract section 4). Pure: the receipt time and the
@@ -19,6 +20,7 @@ export interface ParseResult {
   readonly rejections: Rejection[];
 }
 
+const NO_EXTRA: Reading['extra'] = Object.freeze([]);
 const MAX_ARRAY = 1000;
 const MAX_EXTRA = 16;
 const MAX_LABEL_BYTES = 32;
@@ -28,7 +30,25 @@ const RESERVED_KEYS = new Set(['value', 'unit', 'status', 'timestamp']);
 const FORBIDDEN_EXTRA = new Set(['time', 'building_id', 'floor', 'room', 'sensor_type']);
 const NUMBER_TEXT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
 const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Sensors publish to the same few topics over and over: their parse (and the
+ * canonical building key) is memoised. Bounded: a flood of unique topics only
+ * empties the cache now and then.
+ */
+const TOPIC_CACHE_MAX = 100_000;
+const topicCache = new Map<string, TopicResult & { building?: string }>();
+
+function cachedTopic(topic: string): TopicResult & { building?: string } {
+  let r = topicCache.get(topic);
+  if (r === undefined) {
+    r = parseSensorTopic(topic);
+    if (r.ok) r = { ...r, building: canonicalBuildingKey(r.topic.buildingId) };
+    if (topicCache.size >= TOPIC_CACHE_MAX) topicCache.clear();
+    topicCache.set(topic, r);
+  }
+  return r;
+}
 
 class Reject extends Error {
   constructor(
@@ -56,26 +76,13 @@ export function parseMessage(
       payload,
     );
   }
-  const t = parseSensorTopic(topic);
+  const t = cachedTopic(topic);
   if (!t.ok) return one('bad_topic', t.detail, payload);
-
-  let text: string;
-  try {
-    text = utf8.decode(payload);
-  } catch {
-    return one('bad_json', 'payload is not valid UTF-8', payload);
-  }
-  const trimmed = text.trim();
+  if (!isUtf8(payload)) return one('bad_json', 'payload is not valid UTF-8', payload);
+  const trimmed = payload.toString('utf8').trim();
   if (trimmed === '') return one('bad_json', 'payload is empty', payload);
 
-  const base = {
-    buildingId: t.topic.buildingId,
-    building: canonicalBuildingKey(t.topic.buildingId),
-    floor: t.topic.floor,
-    room: t.topic.room,
-    sensorType: t.topic.sensorType,
-  };
-  const ctx = { base, receivedAtMs, limits };
+  const ctx: Ctx = { topic: t.topic, building: t.building!, receivedAtMs, limits };
 
   if (NUMBER_TEXT.test(trimmed)) {
     const value = Number(trimmed);
@@ -118,7 +125,8 @@ export function parseMessage(
 }
 
 interface Ctx {
-  readonly base: Pick<Reading, 'buildingId' | 'building' | 'floor' | 'room' | 'sensorType'>;
+  readonly topic: SensorTopic;
+  readonly building: string;
   readonly receivedAtMs: number;
   readonly limits: ParseLimits;
 }
@@ -208,12 +216,17 @@ function reading(
       );
     }
   }
+  const t = ctx.topic;
   return {
-    ...ctx.base,
+    buildingId: t.buildingId,
+    building: ctx.building,
+    floor: t.floor,
+    room: t.room,
+    sensorType: t.sensorType,
     value,
-    unit: o.unit ?? defaultUnit(ctx.base.sensorType),
+    unit: o.unit ?? defaultUnit(t.sensorType),
     status: o.status ?? 'normal',
-    extra: o.extra ?? [],
+    extra: o.extra ?? NO_EXTRA,
     timestampMs,
   };
 }

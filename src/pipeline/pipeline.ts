@@ -21,6 +21,8 @@ export class Pipeline {
   private readonly queue: PQueue;
   private readonly maxQueued: number;
   private lostOnShutdown = 0;
+  /** one shared wait while the queue is full, however many publishers are waiting */
+  private room: Promise<void> | null = null;
   /** points in batches handed to the queue and not yet finished */
   private queuedPoints = 0;
 
@@ -51,8 +53,11 @@ export class Pipeline {
     if (this.batch.length > 0 && this.timer === null) {
       this.timer = setTimeout(() => this.cut(), this.opts.flushIntervalMs);
     }
-    if (this.full) return this.queue.onSizeLessThan(this.maxQueued);
-    return undefined;
+    if (!this.full) return undefined;
+    this.room ??= this.queue.onSizeLessThan(this.maxQueued).then(() => {
+      this.room = null;
+    });
+    return this.room;
   }
 
   private cut(): void {

@@ -99,7 +99,7 @@ export class BatchWriter {
 
   private written(points: readonly Point[]): void {
     const { metrics } = this.deps;
-    metrics.pointsWritten.inc({}, points.length);
+    metrics.pointsWritten.inc(undefined, points.length);
     const now = this.now();
     for (const p of points) metrics.ingestLatency.observe((now - p.receivedAtMs) / 1000);
     if (this.failingSince !== null) {

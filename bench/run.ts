@@ -1,0 +1,324 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, type Service, startInflux1, tempDir } from '../tests/helpers/services.js';
+import { type ProcSample, sample } from './procStats.js';
+
+// npm run bench: every scenario next to its baseline, measured in the same run.
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BIN = join(ROOT, 'bin', 'energy-ingest.js');
+const COUNT = Number(process.env.BENCH_COUNT ?? 400_000);
+const children = new Set<ChildProcess>();
+
+interface Row {
+  scenario: string;
+  readings: number;
+  readings_per_s: number;
+  p50_ms?: number;
+  p99_ms?: number;
+  cpu_s?: number;
+  peak_rss_mb?: number;
+  vs_bare_aedes?: number;
+  vs_influx_direct?: number;
+  note?: string;
+}
+
+function track(child: ChildProcess): ChildProcess {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(t);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function simulate(url: string, args: string[]): Promise<Record<string, number>> {
+  const child = track(
+    spawn(
+      'node',
+      [
+        BIN,
+        'simulate',
+        '--url',
+        url,
+        '--quiet',
+        '--qos',
+        '0',
+        '--types',
+        'temperature,humidity,power,co2',
+        ...args,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    ),
+  );
+  let out = '';
+  child.stdout!.on('data', (b) => {
+    out += b;
+  });
+  await new Promise((resolve) => child.once('exit', resolve));
+  return JSON.parse(out.trim().split('\n').at(-1)!);
+}
+
+/** Full-speed load: 4 connections, 10×10×10 buildings/floors/rooms × 4 types = 4000 series. */
+const FULL_SPEED = [
+  '--buildings',
+  '10',
+  '--floors',
+  '10',
+  '--rooms',
+  '10',
+  '--interval-ms',
+  '0',
+  '--connections',
+  '4',
+  '--max-inflight',
+  '2000',
+];
+
+async function bareAedes(): Promise<Row> {
+  const child = track(
+    spawn('node', [join(ROOT, 'dist', 'bench', 'bareBroker.js'), '0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  let port = 0;
+  let count = 0;
+  let reachedAt = 0;
+  child.stdout!.on('data', (b: Buffer) => {
+    for (const line of b.toString().split('\n')) {
+      const [k, v] = line.split(' ');
+      if (k === 'port') port = Number(v);
+      if (k === 'count') {
+        count = Number(v);
+        if (count >= COUNT && !reachedAt) reachedAt = performance.now();
+      }
+    }
+  });
+  while (!port) await sleep(20);
+  const cpu0 = sample(child.pid!);
+  const t0 = performance.now();
+  await simulate(`mqtt://127.0.0.1:${port}`, [...FULL_SPEED, '--count', String(COUNT)]);
+  const deadline = performance.now() + 60_000;
+  while (!reachedAt && performance.now() < deadline) await sleep(20);
+  const s = sample(child.pid!);
+  await stopChild(child);
+  const secs = ((reachedAt || performance.now()) - t0) / 1000;
+  return {
+    scenario: 'baseline: bare Aedes (QoS 0)',
+    readings: count,
+    readings_per_s: Math.round(count / secs),
+    cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
+    peak_rss_mb: mb(s),
+  };
+}
+
+async function influxDirect(influx: Service): Promise<Row> {
+  const db = 'bench_direct';
+  await fetch(`${influx.url}/query`, {
+    method: 'POST',
+    body: new URLSearchParams({ q: `CREATE DATABASE ${db}` }),
+  });
+  const now = Date.now();
+  const batches: string[] = [];
+  for (let b = 0; b < COUNT / 5000; b++) {
+    const lines: string[] = [];
+    for (let i = 0; i < 5000; i++) {
+      const n = b * 5000 + i;
+      lines.push(
+        `sensor_readings,building_id=building_${String((n % 10) + 1).padStart(3, '0')},floor=${n % 7},room=room_${n % 100},sensor_type=temperature value=${(20 + (n % 50) / 10).toFixed(2)},unit="celsius",status="normal" ${now - COUNT + n}`,
+      );
+    }
+    batches.push(lines.join('\n'));
+  }
+  const t0 = performance.now();
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      while (next < batches.length) {
+        const body = batches[next++]!;
+        const res = await fetch(`${influx.url}/write?db=${db}&precision=ms`, { method: 'POST', body });
+        if (res.status !== 204) throw new Error(`direct write: ${res.status} ${await res.text()}`);
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  return {
+    scenario: 'baseline: InfluxDB 1.x direct line protocol (batches of 5000, 4 concurrent)',
+    readings: COUNT,
+    readings_per_s: Math.round(COUNT / secs),
+  };
+}
+
+interface Status {
+  points_written: number;
+  readings_accepted: number;
+  ingest_latency_p50_s: number;
+  ingest_latency_p99_s: number;
+}
+
+async function daemon(
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; mqtt: string; status: () => Promise<Status>; dataDir: string }> {
+  const dataDir = tempDir('bench');
+  const [mqttPort, httpPort] = [await freePort(), await freePort()];
+  const child = track(
+    spawn('node', [BIN, 'start'], {
+      env: {
+        ...process.env,
+        MQTT_PORT: String(mqttPort),
+        HTTP_PORT: String(httpPort),
+        DATA_DIR: dataDir,
+        LOG_LEVEL: 'warn',
+        ...env,
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    }),
+  );
+  const status = async () =>
+    (await (await fetch(`http://127.0.0.1:${httpPort}/api/status`)).json()) as Status;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      await status();
+      break;
+    } catch {
+      if (Date.now() > deadline || child.exitCode !== null) throw new Error('daemon did not start');
+      await sleep(50);
+    }
+  }
+  return { child, mqtt: `mqtt://127.0.0.1:${mqttPort}`, status, dataDir };
+}
+
+async function throughput(name: string, env: Record<string, string>): Promise<Row> {
+  const d = await daemon(env);
+  const cpu0 = sample(d.child.pid!);
+  const t0 = performance.now();
+  const sim = await simulate(d.mqtt, [...FULL_SPEED, '--count', String(COUNT)]);
+  let st = await d.status();
+  const deadline = performance.now() + 120_000;
+  while (st.points_written < COUNT && performance.now() < deadline) {
+    await sleep(25);
+    st = await d.status();
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const s: ProcSample = sample(d.child.pid!);
+  await stopChild(d.child);
+  rmSync(d.dataDir, { recursive: true, force: true });
+  return {
+    scenario: name,
+    readings: st.points_written,
+    readings_per_s: Math.round(st.points_written / secs),
+    p50_ms: round(st.ingest_latency_p50_s * 1000),
+    p99_ms: round(st.ingest_latency_p99_s * 1000),
+    cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
+    peak_rss_mb: mb(s),
+    note: sim.sent !== COUNT ? `simulator sent ${sim.sent}` : undefined,
+  };
+}
+
+async function latency(influx: Service): Promise<Row> {
+  const d = await daemon({ INFLUX_URL: influx.url, INFLUX_DATABASE: 'bench_latency' });
+  const cpu0 = sample(d.child.pid!);
+  // 10×10×25 rooms × 4 types = 10,000 series, one reading each per second
+  const sim = await simulate(d.mqtt, [
+    '--buildings',
+    '10',
+    '--floors',
+    '10',
+    '--rooms',
+    '25',
+    '--interval-ms',
+    '1000',
+    '--duration-s',
+    '15',
+    '--connections',
+    '4',
+  ]);
+  await sleep(2500);
+  const st = await d.status();
+  const s = sample(d.child.pid!);
+  await stopChild(d.child);
+  rmSync(d.dataDir, { recursive: true, force: true });
+  return {
+    scenario: 'latency: 10,000 readings/s for 15 s → InfluxDB 1.x',
+    readings: st.points_written,
+    readings_per_s: Math.round((sim.sent ?? 0) / (sim.duration_s ?? 1)),
+    p50_ms: round(st.ingest_latency_p50_s * 1000),
+    p99_ms: round(st.ingest_latency_p99_s * 1000),
+    cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
+    peak_rss_mb: mb(s),
+  };
+}
+
+const round = (n: number) => Math.round(n * 10) / 10;
+const mb = (s: ProcSample) => Math.round(s.peakRssBytes / 1024 / 1024);
+
+function markdown(rows: Row[], meta: Record<string, unknown>): string {
+  const head =
+    '| scenario | readings | readings/s | p50 ms | p99 ms | daemon CPU s | daemon peak RSS MB | vs bare Aedes | vs InfluxDB direct |';
+  const lines = rows.map(
+    (r) =>
+      `| ${r.scenario} | ${r.readings} | ${r.readings_per_s} | ${r.p50_ms ?? ''} | ${r.p99_ms ?? ''} | ${r.cpu_s ?? ''} | ${r.peak_rss_mb ?? ''} | ${r.vs_bare_aedes !== undefined ? `${Math.round(r.vs_bare_aedes * 100)}%` : ''} | ${r.vs_influx_direct !== undefined ? `${Math.round(r.vs_influx_direct * 100)}%` : ''} |`,
+  );
+  return [
+    `# Benchmark ${meta.date}`,
+    '',
+    `${meta.machine}; ${COUNT} readings per throughput scenario.`,
+    '',
+    head,
+    '|---|---|---|---|---|---|---|---|---|',
+    ...lines,
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const influx = await startInflux1();
+  try {
+    const bare = await bareAedes();
+    console.error(`bare aedes: ${bare.readings_per_s}/s`);
+    const direct = await influxDirect(influx);
+    console.error(`influx direct: ${direct.readings_per_s}/s`);
+    const file = await throughput('daemon QoS 0 → file sink', {});
+    console.error(`file: ${file.readings_per_s}/s`);
+    const db = await throughput('daemon QoS 0 → InfluxDB 1.x', {
+      INFLUX_URL: influx.url,
+      INFLUX_DATABASE: 'bench_e2e',
+    });
+    console.error(`influx: ${db.readings_per_s}/s`);
+    const lat = await latency(influx);
+    console.error(`latency: p50 ${lat.p50_ms} ms p99 ${lat.p99_ms} ms`);
+    for (const r of [file, db]) r.vs_bare_aedes = r.readings_per_s / bare.readings_per_s;
+    db.vs_influx_direct = db.readings_per_s / direct.readings_per_s;
+    const rows = [bare, direct, file, db, lat];
+    const { cpus } = await import('node:os');
+    const meta = {
+      date: new Date().toISOString(),
+      machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, Node ${process.version}`,
+      count: COUNT,
+    };
+    const dir = join(ROOT, 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'latest.json'), `${JSON.stringify({ ...meta, rows }, null, 2)}\n`);
+    const md = markdown(rows, meta);
+    writeFileSync(join(dir, 'latest.md'), md);
+    console.log(md);
+  } finally {
+    for (const c of children) await stopChild(c);
+    await influx.stop();
+  }
+}
+
+await main();
