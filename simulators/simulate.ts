@@ -144,6 +144,8 @@ export async function simulate(opts: SimulateOptions, signal?: AbortSignal): Pro
       connectTimeout: 10_000,
     });
     client.on('error', () => stats.errors++);
+    // at full speed mqtt.js parks one 'drain' listener per publish waiting for the socket
+    client.stream?.setMaxListeners?.(0);
     clients.push(client);
   }
 

@@ -174,6 +174,7 @@ export class App {
       backlog_points: this.pipeline?.backlog ?? 0,
       ingest_latency_p50_s: m.ingestLatency.quantile(0.5),
       ingest_latency_p99_s: m.ingestLatency.quantile(0.99),
+      memory: process.memoryUsage(),
     };
   }
 

@@ -51,8 +51,8 @@ export class Ingress {
     const { deps } = this;
     deps.metrics.messagesReceived.inc();
     const receivedAtMs = this.now();
-    const { readings, rejections } = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
-    const source: PointSource = { topic: msg.topic, clientId, payload: msg.payload };
+    const { readings, rejections, text } = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
+    const source: PointSource = { topic: msg.topic, clientId, payload: text ?? '' };
     const points: Point[] = [];
     for (const r of readings) {
       if (!deps.buildings.accepts(r.buildingId)) {
@@ -74,6 +74,7 @@ export class Ingress {
     if (points.length) {
       deps.metrics.readingsAccepted.inc(undefined, points.length);
       wait = deps.pipeline.accept(points);
+      if (wait) deps.metrics.backpressureWaits.inc();
     }
     if (rejections.length) {
       const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);

@@ -144,6 +144,10 @@ export class Metrics {
     'receipt to written',
     LATENCY_BUCKETS,
   );
+  readonly backpressureWaits = new Counter(
+    'energy_ingest_backpressure_waits_total',
+    'publishes whose acknowledgement waited for room in the pipeline',
+  );
   readonly qos0Dropped = new Counter(
     'energy_ingest_qos0_dropped_total',
     'QoS 0 readings dropped because the pipeline was full',
@@ -162,6 +166,7 @@ export class Metrics {
       this.pointsWritten,
       this.writeErrors,
       this.qos0Dropped,
+      this.backpressureWaits,
       this.writeDuration,
       this.ingestLatency,
       ...this.gauges,

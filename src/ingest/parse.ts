@@ -18,6 +18,8 @@ export interface ParseLimits {
 export interface ParseResult {
   readonly readings: Reading[];
   readonly rejections: Rejection[];
+  /** the payload decoded as UTF-8, when it was */
+  readonly text?: string;
 }
 
 const NO_EXTRA: Reading['extra'] = Object.freeze([]);
@@ -87,7 +89,7 @@ export function parseMessage(
   if (NUMBER_TEXT.test(trimmed)) {
     const value = Number(trimmed);
     if (!Number.isFinite(value)) return one('bad_value', 'value is not a finite number', payload);
-    return { readings: [reading(ctx, value, {})], rejections: [] };
+    return { readings: [reading(ctx, value, {})], rejections: [], text: trimmed };
   }
   if (NON_FINITE_TEXT.test(trimmed)) return one('bad_value', 'value is not a finite number', payload);
 
@@ -101,7 +103,7 @@ export function parseMessage(
     if (doc.length === 0) return one('bad_value', 'array holds no readings', payload);
     if (doc.length > MAX_ARRAY)
       return one('bad_value', `array holds ${doc.length} readings, limit ${MAX_ARRAY}`, payload);
-    const out: ParseResult = { readings: [], rejections: [] };
+    const out: ParseResult = { readings: [], rejections: [], text: trimmed };
     doc.forEach((el, i) => {
       try {
         out.readings.push(fromObject(ctx, el));
@@ -117,7 +119,7 @@ export function parseMessage(
     return out;
   }
   try {
-    return { readings: [fromObject(ctx, doc)], rejections: [] };
+    return { readings: [fromObject(ctx, doc)], rejections: [], text: trimmed };
   } catch (err) {
     if (!(err instanceof Reject)) throw err;
     return one(err.reason, err.detail, payload);

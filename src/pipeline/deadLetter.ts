@@ -12,14 +12,15 @@ export interface DeadLetterRecord {
   readonly topic: string;
   readonly reason: RejectReason;
   readonly detail: string;
-  readonly payload: Buffer;
+  readonly payload: Buffer | string;
 }
 
 const MAX_PAYLOAD = 64 * 1024;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export function formatDeadLetter(r: DeadLetterRecord): string {
-  const cut = r.payload.subarray(0, MAX_PAYLOAD);
+  const bytes = typeof r.payload === 'string' ? Buffer.from(r.payload) : r.payload;
+  const cut = bytes.subarray(0, MAX_PAYLOAD);
   let payload: string;
   let encoding: 'base64' | undefined;
   try {
@@ -38,7 +39,7 @@ export function formatDeadLetter(r: DeadLetterRecord): string {
     payload,
   };
   if (encoding) rec.payload_encoding = encoding;
-  if (r.payload.length > MAX_PAYLOAD) rec.payload_truncated = true;
+  if (bytes.length > MAX_PAYLOAD) rec.payload_truncated = true;
   return JSON.stringify(rec);
 }
 

@@ -32,7 +32,7 @@ export class Pipeline {
     private readonly log: Logger,
   ) {
     this.queue = new PQueue({ concurrency: opts.maxInflightBatches });
-    this.maxQueued = opts.maxInflightBatches;
+    this.maxQueued = opts.maxInflightBatches * 2;
   }
 
   /** Points waiting in memory (batching, queued and being written). */

@@ -8,7 +8,12 @@ import type { RetryPolicy } from './retry.js';
 export interface PointSource {
   readonly topic: string;
   readonly clientId: string | null;
-  readonly payload: Buffer;
+  /**
+   * The message as text. Not the Buffer: Aedes hands out payloads that are
+   * slices of a whole socket read, and holding one would pin that read in
+   * memory for as long as the point waits to be written.
+   */
+  readonly payload: string;
 }
 
 export interface Point {

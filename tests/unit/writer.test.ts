@@ -26,7 +26,7 @@ class FakeSink implements Sink {
   }
 }
 
-const src = { topic: 'sensors/1/1/r/t', clientId: 'c', payload: Buffer.from('1') };
+const src = { topic: 'sensors/1/1/r/t', clientId: 'c', payload: '1' };
 const points = (lines: string[]): Point[] =>
   lines.map((line) => ({ line, receivedAtMs: Date.now(), source: src }));
 
