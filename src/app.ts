@@ -9,6 +9,7 @@ import { createHttpServer, json } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
 import { DeadLetterWriter } from './pipeline/deadLetter.js';
+import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { fullJitterBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
@@ -30,6 +31,7 @@ export class App {
   private sink: Sink | null = null;
   private deadLetter: DeadLetterWriter | null = null;
   private pipeline: Pipeline | null = null;
+  private durableLog: DurableLog | null = null;
   private writer: BatchWriter | null = null;
   private broker: Broker | null = null;
   private http: Server | null = null;
@@ -65,14 +67,23 @@ export class App {
       log,
       deadLetter: (r) => deadLetter.append(r),
     });
-    this.pipeline = new Pipeline(cfg.pipeline, this.writer, log);
+    this.durableLog = await DurableLog.open({
+      dir: logDir(cfg.dataDir),
+      durability: cfg.pipeline.durability,
+      maxBytes: cfg.pipeline.maxLogBytes,
+      log,
+    });
+    const durableLog = this.durableLog;
+    this.pipeline = new Pipeline({ ...cfg.pipeline, sinkName: 'influx' }, this.writer, durableLog, log);
     const pipeline = this.pipeline;
+    pipeline.start();
 
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
       backslashMode: this.sink.backslashMode,
       pipeline,
+      durableLog,
       deadLetter: (r) => deadLetter.append(r),
       metrics,
       log,
@@ -89,7 +100,12 @@ export class App {
       'points buffered in memory',
       () => pipeline.backlog,
     );
-    metrics.gauge('energy_ingest_log_bytes', 'bytes held by the durable log', () => 0);
+    metrics.gauge('energy_ingest_log_bytes', 'bytes held by the durable log', () => durableLog.bytes);
+    metrics.gauge(
+      'energy_ingest_log_oldest_unsent_age_seconds',
+      'age of the oldest reading not yet written',
+      () => this.oldestUnsentAgeS(),
+    );
 
     this.http = createHttpServer({
       '/health': (_req, res) => json(res, 200, { status: 'ok' }),
@@ -155,11 +171,16 @@ export class App {
       body: {
         status: ready ? 'ready' : 'degraded',
         checks,
-        log: { bytes: 0, oldest_unsent_age_s: 0 },
+        log: { bytes: this.durableLog?.bytes ?? 0, oldest_unsent_age_s: this.oldestUnsentAgeS() },
         backlog_points: this.pipeline?.backlog ?? 0,
         last_write_error: this.writer?.lastError ?? null,
       },
     };
+  }
+
+  oldestUnsentAgeS(): number {
+    const oldest = this.pipeline?.oldestUnsentMs;
+    return oldest == null ? 0 : Math.max(0, Math.round((Date.now() - oldest) / 1000));
   }
 
   status(): unknown {
@@ -184,10 +205,15 @@ export class App {
     const { log } = this;
     await this.broker?.close();
     if (this.pipeline) {
-      const { unwritten } = await this.pipeline.drain(deadline);
-      if (unwritten) log.error({ unwritten }, 'shutdown deadline passed with points unwritten');
-      else log.info('pipeline drained');
+      const { unwritten, logBehind } = await this.pipeline.drain(deadline);
+      if (unwritten || logBehind) {
+        log.warn(
+          { unwritten, logBytesBehind: logBehind },
+          'stopped before everything was written: it stays in the durable log for the next start',
+        );
+      } else log.info('pipeline drained');
     }
+    await this.durableLog?.close();
     await this.deadLetter?.close();
     await this.sink?.close();
     const http = this.http;

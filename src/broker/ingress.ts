@@ -8,6 +8,7 @@ import type { Rejection } from '../ingest/reading.js';
 import { isSensorTopic } from '../ingest/topic.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
+import type { DurableLog } from '../pipeline/durableLog.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { Point, PointSource } from '../pipeline/writer.js';
 
@@ -16,6 +17,7 @@ export interface IngressDeps {
   readonly buildings: KnownBuildings;
   readonly backslashMode: BackslashMode;
   readonly pipeline: Pipeline;
+  readonly durableLog: DurableLog;
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -32,9 +34,11 @@ export interface InboundPublish {
 /**
  * The one ingress point. The broker calls it from Aedes's authorizePublish
  * hook, i.e. before the QoS 1 PUBACK / QoS 2 PUBREC is written: whatever must
- * be safe before the publisher is acknowledged (today the pipeline's room and
- * the dead letter; with the durable log, the fsync'd record) happens before
- * the returned promise settles. Rejected readings are acknowledged too, never
+ * be safe before the publisher is acknowledged happens before the returned
+ * promise settles: the accepted readings are in the durable log (fsync'd, or
+ * written with durability: relaxed) and the rejected ones in the dead letter.
+ * QoS 0 publishes have no acknowledgement: they are appended without waiting,
+ * and dropped (counted) while the log's disk budget is full. Rejected readings are acknowledged too, never
  * errored: an error here would make Aedes drop the client's connection, and the
  * sensor would resend the bad message forever.
  */
@@ -72,15 +76,37 @@ export class Ingress {
     }
     let wait: Promise<unknown> | undefined;
     if (points.length) {
-      deps.metrics.readingsAccepted.inc(undefined, points.length);
-      wait = deps.pipeline.accept(points);
-      if (wait) deps.metrics.backpressureWaits.inc();
+      if (!deps.durableLog.full) {
+        const durable = this.record(points, source, receivedAtMs);
+        if (msg.qos > 0) wait = durable;
+      } else if (msg.qos === 0) {
+        deps.metrics.qos0Dropped.inc(undefined, points.length);
+      } else {
+        // Budget full: hold the acknowledgement (Aedes stops reading this client) until segments are freed.
+        deps.metrics.backpressureWaits.inc();
+        wait = deps.durableLog.waitForSpace().then(() => this.record(points, source, receivedAtMs));
+      }
     }
     if (rejections.length) {
       const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);
       wait = wait ? Promise.all([wait, dead]) : dead;
     }
     return wait;
+  }
+
+  private record(points: Point[], source: PointSource, receivedAtMs: number): Promise<void> {
+    const { deps } = this;
+    const lines = points.map((p) => p.line);
+    const appended = deps.durableLog.append({
+      topic: source.topic,
+      clientId: source.clientId,
+      receivedAtMs,
+      payload: source.payload,
+      lines,
+    });
+    deps.metrics.readingsAccepted.inc(undefined, points.length);
+    deps.pipeline.offer(points, appended.start, appended.end);
+    return appended.durable;
   }
 
   private reject(

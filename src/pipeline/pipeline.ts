@@ -1,63 +1,174 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
+import type { DurableLog, StoredRecord } from './durableLog.js';
 import { type BatchWriter, type Point, ShutdownAbort } from './writer.js';
 
 export interface PipelineOptions {
   readonly batchSize: number;
   readonly flushIntervalMs: number;
   readonly maxInflightBatches: number;
+  /** name under which the durable log keeps this sink's committed offset */
+  readonly sinkName: string;
+}
+
+interface Batch {
+  readonly points: Point[];
+  /** log offset below which every record has all its points in this or an earlier batch; 0: none ends here */
+  end: number;
+  done: boolean;
 }
 
 /**
- * Batching in front of the writer. A batch is cut when it reaches batchSize or
- * when its first point has waited flushIntervalMs. At most maxInflightBatches
- * writes run at once and as many more wait; beyond that accept() hands back a
- * promise, and the broker withholds the publisher's acknowledgement (and stops
- * reading its socket) until it settles: memory stays bounded at any offered load.
+ * Between the durable log and the writer. Every accepted record is in the log
+ * first; the pipeline turns records into batches and commits the log as
+ * batches finish (in order), so the committed offset only moves past a record
+ * once the sink took (or dead-lettered) every line of it.
+ *
+ * Two ways in, one order:
+ * - tail: while the pipeline keeps up, the ingress hands it each record's
+ *   points straight from memory (offer), no disk read;
+ * - catch-up: after a restart, or when the sink is slower than the input
+ *   (outage, overload), the points are not kept in memory at all: they wait in
+ *   the log, and a reader feeds batches from the segment files as room frees
+ *   up, oldest first, until it reaches the end and tail mode resumes.
+ * Memory is therefore bounded by (maxInflightBatches × 3) batches, whatever
+ * the load or the length of an outage; the disk budget is the log's.
  */
 export class Pipeline {
   private batch: Point[] = [];
+  private batchEnd = 0;
   private timer: NodeJS.Timeout | null = null;
   private readonly queue: PQueue;
   private readonly maxQueued: number;
+  private readonly fifo: Batch[] = [];
+  private nextOffset = 0;
+  private catchup: Promise<void> | null = null;
+  private catchupReceivedAt: number | null = null;
+  private stopping = false;
   private lostOnShutdown = 0;
-  /** one shared wait while the queue is full, however many publishers are waiting */
-  private room: Promise<void> | null = null;
-  /** points in batches handed to the queue and not yet finished */
   private queuedPoints = 0;
+  private committed = 0;
 
   constructor(
     private readonly opts: PipelineOptions,
     private readonly writer: BatchWriter,
-    private readonly log: Logger,
+    private readonly log: DurableLog,
+    private readonly logger: Logger,
   ) {
     this.queue = new PQueue({ concurrency: opts.maxInflightBatches });
     this.maxQueued = opts.maxInflightBatches * 2;
   }
 
-  /** Points waiting in memory (batching, queued and being written). */
+  /** Resume from the committed offset: whatever the log holds beyond it is sent again. */
+  start(): void {
+    this.committed = Math.max(this.log.committed(this.opts.sinkName), this.log.firstOffset);
+    this.nextOffset = this.committed;
+    if (this.nextOffset < this.log.endOffset) {
+      this.logger.info(
+        { from: this.nextOffset, to: this.log.endOffset, bytes: this.log.endOffset - this.nextOffset },
+        'replaying the durable log',
+      );
+      this.startCatchup();
+    }
+  }
+
+  /** Points in memory (batching, queued, being written). */
   get backlog(): number {
     return this.batch.length + this.queuedPoints;
   }
 
-  get full(): boolean {
+  get catchingUp(): boolean {
+    return this.catchup !== null;
+  }
+
+  /** Receipt time of the oldest reading not yet written, or null. */
+  get oldestUnsentMs(): number | null {
+    const head = this.fifo.find((b) => !b.done);
+    const candidates = [
+      head?.points[0]?.receivedAtMs,
+      this.catchupReceivedAt,
+      this.batch[0]?.receivedAtMs,
+    ].filter((x): x is number => typeof x === 'number');
+    return candidates.length ? Math.min(...candidates) : null;
+  }
+
+  private get full(): boolean {
     return this.queue.size >= this.maxQueued;
   }
 
-  /** Accepts the points; returns a promise only when the caller must wait for room. */
-  accept(points: readonly Point[]): Promise<void> | undefined {
+  /**
+   * A record [start, end) was just appended to the log with these points. Taken
+   * from memory when the pipeline is level with the log; otherwise left for
+   * the catch-up reader. Never blocks: the publisher waits on the log, not here.
+   */
+  offer(points: Point[], start: number, end: number): void {
+    if (this.stopping) return;
+    if (this.catchup === null && start === this.nextOffset && !this.full) {
+      this.take(points, end);
+      return;
+    }
+    this.startCatchup();
+  }
+
+  private take(points: readonly Point[], end: number): void {
     for (const p of points) {
       this.batch.push(p);
       if (this.batch.length >= this.opts.batchSize) this.cut();
     }
+    // the record's end goes with the batch holding its last point
+    this.batchEnd = end;
+    this.nextOffset = end;
+    if (this.batch.length === 0) {
+      // the last point closed a batch exactly: that batch carries the end
+      const last = this.fifo.at(-1);
+      if (last && last.end < end) last.end = end;
+    }
     if (this.batch.length > 0 && this.timer === null) {
       this.timer = setTimeout(() => this.cut(), this.opts.flushIntervalMs);
     }
-    if (!this.full) return undefined;
-    this.room ??= this.queue.onSizeLessThan(this.maxQueued).then(() => {
-      this.room = null;
-    });
-    return this.room;
+  }
+
+  private startCatchup(): void {
+    if (this.catchup || this.stopping) return;
+    this.catchup = this.catchupLoop()
+      .catch((err: unknown) => this.logger.error({ err }, 'durable log reader failed'))
+      .finally(() => {
+        this.catchup = null;
+        this.catchupReceivedAt = null;
+        // records appended while the reader was finishing are picked up by a new round
+        if (!this.stopping && this.nextOffset < this.log.endOffset) this.startCatchup();
+      });
+  }
+
+  private async catchupLoop(): Promise<void> {
+    const readBytes = Math.max(256 * 1024, this.opts.batchSize * 256);
+    while (!this.stopping && this.nextOffset < this.log.endOffset) {
+      if (this.full) {
+        await this.queue.onSizeLessThan(this.maxQueued);
+        continue;
+      }
+      if (this.nextOffset >= this.log.written) {
+        await this.log.waitWritten(this.nextOffset);
+        continue;
+      }
+      const from = Math.max(this.nextOffset, this.log.firstOffset);
+      const records: StoredRecord[] = await this.log.read(from, readBytes);
+      if (records.length === 0) {
+        // nothing readable at this offset (a gap left by a dropped corrupt record): skip to what is written
+        this.logger.warn({ from, to: this.log.written }, 'durable log: skipping unreadable bytes');
+        this.nextOffset = this.log.written;
+        continue;
+      }
+      for (const r of records) {
+        if (this.stopping) return;
+        this.catchupReceivedAt = r.record.receivedAtMs;
+        const source = { topic: r.record.topic, clientId: r.record.clientId, payload: r.record.payload };
+        this.take(
+          r.record.lines.map((line) => ({ line, receivedAtMs: r.record.receivedAtMs, source })),
+          r.end,
+        );
+      }
+    }
   }
 
   private cut(): void {
@@ -66,30 +177,47 @@ export class Pipeline {
       this.timer = null;
     }
     if (this.batch.length === 0) return;
-    const batch = this.batch;
+    const batch: Batch = { points: this.batch, end: this.batchEnd, done: false };
     this.batch = [];
-    this.queuedPoints += batch.length;
+    this.batchEnd = 0;
+    this.fifo.push(batch);
+    this.queuedPoints += batch.points.length;
     this.queue
-      .add(() => this.writer.deliver(batch))
+      .add(() => this.writer.deliver(batch.points))
       .then(
         () => {
-          this.queuedPoints -= batch.length;
+          this.queuedPoints -= batch.points.length;
+          batch.done = true;
+          this.advance();
         },
         (err: unknown) => {
-          this.queuedPoints -= batch.length;
+          this.queuedPoints -= batch.points.length;
           if (err instanceof ShutdownAbort) {
-            this.lostOnShutdown += batch.length;
+            this.lostOnShutdown += batch.points.length;
             return;
           }
-          this.log.error({ err }, 'batch delivery failed unexpectedly');
+          this.logger.error({ err }, 'batch delivery failed unexpectedly');
         },
       );
   }
 
-  /** Write everything buffered; give up at the deadline and report how many points were left. */
-  async drain(deadlineMs: number): Promise<{ unwritten: number }> {
+  /** Commit the log over the prefix of finished batches. */
+  private advance(): void {
+    while (this.fifo[0]?.done) {
+      const b = this.fifo.shift()!;
+      if (b.end > this.committed) this.committed = b.end;
+    }
+    this.log.commit(this.opts.sinkName, this.committed);
+  }
+
+  /**
+   * Write what is in memory until the deadline, then stop. Nothing is lost by
+   * stopping early: whatever was not written stays in the log for the next start.
+   */
+  async drain(deadlineMs: number): Promise<{ unwritten: number; logBehind: number }> {
+    this.stopping = true;
     this.cut();
-    const idle = this.queue.onIdle();
+    const idle = Promise.all([this.queue.onIdle(), this.catchup]);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<'timeout'>((resolve) => {
       timer = setTimeout(() => resolve('timeout'), Math.max(0, deadlineMs - Date.now()));
@@ -97,13 +225,14 @@ export class Pipeline {
     const outcome = await Promise.race([idle.then(() => 'idle' as const), timeout]);
     clearTimeout(timer);
     if (outcome === 'timeout') {
-      // Drop the batches that never started (their points stay counted in
-      // queuedPoints), make the running ones give up (counted in lostOnShutdown).
       this.queue.clear();
       this.writer.abort();
       await this.queue.onIdle();
-      return { unwritten: this.lostOnShutdown + this.queuedPoints };
     }
-    return { unwritten: this.lostOnShutdown };
+    this.cut();
+    return {
+      unwritten: this.lostOnShutdown + this.queuedPoints,
+      logBehind: this.log.endOffset - this.committed,
+    };
   }
 }

@@ -2,7 +2,6 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/http/metrics.js';
 import type { DeadLetterRecord } from '../../src/pipeline/deadLetter.js';
-import { Pipeline } from '../../src/pipeline/pipeline.js';
 import { fullJitterBackoff } from '../../src/pipeline/retry.js';
 import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
@@ -124,61 +123,5 @@ describe('batch write transaction', () => {
     expect(dead.map((d) => d.reason)).toEqual(['sink_rejected', 'sink_rejected']);
     expect(dead[0]?.detail).toContain('400');
     expect(metrics.messagesRejected.get({ reason: 'sink_rejected' })).toBe(2);
-  });
-});
-
-describe('pipeline batching', () => {
-  it('cuts batches at batchSize and on the flush interval', async () => {
-    const sink = new FakeSink(() => ({ kind: 'ok' }));
-    const { writer } = setup(sink);
-    const p = new Pipeline(
-      { batchSize: 3, flushIntervalMs: 30, maxInflightBatches: 2 },
-      writer,
-      pino({ level: 'silent' }),
-    );
-    p.accept(points(['a', 'b', 'c', 'd']));
-    await new Promise((r) => setTimeout(r, 5));
-    expect(sink.calls).toEqual([3]);
-    await new Promise((r) => setTimeout(r, 60));
-    expect(sink.calls).toEqual([3, 1]);
-  });
-
-  it('asks the caller to wait when writes back up, and releases it when they drain', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((r) => {
-      release = r;
-    });
-    const sink = new FakeSink(() => ({ kind: 'ok' }));
-    const slow = new FakeSink(() => ({ kind: 'ok' }));
-    slow.write = async (l) => {
-      await gate;
-      return sink.write(l);
-    };
-    const { writer } = setup(slow);
-    const p = new Pipeline(
-      { batchSize: 1, flushIntervalMs: 1000, maxInflightBatches: 1 },
-      writer,
-      pino({ level: 'silent' }),
-    );
-    const waits = ['a', 'b', 'c', 'd'].map((l) => p.accept(points([l])));
-    expect(waits.at(-1)).toBeInstanceOf(Promise);
-    release();
-    await waits.at(-1);
-    const { unwritten } = await p.drain(Date.now() + 1000);
-    expect(unwritten).toBe(0);
-    expect(sink.stored.sort()).toEqual(['a', 'b', 'c', 'd']);
-  });
-
-  it('reports what could not be written by the shutdown deadline', async () => {
-    const sink = new FakeSink(() => ({ kind: 'retry', message: 'down' }));
-    const { writer } = setup(sink);
-    const p = new Pipeline(
-      { batchSize: 2, flushIntervalMs: 1000, maxInflightBatches: 1 },
-      writer,
-      pino({ level: 'silent' }),
-    );
-    p.accept(points(['a', 'b', 'c']));
-    const { unwritten } = await p.drain(Date.now() + 50);
-    expect(unwritten).toBe(3);
   });
 });

@@ -1,0 +1,355 @@
+import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { type FileHandle, open, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import type { Logger } from 'pino';
+
+/*
+ * The local durable log (contract section 7): every accepted reading is
+ * appended here before its publisher is acknowledged, and stays until the sink
+ * has taken it.
+ *
+ *   {dataDir}/log/00000000000000000000.seg   segment files, named by the global
+ *   {dataDir}/log/00000000000067108864.seg   byte offset of their first record
+ *   {dataDir}/log/committed.<sink>           offset below which the sink has everything
+ *
+ * A record is [u32 length][u32 crc32(body)][body: JSON]. Offsets are global byte
+ * positions, so they survive restarts and segment deletion. Appends are group
+ * committed: records appended while a write+fsync is running share the next
+ * one, so the fsync cost is paid per few milliseconds, not per message.
+ */
+
+export interface LogRecord {
+  readonly topic: string;
+  readonly clientId: string | null;
+  readonly receivedAtMs: number;
+  /** the message as text, for dead-lettering a line the sink refuses */
+  readonly payload: string;
+  /** encoded line protocol, one per reading: a replay writes the identical points */
+  readonly lines: readonly string[];
+}
+
+export interface StoredRecord {
+  readonly start: number;
+  readonly end: number;
+  readonly record: LogRecord;
+}
+
+export interface Appended {
+  readonly start: number;
+  readonly end: number;
+  /** resolves when the record is on disk (fsync'd, or written for durability: relaxed) */
+  readonly durable: Promise<void>;
+}
+
+export interface DurableLogOptions {
+  readonly dir: string;
+  readonly durability: 'fsync' | 'relaxed';
+  readonly maxBytes: number;
+  readonly segmentBytes?: number;
+  readonly log: Logger;
+}
+
+const HEADER = 8;
+const SEGMENT_RE = /^(\d{20})\.seg$/;
+/** A record larger than this is corrupt by definition (payloads are capped far below). */
+const MAX_RECORD = 64 * 1024 * 1024;
+
+const segName = (base: number) => `${String(base).padStart(20, '0')}.seg`;
+
+export function encodeRecord(rec: LogRecord): Buffer {
+  const body = Buffer.from(
+    JSON.stringify([rec.topic, rec.clientId, rec.receivedAtMs, rec.payload, rec.lines]),
+  );
+  const buf = Buffer.allocUnsafe(HEADER + body.length);
+  buf.writeUInt32LE(body.length, 0);
+  buf.writeUInt32LE(crc32(body), 4);
+  body.copy(buf, HEADER);
+  return buf;
+}
+
+export function decodeBody(body: Buffer): LogRecord {
+  const [topic, clientId, receivedAtMs, payload, lines] = JSON.parse(body.toString('utf8'));
+  return { topic, clientId, receivedAtMs, payload, lines };
+}
+
+/** Valid records at the front of `buf`; `valid` is where the first bad or incomplete record starts. */
+export function scanRecords(
+  buf: Buffer,
+  base: number,
+): { records: StoredRecord[]; valid: number; corrupt: boolean } {
+  const records: StoredRecord[] = [];
+  let pos = 0;
+  while (pos + HEADER <= buf.length) {
+    const len = buf.readUInt32LE(pos);
+    if (len === 0 || len > MAX_RECORD || pos + HEADER + len > buf.length) {
+      return { records, valid: pos, corrupt: len === 0 || len > MAX_RECORD };
+    }
+    const body = buf.subarray(pos + HEADER, pos + HEADER + len);
+    if (crc32(body) !== buf.readUInt32LE(pos + 4)) return { records, valid: pos, corrupt: true };
+    let record: LogRecord;
+    try {
+      record = decodeBody(body);
+    } catch {
+      return { records, valid: pos, corrupt: true };
+    }
+    records.push({ start: base + pos, end: base + pos + HEADER + len, record });
+    pos += HEADER + len;
+  }
+  return { records, valid: pos, corrupt: false };
+}
+
+interface Segment {
+  base: number;
+  size: number;
+}
+
+export class DurableLog {
+  private segments: Segment[] = [];
+  private fh: FileHandle | null = null;
+  /** offset after the last appended record (pending included) */
+  private appendEnd = 0;
+  /** offset after the last record written to the file (readers stop here) */
+  private writtenEnd = 0;
+  private pending: Buffer[] = [];
+  private pendingWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private flushing: Promise<void> | null = null;
+  private readonly committedBySink = new Map<string, number>();
+  private persistedBySink = new Map<string, number>();
+  private spaceWaiters: Array<() => void> = [];
+  private writtenWaiters: Array<() => void> = [];
+  private commitTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+  readonly segmentBytes: number;
+  /** number of write+fsync rounds, for the group-commit test and metrics */
+  syncs = 0;
+
+  private constructor(private readonly opts: DurableLogOptions) {
+    this.segmentBytes =
+      opts.segmentBytes ?? Math.max(1024 * 1024, Math.min(64 * 1024 * 1024, Math.floor(opts.maxBytes / 16)));
+  }
+
+  /** Open (creating when missing) and recover: a torn or corrupt tail is truncated and logged. */
+  static async open(opts: DurableLogOptions): Promise<DurableLog> {
+    const log = new DurableLog(opts);
+    await log.recover();
+    return log;
+  }
+
+  private async recover(): Promise<void> {
+    const { dir, log } = this.opts;
+    mkdirSync(dir, { recursive: true });
+    const bases = readdirSync(dir)
+      .map((f) => SEGMENT_RE.exec(f))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+    for (const f of readdirSync(dir)) {
+      const m = /^committed\.(.+)$/.exec(f);
+      if (!m) continue;
+      const n = Number((await readFile(join(dir, f), 'utf8')).trim());
+      if (Number.isSafeInteger(n) && n >= 0) {
+        this.committedBySink.set(m[1]!, n);
+        this.persistedBySink.set(m[1]!, n);
+      }
+    }
+    for (const [i, base] of bases.entries()) {
+      const path = join(dir, segName(base));
+      const buf = await readFile(path);
+      const { valid, corrupt } = scanRecords(buf, base);
+      if (valid < buf.length) {
+        const last = i === bases.length - 1;
+        log.warn(
+          { segment: path, validBytes: valid, droppedBytes: buf.length - valid, corrupt },
+          last
+            ? 'durable log: torn tail truncated'
+            : 'durable log: corrupt record inside a segment; the rest of that segment is dropped',
+        );
+        await truncate(path, valid);
+      }
+      this.segments.push({ base, size: valid });
+    }
+    const last = this.segments.at(-1);
+    const start = last ? last.base + last.size : Math.max(0, ...this.committedBySink.values());
+    this.appendEnd = this.writtenEnd = start;
+    if (!last || last.size >= this.segmentBytes) await this.roll();
+    else this.fh = await open(join(dir, segName(last.base)), 'a');
+  }
+
+  get endOffset(): number {
+    return this.appendEnd;
+  }
+
+  get firstOffset(): number {
+    return this.segments[0]?.base ?? this.appendEnd;
+  }
+
+  /** Bytes on disk, pending appends included. */
+  get bytes(): number {
+    let n = 0;
+    for (const s of this.segments) n += s.size;
+    for (const p of this.pending) n += p.length;
+    return n;
+  }
+
+  get full(): boolean {
+    return this.bytes >= this.opts.maxBytes;
+  }
+
+  committed(sink: string): number {
+    return this.committedBySink.get(sink) ?? this.firstOffset;
+  }
+
+  /** Resolves when segment deletion has made room under maxBytes. */
+  waitForSpace(): Promise<void> {
+    if (!this.full) return Promise.resolve();
+    return new Promise((resolve) => this.spaceWaiters.push(resolve));
+  }
+
+  append(rec: LogRecord): Appended {
+    if (this.closed) throw new Error('durable log is closed');
+    const buf = encodeRecord(rec);
+    const start = this.appendEnd;
+    this.appendEnd += buf.length;
+    this.pending.push(buf);
+    const durable = new Promise<void>((resolve, reject) => this.pendingWaiters.push({ resolve, reject }));
+    if (!this.flushing) this.flushing = this.flushLoop();
+    return { start, end: this.appendEnd, durable };
+  }
+
+  private async flushLoop(): Promise<void> {
+    // setImmediate first: every append of the current I/O round joins this group
+    await new Promise((r) => setImmediate(r));
+    while (this.pending.length) {
+      const bufs = this.pending;
+      const waiters = this.pendingWaiters;
+      this.pending = [];
+      this.pendingWaiters = [];
+      let size = 0;
+      for (const b of bufs) size += b.length;
+      try {
+        const fh = this.fh!;
+        await fh.writev(bufs);
+        if (this.opts.durability === 'fsync') await fh.datasync();
+        this.syncs++;
+        this.segments.at(-1)!.size += size;
+        this.writtenEnd += size;
+        for (const w of waiters) w.resolve();
+        for (const w of this.writtenWaiters.splice(0)) w();
+        if (this.segments.at(-1)!.size >= this.segmentBytes) await this.roll();
+      } catch (err) {
+        this.opts.log.error({ err }, 'durable log write failed');
+        for (const w of waiters) w.reject(err as Error);
+      }
+    }
+    this.flushing = null;
+  }
+
+  private async roll(): Promise<void> {
+    await this.fh?.close();
+    const base = this.writtenEnd;
+    this.fh = await open(join(this.opts.dir, segName(base)), 'a');
+    this.segments.push({ base, size: 0 });
+  }
+
+  /** Resolves once more data has been written after `offset` (for readers that caught up). */
+  waitWritten(offset: number): Promise<void> {
+    if (this.writtenEnd > offset || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.writtenWaiters.push(resolve));
+  }
+
+  get written(): number {
+    return this.writtenEnd;
+  }
+
+  /**
+   * Records from `from` (a record boundary) up to what is written, at most
+   * about `maxBytes` of them. Reads the files: used to catch up after an outage
+   * or a restart, when the records are no longer held in memory.
+   */
+  async read(from: number, maxBytes: number): Promise<StoredRecord[]> {
+    const seg = [...this.segments].reverse().find((s) => s.base <= from);
+    if (!seg) return [];
+    const limit = Math.min(seg.base + seg.size, this.writtenEnd);
+    if (from >= limit) {
+      // the end of a segment that has been rolled: continue in the next one
+      const next = this.segments.find((s) => s.base > seg.base);
+      return next && from === seg.base + seg.size ? this.read(next.base, maxBytes) : [];
+    }
+    const fh = await open(join(this.opts.dir, segName(seg.base)), 'r');
+    try {
+      const want = Math.min(limit - from, Math.max(maxBytes, 64 * 1024));
+      const buf = Buffer.allocUnsafe(want);
+      const { bytesRead } = await fh.read(buf, 0, want, from - seg.base);
+      let { records, valid } = scanRecords(buf.subarray(0, bytesRead), from);
+      if (records.length === 0 && valid === 0 && bytesRead >= HEADER) {
+        // one record larger than the read window
+        const len = buf.readUInt32LE(0);
+        const big = Buffer.allocUnsafe(HEADER + len);
+        await fh.read(big, 0, big.length, from - seg.base);
+        ({ records, valid } = scanRecords(big, from));
+      }
+      return records;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** The sink has everything below `offset`; persisted shortly after (batched), segments freed. */
+  commit(sink: string, offset: number): void {
+    if (offset <= (this.committedBySink.get(sink) ?? -1)) return;
+    this.committedBySink.set(sink, offset);
+    this.commitTimer ??= setTimeout(() => {
+      this.commitTimer = null;
+      this.persistCommits().catch((err: unknown) =>
+        this.opts.log.error({ err }, 'durable log: commit failed'),
+      );
+    }, 100);
+  }
+
+  async persistCommits(): Promise<void> {
+    for (const [sink, offset] of this.committedBySink) {
+      if (this.persistedBySink.get(sink) === offset) continue;
+      const path = join(this.opts.dir, `committed.${sink}`);
+      await writeFile(`${path}.tmp`, `${offset}\n`);
+      await rename(`${path}.tmp`, path);
+      this.persistedBySink.set(sink, offset);
+    }
+    await this.deleteCommittedSegments();
+  }
+
+  private async deleteCommittedSegments(): Promise<void> {
+    const persisted = [...this.persistedBySink.values()];
+    if (persisted.length === 0) return;
+    const low = Math.min(...persisted);
+    // every segment whose successor starts at or below the committed offset is fully sent
+    while (this.segments.length > 1 && this.segments[1]!.base <= low) {
+      const seg = this.segments.shift()!;
+      await rm(join(this.opts.dir, segName(seg.base)), { force: true });
+    }
+    if (!this.full) for (const w of this.spaceWaiters.splice(0)) w();
+  }
+
+  async close(): Promise<void> {
+    while (this.flushing) await this.flushing;
+    this.closed = true;
+    if (this.commitTimer) clearTimeout(this.commitTimer);
+    this.commitTimer = null;
+    await this.persistCommits();
+    await this.fh?.close();
+    this.fh = null;
+    for (const w of this.writtenWaiters.splice(0)) w();
+  }
+}
+
+export function logDir(dataDir: string): string {
+  return join(dataDir, 'log');
+}
+
+export function segmentFiles(dir: string): Array<{ name: string; size: number }> {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => SEGMENT_RE.test(f))
+    .sort()
+    .map((name) => ({ name, size: statSync(join(dir, name)).size }));
+}

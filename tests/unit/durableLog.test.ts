@@ -1,0 +1,152 @@
+import { appendFileSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { describe, expect, it } from 'vitest';
+import { DurableLog, type LogRecord, segmentFiles } from '../../src/pipeline/durableLog.js';
+
+const silent = pino({ level: 'silent' });
+const rec = (i: number, lines = [`m,t=x v=${i} ${i}`]): LogRecord => ({
+  topic: `sensors/1/1/r${i}/t`,
+  clientId: 'c',
+  receivedAtMs: 1000 + i,
+  payload: `{"value":${i}}`,
+  lines,
+});
+const dir = () => mkdtempSync(join(tmpdir(), 'ei-log-'));
+
+describe('durable log', () => {
+  it('appends, makes durable, and reads back in order with offsets', async () => {
+    const d = dir();
+    const log = await DurableLog.open({ dir: d, durability: 'fsync', maxBytes: 1 << 30, log: silent });
+    const a = [0, 1, 2].map((i) => log.append(rec(i, ['한글 "q" \\ ,=', `line ${i}`])));
+    await Promise.all(a.map((x) => x.durable));
+    expect(a[0]!.start).toBe(0);
+    expect(a[1]!.start).toBe(a[0]!.end);
+    const back = await log.read(0, 1 << 20);
+    expect(back.map((r) => r.record)).toEqual([0, 1, 2].map((i) => rec(i, ['한글 "q" \\ ,=', `line ${i}`])));
+    expect(back.map((r) => [r.start, r.end])).toEqual(a.map((x) => [x.start, x.end]));
+    await log.close();
+  });
+
+  it('group commit: one fsync covers every record appended in the same moment', async () => {
+    const log = await DurableLog.open({ dir: dir(), durability: 'fsync', maxBytes: 1 << 30, log: silent });
+    const appended = Array.from({ length: 1000 }, (_, i) => log.append(rec(i)));
+    await Promise.all(appended.map((a) => a.durable));
+    expect(log.syncs).toBeLessThanOrEqual(2);
+    await log.close();
+  });
+
+  it('recovers after a restart, and truncates a torn tail without refusing to start', async () => {
+    const d = dir();
+    const log = await DurableLog.open({ dir: d, durability: 'fsync', maxBytes: 1 << 30, log: silent });
+    const a = [0, 1, 2].map((i) => log.append(rec(i)));
+    await Promise.all(a.map((x) => x.durable));
+    await log.close();
+    const seg = join(d, segmentFiles(d)[0]!.name);
+    // power loss mid-write: half a record header and body
+    appendFileSync(seg, Buffer.from([0x40, 0, 0, 0, 1, 2, 3, 4, 0x7b, 0x22]));
+    const warnings: string[] = [];
+    const reopened = await DurableLog.open({
+      dir: d,
+      durability: 'fsync',
+      maxBytes: 1 << 30,
+      log: pino({ level: 'warn' }, { write: (s: string) => warnings.push(s) }),
+    });
+    expect(warnings.join('')).toMatch(/torn tail truncated/);
+    expect(statSync(seg).size).toBe(a[2]!.end);
+    expect(reopened.endOffset).toBe(a[2]!.end);
+    expect((await reopened.read(0, 1 << 20)).length).toBe(3);
+    const next = reopened.append(rec(3));
+    expect(next.start).toBe(a[2]!.end);
+    await next.durable;
+    await reopened.close();
+  });
+
+  it('a flipped byte fails the checksum: that record and what follows it in the segment are dropped', async () => {
+    const d = dir();
+    const log = await DurableLog.open({ dir: d, durability: 'fsync', maxBytes: 1 << 30, log: silent });
+    const a = [0, 1, 2].map((i) => log.append(rec(i)));
+    await Promise.all(a.map((x) => x.durable));
+    await log.close();
+    const seg = join(d, segmentFiles(d)[0]!.name);
+    const buf = readFileSync(seg);
+    buf[a[1]!.start + 12] = buf[a[1]!.start + 12]! ^ 0xff;
+    writeFileSync(seg, buf);
+    const reopened = await DurableLog.open({ dir: d, durability: 'fsync', maxBytes: 1 << 30, log: silent });
+    expect((await reopened.read(0, 1 << 20)).map((r) => r.record.receivedAtMs)).toEqual([1000]);
+    await reopened.close();
+  });
+
+  it('rolls segments, persists the committed offset, deletes fully committed segments, and reports its size', async () => {
+    const d = dir();
+    const log = await DurableLog.open({
+      dir: d,
+      durability: 'relaxed',
+      maxBytes: 1 << 30,
+      segmentBytes: 1024,
+      log: silent,
+    });
+    // several group commits: a segment rolls after the group that filled it
+    const a: ReturnType<typeof log.append>[] = [];
+    for (let g = 0; g < 12; g++) {
+      const group = Array.from({ length: 5 }, (_, i) => log.append(rec(g * 5 + i, ['x'.repeat(100)])));
+      await Promise.all(group.map((x) => x.durable));
+      a.push(...group);
+    }
+    const before = segmentFiles(d).length;
+    expect(before).toBeGreaterThan(4);
+    expect(log.bytes).toBe(a.at(-1)!.end);
+    log.commit('influx', a[40]!.end);
+    await log.persistCommits();
+    expect(readFileSync(join(d, 'committed.influx'), 'utf8').trim()).toBe(String(a[40]!.end));
+    const after = segmentFiles(d);
+    expect(after.length).toBeLessThan(before);
+    expect(Number(after[0]!.name.slice(0, 20))).toBeLessThanOrEqual(a[40]!.end);
+    // reading across segment boundaries from the committed offset returns the rest, in order
+    const rest: number[] = [];
+    let from = a[40]!.end;
+    while (from < log.endOffset) {
+      const got = await log.read(from, 4096);
+      rest.push(...got.map((r) => r.record.receivedAtMs));
+      from = got.at(-1)!.end;
+    }
+    expect(rest).toEqual(Array.from({ length: 19 }, (_, i) => 1041 + i));
+    await log.close();
+    const reopened = await DurableLog.open({
+      dir: d,
+      durability: 'relaxed',
+      maxBytes: 1 << 30,
+      segmentBytes: 1024,
+      log: silent,
+    });
+    expect(reopened.committed('influx')).toBe(a[40]!.end);
+    expect(reopened.endOffset).toBe(a.at(-1)!.end);
+    await reopened.close();
+    expect(readdirSync(d).some((f) => f.endsWith('.tmp'))).toBe(false);
+  });
+
+  it('says when the disk budget is full and wakes waiters when commits free space', async () => {
+    const log = await DurableLog.open({
+      dir: dir(),
+      durability: 'relaxed',
+      maxBytes: 4096,
+      segmentBytes: 1024,
+      log: silent,
+    });
+    const a: ReturnType<typeof log.append>[] = [];
+    while (!log.full) a.push(log.append(rec(a.length, ['y'.repeat(200)])));
+    await Promise.all(a.map((x) => x.durable));
+    let woke = false;
+    const waiting = log.waitForSpace().then(() => {
+      woke = true;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(woke).toBe(false);
+    log.commit('influx', log.endOffset);
+    await log.persistCommits();
+    await waiting;
+    expect(log.full).toBe(false);
+    await log.close();
+  });
+});
