@@ -119,6 +119,7 @@ export class DurableLog {
   private spaceWaiters: Array<() => void> = [];
   private writtenWaiters: Array<() => void> = [];
   private commitTimer: NodeJS.Timeout | null = null;
+  private persisting: Promise<void> = Promise.resolve();
   private closed = false;
   readonly segmentBytes: number;
   /** number of write+fsync rounds, for the group-commit test and metrics */
@@ -307,7 +308,14 @@ export class DurableLog {
     }, 100);
   }
 
-  async persistCommits(): Promise<void> {
+  /** Serialised: a timer-driven persist and the one at close must not race on the same temp file. */
+  persistCommits(): Promise<void> {
+    // a failed earlier round must not stop this one
+    this.persisting = this.persisting.catch(() => {}).then(() => this.persistNow());
+    return this.persisting;
+  }
+
+  private async persistNow(): Promise<void> {
     for (const [sink, offset] of this.committedBySink) {
       if (this.persistedBySink.get(sink) === offset) continue;
       const path = join(this.opts.dir, `committed.${sink}`);

@@ -79,8 +79,15 @@ async function pingOk(url: string): Promise<boolean> {
   return res.status === 204 || res.status === 200;
 }
 
+export interface RestartableService extends Service {
+  /** kill the server (SIGKILL: an outage, not a shutdown), keeping its data */
+  crash(): Promise<void>;
+  /** start it again on the same port with the same data */
+  restart(): Promise<void>;
+}
+
 /** InfluxDB 1.x (Debian package `influxdb`), speaking the v1 /write API. */
-export async function startInflux1(): Promise<Service> {
+export async function startInflux1(): Promise<RestartableService> {
   const dir = tempDir('influx1');
   const [httpPort, bindPort] = [await freePort(), await freePort()];
   const conf = join(dir, 'influxdb.conf');
@@ -107,16 +114,33 @@ bind-address = "127.0.0.1:${bindPort}"
   enabled = false
 `,
   );
-  const child = spawn('influxd', ['-config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = collect(child);
   const url = `http://127.0.0.1:${httpPort}`;
-  try {
-    await waitFor(() => pingOk(url), 'influxd', child);
-  } catch (err) {
-    await stopper(child, dir)();
-    throw new Error(`${(err as Error).message}\n${output()}`);
-  }
-  return { name: 'influxdb1', url, port: httpPort, dir, stop: stopper(child, dir) };
+  let child: ChildProcess;
+  const launch = async () => {
+    child = spawn('influxd', ['-config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = collect(child);
+    try {
+      await waitFor(() => pingOk(url), 'influxd', child);
+    } catch (err) {
+      await stopper(child, dir)();
+      throw new Error(`${(err as Error).message}\n${output()}`);
+    }
+  };
+  await launch();
+  return {
+    name: 'influxdb1',
+    url,
+    port: httpPort,
+    dir,
+    stop: () => stopper(child, dir)(),
+    async crash() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGKILL');
+      await exited;
+    },
+    restart: launch,
+  };
 }
 
 /** VictoriaMetrics: a real server speaking InfluxDB's v2 /api/v2/write. */
