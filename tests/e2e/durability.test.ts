@@ -1,7 +1,9 @@
-import { rmSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
+import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { segmentFiles } from '../../src/pipeline/durableLog.js';
 import { type DaemonProcess, metricValue, spawnDaemon } from '../helpers/daemon.js';
 import {
   eventually,
@@ -224,6 +226,37 @@ describe('no acknowledged reading is lost', () => {
       await d.exited;
     } finally {
       proxy.close();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('(d) a torn, corrupt log tail after a crash is truncated and logged; the daemon starts and sends the rest', async () => {
+    const db = 'fault_tail';
+    const dataDir = tempDir('tail');
+    const run = 'tail';
+    const d1 = await start(daemonEnv(db, dataDir));
+    await influx.crash(); // keep everything in the log
+    try {
+      const pub = publishQos1(d1.mqttPort, run, 500, 20);
+      await pub.done;
+      expect(pub.acked.size).toBe(500);
+      d1.child.kill('SIGKILL');
+      await d1.exited;
+      const dir = join(dataDir, 'log');
+      const last = segmentFiles(dir).at(-1)!;
+      appendFileSync(join(dir, last.name), Buffer.from('00100000deadbeef7b2274', 'hex')); // half a record
+      await influx.restart();
+      const d2 = await start(daemonEnv(db, dataDir, { LOG_LEVEL: 'info' }));
+      await eventually(async () => d2.output().includes('torn tail truncated'), 5000, 'truncation logged');
+      const stored = await eventually(async () => {
+        const s = await storedSeqs(db, run);
+        return s.length === 500 && s;
+      }, 30_000);
+      expect(new Set(stored).size).toBe(500);
+      d2.child.kill('SIGTERM');
+      expect((await d2.exited).code, d2.output()).toBe(0);
+    } finally {
+      await influx.restart().catch(() => {});
       rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -115,8 +115,9 @@ bind-address = "127.0.0.1:${bindPort}"
 `,
   );
   const url = `http://127.0.0.1:${httpPort}`;
-  let child: ChildProcess;
+  let child: ChildProcess | undefined;
   const launch = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) return; // already running
     child = spawn('influxd', ['-config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
     const output = collect(child);
     try {
@@ -132,11 +133,12 @@ bind-address = "127.0.0.1:${bindPort}"
     url,
     port: httpPort,
     dir,
-    stop: () => stopper(child, dir)(),
+    stop: () => stopper(child!, dir)(),
     async crash() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGKILL');
+      const c = child!;
+      if (c.exitCode !== null || c.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+      c.kill('SIGKILL');
       await exited;
     },
     restart: launch,
