@@ -2,7 +2,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, type Service, startInflux1, tempDir } from '../tests/helpers/services.js';
+import {
+  freePort,
+  type RestartableService,
+  type Service,
+  startInflux1,
+  tempDir,
+} from '../tests/helpers/services.js';
 import { type ProcSample, sample } from './procStats.js';
 
 // npm run bench: every scenario next to its baseline, measured in the same run.
@@ -10,6 +16,8 @@ import { type ProcSample, sample } from './procStats.js';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const BIN = join(ROOT, 'bin', 'energy-ingest.js');
 const COUNT = Number(process.env.BENCH_COUNT ?? 400_000);
+const QOS1_COUNT = Number(process.env.BENCH_QOS1_COUNT ?? 100_000);
+const RECOVERY_COUNT = Number(process.env.BENCH_RECOVERY_COUNT ?? 1_000_000);
 const children = new Set<ChildProcess>();
 
 interface Row {
@@ -205,15 +213,20 @@ async function daemon(
   return { child, mqtt: `mqtt://127.0.0.1:${mqttPort}`, status, dataDir };
 }
 
-async function throughput(name: string, env: Record<string, string>): Promise<Row> {
+async function throughput(
+  name: string,
+  env: Record<string, string>,
+  count = COUNT,
+  simArgs: string[] = [],
+): Promise<Row> {
   const d = await daemon(env);
   const cpu0 = sample(d.child.pid!);
-  const simDone = simulate(d.mqtt, [...FULL_SPEED, '--count', String(COUNT)]);
+  const simDone = simulate(d.mqtt, [...FULL_SPEED, '--count', String(count), ...simArgs]);
   let st = await d.status();
   const deadline = performance.now() + 120_000;
   while (st.messages_received === 0 && performance.now() < deadline) st = await d.status();
   const t0 = performance.now(); // first message in: simulator start-up and connects excluded, as for the baseline
-  while (st.points_written < COUNT && performance.now() < deadline) {
+  while (st.points_written < count && performance.now() < deadline) {
     await sleep(10);
     st = await d.status();
   }
@@ -230,7 +243,43 @@ async function throughput(name: string, env: Record<string, string>): Promise<Ro
     p99_ms: round(st.ingest_latency_p99_s * 1000),
     cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
     peak_rss_mb: mb(s),
-    note: sim.sent !== COUNT ? `simulator sent ${sim.sent}` : undefined,
+    note: sim.sent !== count ? `simulator sent ${sim.sent}` : undefined,
+  };
+}
+
+/**
+ * Recovery: InfluxDB is down while RECOVERY_COUNT readings arrive (they wait
+ * in the durable log); then it comes back. Measures how fast the backlog drains.
+ */
+async function recovery(influx: RestartableService): Promise<Row> {
+  const d = await daemon({
+    INFLUX_URL: influx.url,
+    INFLUX_DATABASE: 'bench_recovery',
+    EI_PIPELINE_RETRY_MAX_MS: '2000',
+  });
+  await influx.crash();
+  const sim = await simulate(d.mqtt, [...FULL_SPEED, '--count', String(RECOVERY_COUNT)]);
+  const backlog = await d.status();
+  await influx.restart();
+  const cpu0 = sample(d.child.pid!);
+  const t0 = performance.now();
+  let st = await d.status();
+  const deadline = performance.now() + 600_000;
+  while (st.points_written < RECOVERY_COUNT && performance.now() < deadline) {
+    await sleep(50);
+    st = await d.status();
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const s = sample(d.child.pid!);
+  await stopChild(d.child);
+  rmSync(d.dataDir, { recursive: true, force: true });
+  return {
+    scenario: `recovery: ${RECOVERY_COUNT} readings held in the log during an outage, drained into InfluxDB 1.x`,
+    readings: st.points_written,
+    readings_per_s: Math.round(st.points_written / secs),
+    cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
+    peak_rss_mb: mb(s),
+    note: `${sim.sent} sent during the outage; ${Math.round((backlog as unknown as { log_bytes: number }).log_bytes / 1024 / 1024)} MiB of log; drained in ${round(secs)} s (includes the first retry after InfluxDB came back)`,
   };
 }
 
@@ -273,10 +322,10 @@ const mb = (s: ProcSample) => Math.round(s.peakRssBytes / 1024 / 1024);
 
 function markdown(rows: Row[], meta: Record<string, unknown>): string {
   const head =
-    '| scenario | readings | readings/s | p50 ms | p99 ms | daemon CPU s | daemon peak RSS MB | vs bare Aedes | vs InfluxDB direct |';
+    '| scenario | readings | readings/s | p50 ms | p99 ms | daemon CPU s | daemon peak RSS MB | vs bare Aedes | vs InfluxDB direct | note |';
   const lines = rows.map(
     (r) =>
-      `| ${r.scenario} | ${r.readings} | ${r.readings_per_s} | ${r.p50_ms ?? ''} | ${r.p99_ms ?? ''} | ${r.cpu_s ?? ''} | ${r.peak_rss_mb ?? ''} | ${r.vs_bare_aedes !== undefined ? `${Math.round(r.vs_bare_aedes * 100)}%` : ''} | ${r.vs_influx_direct !== undefined ? `${Math.round(r.vs_influx_direct * 100)}%` : ''} |`,
+      `| ${r.scenario} | ${r.readings} | ${r.readings_per_s} | ${r.p50_ms ?? ''} | ${r.p99_ms ?? ''} | ${r.cpu_s ?? ''} | ${r.peak_rss_mb ?? ''} | ${r.vs_bare_aedes !== undefined ? `${Math.round(r.vs_bare_aedes * 100)}%` : ''} | ${r.vs_influx_direct !== undefined ? `${Math.round(r.vs_influx_direct * 100)}%` : ''} | ${r.note ?? ''} |`,
   );
   return [
     `# Benchmark ${meta.date}`,
@@ -284,7 +333,7 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
     `${meta.machine}; ${COUNT} readings per throughput scenario.`,
     '',
     head,
-    '|---|---|---|---|---|---|---|---|---|',
+    '|---|---|---|---|---|---|---|---|---|---|',
     ...lines,
     '',
   ].join('\n');
@@ -306,9 +355,22 @@ async function main(): Promise<void> {
     console.error(`influx: ${db.readings_per_s}/s`);
     const lat = await latency(influx);
     console.error(`latency: p50 ${lat.p50_ms} ms p99 ${lat.p99_ms} ms`);
-    for (const r of [file, db]) r.vs_bare_aedes = r.readings_per_s / bare.readings_per_s;
-    db.vs_influx_direct = db.readings_per_s / direct.readings_per_s;
-    const rows = [bare, direct, file, db, lat];
+    const q1 = ['--qos', '1', '--max-inflight', '200'];
+    const qos1Fsync = await throughput('daemon QoS 1, durability fsync → file sink', {}, QOS1_COUNT, q1);
+    console.error(`qos1 fsync: ${qos1Fsync.readings_per_s}/s`);
+    const qos1Relaxed = await throughput(
+      'daemon QoS 1, durability relaxed → file sink',
+      { EI_PIPELINE_DURABILITY: 'relaxed' },
+      QOS1_COUNT,
+      q1,
+    );
+    console.error(`qos1 relaxed: ${qos1Relaxed.readings_per_s}/s`);
+    const rec = await recovery(influx);
+    console.error(`recovery: ${rec.readings_per_s}/s`);
+    for (const r of [file, db, qos1Fsync, qos1Relaxed])
+      r.vs_bare_aedes = r.readings_per_s / bare.readings_per_s;
+    for (const r of [db, rec]) r.vs_influx_direct = r.readings_per_s / direct.readings_per_s;
+    const rows = [bare, direct, file, db, lat, qos1Fsync, qos1Relaxed, rec];
     const { cpus } = await import('node:os');
     const meta = {
       date: new Date().toISOString(),

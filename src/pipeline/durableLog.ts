@@ -112,7 +112,10 @@ export class DurableLog {
   /** offset after the last record written to the file (readers stop here) */
   private writtenEnd = 0;
   private pending: Buffer[] = [];
-  private pendingWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  private pendingBytes = 0;
+  /** sum of the segments' sizes */
+  private diskBytes = 0;
+  private pendingWaiters: Array<{ resolve: () => void }> = [];
   private flushing: Promise<void> | null = null;
   private readonly committedBySink = new Map<string, number>();
   private persistedBySink = new Map<string, number>();
@@ -169,6 +172,7 @@ export class DurableLog {
         await truncate(path, valid);
       }
       this.segments.push({ base, size: valid });
+      this.diskBytes += valid;
     }
     const last = this.segments.at(-1);
     const start = last ? last.base + last.size : Math.max(0, ...this.committedBySink.values());
@@ -185,12 +189,9 @@ export class DurableLog {
     return this.segments[0]?.base ?? this.appendEnd;
   }
 
-  /** Bytes on disk, pending appends included. */
+  /** Bytes on disk, pending appends included (asked per message: kept as a running count). */
   get bytes(): number {
-    let n = 0;
-    for (const s of this.segments) n += s.size;
-    for (const p of this.pending) n += p.length;
-    return n;
+    return this.diskBytes + this.pendingBytes;
   }
 
   get full(): boolean {
@@ -213,7 +214,8 @@ export class DurableLog {
     const start = this.appendEnd;
     this.appendEnd += buf.length;
     this.pending.push(buf);
-    const durable = new Promise<void>((resolve, reject) => this.pendingWaiters.push({ resolve, reject }));
+    this.pendingBytes += buf.length;
+    const durable = new Promise<void>((resolve) => this.pendingWaiters.push({ resolve }));
     if (!this.flushing) this.flushing = this.flushLoop();
     return { start, end: this.appendEnd, durable };
   }
@@ -221,27 +223,42 @@ export class DurableLog {
   private async flushLoop(): Promise<void> {
     // setImmediate first: every append of the current I/O round joins this group
     await new Promise((r) => setImmediate(r));
+    let failures = 0;
     while (this.pending.length) {
       const bufs = this.pending;
       const waiters = this.pendingWaiters;
+      const size = this.pendingBytes;
       this.pending = [];
+      this.pendingBytes = 0;
       this.pendingWaiters = [];
-      let size = 0;
-      for (const b of bufs) size += b.length;
+      const seg = this.segments.at(-1)!;
       try {
         const fh = this.fh!;
         await fh.writev(bufs);
         if (this.opts.durability === 'fsync') await fh.datasync();
-        this.syncs++;
-        this.segments.at(-1)!.size += size;
-        this.writtenEnd += size;
-        for (const w of waiters) w.resolve();
-        for (const w of this.writtenWaiters.splice(0)) w();
-        if (this.segments.at(-1)!.size >= this.segmentBytes) await this.roll();
       } catch (err) {
-        this.opts.log.error({ err }, 'durable log write failed');
-        for (const w of waiters) w.reject(err as Error);
+        // Disk full or an I/O error. The records already have offsets (the
+        // pipeline may hold them), so they are neither dropped nor renumbered:
+        // cut off any partial write and try the same bytes again. Their
+        // publishers stay unacknowledged meanwhile; so do new ones behind them.
+        failures++;
+        if (failures === 1 || failures % 30 === 0)
+          this.opts.log.error({ err, failures }, 'durable log write failed; retrying');
+        await this.fh!.truncate(seg.size).catch(() => {});
+        await new Promise((r) => setTimeout(r, Math.min(1000 * failures, 10_000)));
+        this.pending = [...bufs, ...this.pending];
+        this.pendingBytes += size;
+        this.pendingWaiters = [...waiters, ...this.pendingWaiters];
+        continue;
       }
+      failures = 0;
+      this.syncs++;
+      seg.size += size;
+      this.diskBytes += size;
+      this.writtenEnd += size;
+      for (const w of waiters) w.resolve();
+      for (const w of this.writtenWaiters.splice(0)) w();
+      if (seg.size >= this.segmentBytes) await this.roll();
     }
     this.flushing = null;
   }
@@ -333,6 +350,7 @@ export class DurableLog {
     // every segment whose successor starts at or below the committed offset is fully sent
     while (this.segments.length > 1 && this.segments[1]!.base <= low) {
       const seg = this.segments.shift()!;
+      this.diskBytes -= seg.size;
       await rm(join(this.opts.dir, segName(seg.base)), { force: true });
     }
     if (!this.full) for (const w of this.spaceWaiters.splice(0)) w();

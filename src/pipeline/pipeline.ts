@@ -56,7 +56,7 @@ export class Pipeline {
     private readonly logger: Logger,
   ) {
     this.queue = new PQueue({ concurrency: opts.maxInflightBatches });
-    this.maxQueued = opts.maxInflightBatches * 2;
+    this.maxQueued = opts.maxInflightBatches * 8;
   }
 
   /** Resume from the committed offset: whatever the log holds beyond it is sent again. */

@@ -10,6 +10,8 @@ export class FileSink implements Sink {
   readonly name = 'file';
   readonly backslashMode = 'escape' as const;
   private readonly dir: string;
+  /** one append at a time: concurrent appends of large batches could interleave their lines */
+  private tail: Promise<unknown> = Promise.resolve();
 
   constructor(dataDir: string) {
     this.dir = join(dataDir, 'readings');
@@ -23,14 +25,18 @@ export class FileSink implements Sink {
     return join(this.dir, `${now.toISOString().slice(0, 10)}.lp`);
   }
 
-  async write(lines: readonly string[]): Promise<WriteResult> {
-    try {
-      await appendFile(this.pathFor(), `${lines.join('\n')}\n`);
-      return { kind: 'ok' };
-    } catch (err) {
-      // A full or read-only disk may recover: keep the batch.
-      return { kind: 'retry', message: (err as Error).message };
-    }
+  write(lines: readonly string[]): Promise<WriteResult> {
+    const done = this.tail.then(async (): Promise<WriteResult> => {
+      try {
+        await appendFile(this.pathFor(), `${lines.join('\n')}\n`);
+        return { kind: 'ok' };
+      } catch (err) {
+        // A full or read-only disk may recover: keep the batch.
+        return { kind: 'retry', message: (err as Error).message };
+      }
+    });
+    this.tail = done;
+    return done;
   }
 
   async ping(): Promise<void> {
