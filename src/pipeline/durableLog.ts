@@ -57,15 +57,10 @@ const MAX_RECORD = 64 * 1024 * 1024;
 
 const segName = (base: number) => `${String(base).padStart(20, '0')}.seg`;
 
-export function encodeRecord(rec: LogRecord): Buffer {
-  const body = Buffer.from(
-    JSON.stringify([rec.topic, rec.clientId, rec.receivedAtMs, rec.payload, rec.lines]),
-  );
-  const buf = Buffer.allocUnsafe(HEADER + body.length);
-  buf.writeUInt32LE(body.length, 0);
-  buf.writeUInt32LE(crc32(body), 4);
-  body.copy(buf, HEADER);
-  return buf;
+const CHUNK = 1024 * 1024;
+
+function recordJson(rec: LogRecord): string {
+  return JSON.stringify([rec.topic, rec.clientId, rec.receivedAtMs, rec.payload, rec.lines]);
 }
 
 export function decodeBody(body: Buffer): LogRecord {
@@ -111,7 +106,16 @@ export class DurableLog {
   private appendEnd = 0;
   /** offset after the last record written to the file (readers stop here) */
   private writtenEnd = 0;
+  /** sealed regions waiting for the next write */
   private pending: Buffer[] = [];
+  /**
+   * Records are encoded straight into a large chunk rather than one Buffer
+   * each (one allocation per ~thousands of records on the hot path); the
+   * region [chunkStart, chunkUsed) is sealed into `pending` when a write starts.
+   */
+  private chunk: Buffer | null = null;
+  private chunkStart = 0;
+  private chunkUsed = 0;
   private pendingBytes = 0;
   /** sum of the segments' sizes */
   private diskBytes = 0;
@@ -210,21 +214,39 @@ export class DurableLog {
 
   append(rec: LogRecord): Appended {
     if (this.closed) throw new Error('durable log is closed');
-    const buf = encodeRecord(rec);
+    const json = recordJson(rec);
+    const worst = HEADER + json.length * 3;
+    if (this.chunk === null || this.chunk.length - this.chunkUsed < worst) {
+      this.seal();
+      this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, worst));
+      this.chunkStart = this.chunkUsed = 0;
+    }
+    const chunk = this.chunk;
+    const at = this.chunkUsed;
+    const len = chunk.write(json, at + HEADER);
+    chunk.writeUInt32LE(len, at);
+    chunk.writeUInt32LE(crc32(chunk.subarray(at + HEADER, at + HEADER + len)), at + 4);
+    this.chunkUsed += HEADER + len;
     const start = this.appendEnd;
-    this.appendEnd += buf.length;
-    this.pending.push(buf);
-    this.pendingBytes += buf.length;
+    this.appendEnd += HEADER + len;
+    this.pendingBytes += HEADER + len;
     const durable = new Promise<void>((resolve) => this.pendingWaiters.push({ resolve }));
     if (!this.flushing) this.flushing = this.flushLoop();
     return { start, end: this.appendEnd, durable };
+  }
+
+  private seal(): void {
+    if (this.chunk && this.chunkUsed > this.chunkStart) {
+      this.pending.push(this.chunk.subarray(this.chunkStart, this.chunkUsed));
+      this.chunkStart = this.chunkUsed;
+    }
   }
 
   private async flushLoop(): Promise<void> {
     // setImmediate first: every append of the current I/O round joins this group
     await new Promise((r) => setImmediate(r));
     let failures = 0;
-    while (this.pending.length) {
+    for (this.seal(); this.pending.length; this.seal()) {
       const bufs = this.pending;
       const waiters = this.pendingWaiters;
       const size = this.pendingBytes;

@@ -31,8 +31,10 @@ interface Batch {
  *   (outage, overload), the points are not kept in memory at all: they wait in
  *   the log, and a reader feeds batches from the segment files as room frees
  *   up, oldest first, until it reaches the end and tail mode resumes.
- * Memory is therefore bounded by (maxInflightBatches × 3) batches, whatever
- * the load or the length of an outage; the disk budget is the log's.
+ * Memory is therefore bounded by (maxInflightBatches × 9 + 1) batches, whatever
+ * the load or the length of an outage; the disk budget is the log's. (Eight
+ * queued batches per writer, not fewer: a deeper queue keeps a fast stream in
+ * tail mode through short stalls, and reading back from disk costs CPU.)
  */
 export class Pipeline {
   private batch: Point[] = [];
