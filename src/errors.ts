@@ -11,8 +11,6 @@ export const ERROR_CODES = {
   EI_INFLUX_BUCKET_MISSING: 'the configured InfluxDB v2 bucket does not exist',
   EI_INFLUX_AUTH: 'InfluxDB refused the credentials',
   EI_INFLUX_WRITE: 'InfluxDB refused a write',
-  EI_SINK_CLOSED: 'write attempted after the sink was closed',
-  EI_SHUTDOWN_TIMEOUT: 'shutdown did not finish within pipeline.shutdownTimeoutMs',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
