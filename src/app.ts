@@ -4,6 +4,7 @@ import { Broker, listen } from './broker/broker.js';
 import { Ingress } from './broker/ingress.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
+import { IngestError } from './errors.js';
 import { Metrics } from './http/metrics.js';
 import { createHttpServer, json } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
@@ -56,9 +57,19 @@ export class App {
     await this.deadLetter.open();
     const deadLetter = this.deadLetter;
 
-    this.sink = await createSink(cfg);
-    await this.sink.connect();
-    log.info({ sink: this.sink.name, backslashMode: this.sink.backslashMode }, 'sink ready');
+    this.sink = await createSink(cfg, log);
+    try {
+      await this.sink.connect();
+      log.info({ sink: this.sink.name, backslashMode: this.sink.backslashMode }, 'sink ready');
+    } catch (err) {
+      // Down at start is an outage like any other: readings wait in the log. A
+      // wrong bucket or token is not: those stop start-up with their message.
+      if (!(err instanceof IngestError) || err.code !== 'EI_INFLUX_UNREACHABLE') throw err;
+      log.warn(
+        { sink: this.sink.name },
+        `${err.message}; accepting readings into the durable log until it answers`,
+      );
+    }
 
     this.writer = new BatchWriter({
       sink: this.sink,

@@ -1,3 +1,6 @@
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import { IngestError } from '../errors.js';
 import { FileSink } from './file.js';
@@ -48,14 +51,62 @@ function legacyBackslashes(version: string): boolean {
   return /^v?1\./.test(version);
 }
 
-export async function createSink(cfg: Config): Promise<Sink> {
+/**
+ * What the last successful probe found, kept under dataDir: a daemon that
+ * restarts while InfluxDB is down must still start and take readings into its
+ * durable log, and it must encode them exactly as that server will read them.
+ */
+function serverCachePath(dataDir: string): string {
+  return join(dataDir, 'influx-server.json');
+}
+
+async function probeOrRemember(cfg: Config, url: string, log?: Logger): Promise<ServerInfo> {
+  const cache = serverCachePath(cfg.dataDir);
+  try {
+    const info = await probeInflux(url, cfg.influx.token, cfg.influx.timeoutMs);
+    await mkdir(cfg.dataDir, { recursive: true });
+    await writeFile(cache, `${JSON.stringify({ url, ...info })}\n`);
+    return info;
+  } catch (err) {
+    if (!(err instanceof IngestError) || err.code !== 'EI_INFLUX_UNREACHABLE') throw err;
+    const remembered = await readFile(cache, 'utf8')
+      .then((t) => JSON.parse(t) as ServerInfo & { url: string })
+      .catch(() => undefined);
+    if (remembered?.url === url) {
+      log?.warn(
+        { api: remembered.api, version: remembered.version },
+        `${err.message}; using the server last seen at this URL, writes will retry until it answers`,
+      );
+      return { api: remembered.api, version: remembered.version };
+    }
+    if (cfg.influx.api !== 'auto') {
+      // v1 without a known version: assume InfluxDB 1.x, the usual server behind /write
+      const assumed: ServerInfo = {
+        api: cfg.influx.api,
+        version: cfg.influx.api === 'v1' ? '1.x (assumed)' : '',
+      };
+      log?.warn(
+        { api: assumed.api },
+        `${err.message}; starting with the configured API, writes will retry until it answers`,
+      );
+      return assumed;
+    }
+    throw new IngestError(
+      'EI_INFLUX_UNREACHABLE',
+      `${err.message}; with INFLUX_API=auto the server must answer once so its API can be detected (or set INFLUX_API=v1|v2)`,
+      { cause: err },
+    );
+  }
+}
+
+export async function createSink(cfg: Config, log?: Logger): Promise<Sink> {
   const url = cfg.influx.url;
   if (!url) return new FileSink(cfg.dataDir);
   const timeoutMs = cfg.influx.timeoutMs;
   let api = cfg.influx.api;
   let version = '';
   if (api === 'auto' || api === 'v1') {
-    const info = await probeInflux(url, cfg.influx.token, timeoutMs);
+    const info = await probeOrRemember(cfg, url, log);
     version = info.version;
     if (api === 'auto') api = info.api;
   }

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { appendFileSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import {
 // daemon, InfluxDB down, 500/429 answers, a full disk budget, SIGTERM under
 // load. Every test is bounded in time and stops what it started.
 
+const BIN = join(import.meta.dirname, '..', '..', 'bin', 'energy-ingest.js');
 let influx: RestartableService;
 const daemons: DaemonProcess[] = [];
 beforeAll(async () => {
@@ -308,6 +310,48 @@ describe('no acknowledged reading is lost', () => {
       await d.exited;
       rmSync(dataDir, { recursive: true, force: true });
     }
+  });
+
+  it('InfluxDB down at start: the daemon starts with the server it saw last, takes readings, and delivers them once it is back', async () => {
+    const db = 'fault_startdown';
+    const dataDir = tempDir('startdown');
+    const run = 'startdown';
+    const d1 = await start(daemonEnv(db, dataDir));
+    d1.child.kill('SIGTERM');
+    expect((await d1.exited).code).toBe(0);
+    await influx.crash();
+    try {
+      const d2 = await start(daemonEnv(db, dataDir, { LOG_LEVEL: 'info' }));
+      expect(d2.output()).toMatch(/using the server last seen at this URL/);
+      const pub = publishQos1(d2.mqttPort, run, 1000, 20);
+      await pub.done;
+      expect(pub.acked.size).toBe(1000);
+      await influx.restart();
+      const stored = await eventually(async () => {
+        const s = await storedSeqs(db, run);
+        return s.length === 1000 && s;
+      }, 30_000);
+      expect(new Set(stored).size).toBe(1000);
+      d2.child.kill('SIGTERM');
+      expect((await d2.exited).code, d2.output()).toBe(0);
+    } finally {
+      await influx.restart();
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+    // never seen and unreachable with INFLUX_API=auto: refuse to guess, and say what to do
+    const fresh = spawnSync('node', [BIN, 'start'], {
+      env: {
+        ...process.env,
+        INFLUX_URL: `http://127.0.0.1:${await freePort()}`,
+        DATA_DIR: tempDir('fresh'),
+        MQTT_PORT: '0',
+        HTTP_PORT: '0',
+      },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(fresh.status).toBe(1);
+    expect(fresh.stderr).toMatch(/EI_INFLUX_UNREACHABLE: .*INFLUX_API=v1\|v2/);
   });
 
   it('(f) SIGTERM under load: exit 0, and what was not written yet is sent on the next start', async () => {
