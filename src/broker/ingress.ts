@@ -77,14 +77,14 @@ export class Ingress {
     let wait: Promise<unknown> | undefined;
     if (points.length) {
       if (!deps.durableLog.full) {
-        const durable = this.record(points, source, receivedAtMs);
+        const durable = this.record(points, source, receivedAtMs, msg.qos > 0);
         if (msg.qos > 0) wait = durable;
       } else if (msg.qos === 0) {
         deps.metrics.qos0Dropped.inc(undefined, points.length);
       } else {
         // Budget full: hold the acknowledgement (Aedes stops reading this client) until segments are freed.
         deps.metrics.backpressureWaits.inc();
-        wait = deps.durableLog.waitForSpace().then(() => this.record(points, source, receivedAtMs));
+        wait = deps.durableLog.waitForSpace().then(() => this.record(points, source, receivedAtMs, true));
       }
     }
     if (rejections.length) {
@@ -94,16 +94,19 @@ export class Ingress {
     return wait;
   }
 
-  private record(points: Point[], source: PointSource, receivedAtMs: number): Promise<void> {
+  private record(points: Point[], source: PointSource, receivedAtMs: number, sync: boolean): Promise<void> {
     const { deps } = this;
     const lines = points.map((p) => p.line);
-    const appended = deps.durableLog.append({
-      topic: source.topic,
-      clientId: source.clientId,
-      receivedAtMs,
-      payload: source.payload,
-      lines,
-    });
+    const appended = deps.durableLog.append(
+      {
+        topic: source.topic,
+        clientId: source.clientId,
+        receivedAtMs,
+        payload: source.payload,
+        lines,
+      },
+      sync,
+    );
     deps.metrics.readingsAccepted.inc(undefined, points.length);
     deps.pipeline.offer(points, appended.start, appended.end);
     return appended.durable;

@@ -59,13 +59,75 @@ const segName = (base: number) => `${String(base).padStart(20, '0')}.seg`;
 
 const CHUNK = 1024 * 1024;
 
-function recordJson(rec: LogRecord): string {
-  return JSON.stringify([rec.topic, rec.clientId, rec.receivedAtMs, rec.payload, rec.lines]);
+/*
+ * Record body, binary (no JSON escaping on the per-message path):
+ *   u8 format (1) · f64 receivedAtMs · u32 n+str topic · u32 n+str clientId (n = 0xffffffff: null)
+ *   · u32 n+str payload · u32 line count · (u32 n+str line)*      (n: UTF-8 byte length)
+ */
+const FORMAT = 1;
+const NULL_LEN = 0xffffffff;
+
+/** Upper bound of a record's body size, to reserve room before encoding. */
+function worstBody(rec: LogRecord): number {
+  let chars = rec.topic.length + (rec.clientId?.length ?? 0) + rec.payload.length;
+  for (const l of rec.lines) chars += l.length;
+  return 1 + 8 + 16 + 4 * rec.lines.length + chars * 3;
 }
 
+function putString(buf: Buffer, at: number, s: string): number {
+  const n = buf.write(s, at + 4);
+  buf.writeUInt32LE(n, at);
+  return at + 4 + n;
+}
+
+/** Encode into buf at `at`; returns the body's length. */
+function encodeBody(buf: Buffer, at: number, rec: LogRecord): number {
+  let p = at;
+  buf[p++] = FORMAT;
+  buf.writeDoubleLE(rec.receivedAtMs, p);
+  p = putString(buf, p + 8, rec.topic);
+  if (rec.clientId === null) {
+    buf.writeUInt32LE(NULL_LEN, p);
+    p += 4;
+  } else p = putString(buf, p, rec.clientId);
+  p = putString(buf, p, rec.payload);
+  buf.writeUInt32LE(rec.lines.length, p);
+  p += 4;
+  for (const line of rec.lines) p = putString(buf, p, line);
+  return p - at;
+}
+
+/** Throws on a malformed body (callers treat that as corruption). */
 export function decodeBody(body: Buffer): LogRecord {
-  const [topic, clientId, receivedAtMs, payload, lines] = JSON.parse(body.toString('utf8'));
+  if (body[0] !== FORMAT) throw new Error(`unknown record format ${body[0]}`);
+  let p = 9;
+  const str = (): string => {
+    const n = body.readUInt32LE(p);
+    if (p + 4 + n > body.length) throw new Error('string past the end of the record');
+    const s = body.toString('utf8', p + 4, p + 4 + n);
+    p += 4 + n;
+    return s;
+  };
+  const receivedAtMs = body.readDoubleLE(1);
+  const topic = str();
+  let clientId: string | null = null;
+  if (body.readUInt32LE(p) === NULL_LEN) p += 4;
+  else clientId = str();
+  const payload = str();
+  const count = body.readUInt32LE(p);
+  p += 4;
+  const lines: string[] = [];
+  for (let i = 0; i < count; i++) lines.push(str());
+  if (p !== body.length) throw new Error('trailing bytes in record');
   return { topic, clientId, receivedAtMs, payload, lines };
+}
+
+export function encodeRecord(rec: LogRecord): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER + worstBody(rec));
+  const len = encodeBody(buf, HEADER, rec);
+  buf.writeUInt32LE(len, 0);
+  buf.writeUInt32LE(crc32(buf.subarray(HEADER, HEADER + len)), 4);
+  return buf.subarray(0, HEADER + len);
 }
 
 /** Valid records at the front of `buf`; `valid` is where the first bad or incomplete record starts. */
@@ -117,6 +179,7 @@ export class DurableLog {
   private chunkStart = 0;
   private chunkUsed = 0;
   private pendingBytes = 0;
+  private pendingNeedsSync = false;
   /** sum of the segments' sizes */
   private diskBytes = 0;
   private pendingWaiters: Array<{ resolve: () => void }> = [];
@@ -212,10 +275,14 @@ export class DurableLog {
     return new Promise((resolve) => this.spaceWaiters.push(resolve));
   }
 
-  append(rec: LogRecord): Appended {
+  /**
+   * `sync: false` for records nobody waits on (QoS 0 has no acknowledgement):
+   * a group made only of those is written without an fsync. The next synced
+   * group's fdatasync covers them too.
+   */
+  append(rec: LogRecord, sync = true): Appended {
     if (this.closed) throw new Error('durable log is closed');
-    const json = recordJson(rec);
-    const worst = HEADER + json.length * 3;
+    const worst = HEADER + worstBody(rec);
     if (this.chunk === null || this.chunk.length - this.chunkUsed < worst) {
       this.seal();
       this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, worst));
@@ -223,13 +290,14 @@ export class DurableLog {
     }
     const chunk = this.chunk;
     const at = this.chunkUsed;
-    const len = chunk.write(json, at + HEADER);
+    const len = encodeBody(chunk, at + HEADER, rec);
     chunk.writeUInt32LE(len, at);
     chunk.writeUInt32LE(crc32(chunk.subarray(at + HEADER, at + HEADER + len)), at + 4);
     this.chunkUsed += HEADER + len;
     const start = this.appendEnd;
     this.appendEnd += HEADER + len;
     this.pendingBytes += HEADER + len;
+    if (sync) this.pendingNeedsSync = true;
     const durable = new Promise<void>((resolve) => this.pendingWaiters.push({ resolve }));
     if (!this.flushing) this.flushing = this.flushLoop();
     return { start, end: this.appendEnd, durable };
@@ -250,14 +318,16 @@ export class DurableLog {
       const bufs = this.pending;
       const waiters = this.pendingWaiters;
       const size = this.pendingBytes;
+      const needsSync = this.pendingNeedsSync;
       this.pending = [];
       this.pendingBytes = 0;
+      this.pendingNeedsSync = false;
       this.pendingWaiters = [];
       const seg = this.segments.at(-1)!;
       try {
         const fh = this.fh!;
         await fh.writev(bufs);
-        if (this.opts.durability === 'fsync') await fh.datasync();
+        if (needsSync && this.opts.durability === 'fsync') await fh.datasync();
       } catch (err) {
         // Disk full or an I/O error. The records already have offsets (the
         // pipeline may hold them), so they are neither dropped nor renumbered:
@@ -270,6 +340,7 @@ export class DurableLog {
         await new Promise((r) => setTimeout(r, Math.min(1000 * failures, 10_000)));
         this.pending = [...bufs, ...this.pending];
         this.pendingBytes += size;
+        this.pendingNeedsSync ||= needsSync;
         this.pendingWaiters = [...waiters, ...this.pendingWaiters];
         continue;
       }

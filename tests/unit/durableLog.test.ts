@@ -1,9 +1,17 @@
 import { appendFileSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import { DurableLog, type LogRecord, segmentFiles } from '../../src/pipeline/durableLog.js';
+import {
+  DurableLog,
+  decodeBody,
+  encodeRecord,
+  type LogRecord,
+  scanRecords,
+  segmentFiles,
+} from '../../src/pipeline/durableLog.js';
 
 const silent = pino({ level: 'silent' });
 const rec = (i: number, lines = [`m,t=x v=${i} ${i}`]): LogRecord => ({
@@ -14,6 +22,28 @@ const rec = (i: number, lines = [`m,t=x v=${i} ${i}`]): LogRecord => ({
   lines,
 });
 const dir = () => mkdtempSync(join(tmpdir(), 'ei-log-'));
+
+describe('log record encoding', () => {
+  it('round-trips any record, and a truncated or altered body is refused', () => {
+    fc.assert(
+      fc.property(
+        fc.string(),
+        fc.option(fc.string(), { nil: null }),
+        fc.integer({ min: 0, max: 2 ** 47 }),
+        fc.string({ unit: 'grapheme' }),
+        fc.array(fc.string({ unit: 'grapheme' }), { maxLength: 5 }),
+        (topic, clientId, receivedAtMs, payload, lines) => {
+          const rec: LogRecord = { topic, clientId, receivedAtMs, payload, lines };
+          const buf = encodeRecord(rec);
+          const { records, valid } = scanRecords(buf, 100);
+          expect(valid).toBe(buf.length);
+          expect(records).toEqual([{ start: 100, end: 100 + buf.length, record: rec }]);
+          expect(() => decodeBody(buf.subarray(8, buf.length - 1))).toThrow();
+        },
+      ),
+    );
+  });
+});
 
 describe('durable log', () => {
   it('appends, makes durable, and reads back in order with offsets', async () => {
