@@ -38,9 +38,9 @@ export interface InboundPublish {
  * promise settles: the accepted readings are in the durable log (fsync'd, or
  * written with durability: relaxed) and the rejected ones in the dead letter.
  * QoS 0 publishes have no acknowledgement: they are appended without waiting,
- * and dropped (counted) while the log's disk budget is full. Rejected readings are acknowledged too, never
- * errored: an error here would make Aedes drop the client's connection, and the
- * sensor would resend the bad message forever.
+ * and dropped (counted) while the log's disk budget is full. Rejected readings
+ * are acknowledged too, never errored: an error here would make Aedes drop the
+ * client's connection, and the sensor would resend the bad message forever.
  */
 export class Ingress {
   private readonly now: () => number;
