@@ -2,6 +2,8 @@
 // kind. Pure functions of (series, time) plus a random source, so tests can
 // pin them down.
 
+import { defaultUnit } from '../src/ingest/units.js';
+
 export interface Series {
   readonly building: number;
   readonly floor: number;
@@ -9,17 +11,9 @@ export interface Series {
   readonly type: string;
 }
 
-const UNITS: Record<string, string> = {
-  temperature: 'celsius',
-  humidity: 'percent',
-  power: 'W',
-  energy: 'kWh',
-  illuminance: 'lux',
-  co2: 'ppm',
-};
-
+/** The unit a real sensor would send: the daemon's default for its type, or none. */
 export function unitFor(type: string): string | undefined {
-  return UNITS[type];
+  return defaultUnit(type) || undefined;
 }
 
 /** 0 at midnight, 1 at 14:00 local-ish (UTC+9, the system's buildings are in Korea). */

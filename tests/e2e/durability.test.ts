@@ -87,6 +87,19 @@ async function storedSeqs(db: string, run: string): Promise<number[]> {
   return rows.map((r) => r.value as number);
 }
 
+/** Waits until InfluxDB holds `count` readings of the run (or every acknowledged one), and returns them. */
+function stored(db: string, run: string, want: number | Set<number>, timeoutMs = 30_000): Promise<number[]> {
+  return eventually(
+    async () => {
+      const s = await storedSeqs(db, run);
+      const done = typeof want === 'number' ? s.length >= want : [...want].every((seq) => s.includes(seq));
+      return done && s;
+    },
+    timeoutMs,
+    `readings of ${run} stored`,
+  );
+}
+
 function daemonEnv(db: string, dataDir: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     INFLUX_URL: influx.url,
@@ -121,15 +134,8 @@ describe('no acknowledged reading is lost', () => {
     await pub.done;
     expect(pub.acked.size).toBeGreaterThan(100);
     const d2 = await start(daemonEnv(db, dataDir));
-    const stored = await eventually(
-      async () => {
-        const s = await storedSeqs(db, run);
-        return [...pub.acked].every((seq) => s.includes(seq)) && s;
-      },
-      30_000,
-      'every acknowledged reading stored',
-    );
-    expect(new Set(stored).size).toBe(stored.length);
+    const got = await stored(db, run, pub.acked);
+    expect(new Set(got).size).toBe(got.length);
     d2.child.kill('SIGTERM');
     expect((await d2.exited).code, d2.output()).toBe(0);
     rmSync(dataDir, { recursive: true, force: true });
@@ -161,15 +167,8 @@ describe('no acknowledged reading is lost', () => {
         .oldest_unsent_age_s,
     ).toBeGreaterThanOrEqual(1);
     await influx.restart();
-    const stored = await eventually(
-      async () => {
-        const s = await storedSeqs(db, run);
-        return s.length >= 4000 && s;
-      },
-      30_000,
-      'backlog written after the outage',
-    );
-    expect(stored.sort((a, b) => a - b)).toEqual(Array.from({ length: 4000 }, (_, i) => i));
+    const got = await stored(db, run, 4000, 30_000);
+    expect(got.sort((a, b) => a - b)).toEqual(Array.from({ length: 4000 }, (_, i) => i));
     expect((await storedSeqs(db, `${run}-before`)).length).toBe(2000);
     await eventually(
       async () => (await fetch(`http://127.0.0.1:${d.httpPort}/ready`)).status === 200,
@@ -215,11 +214,8 @@ describe('no acknowledged reading is lost', () => {
       const t0 = Date.now();
       const pub = publishQos1(d.mqttPort, run, 300, 20);
       await pub.done;
-      const stored = await eventually(async () => {
-        const s = await storedSeqs(db, run);
-        return s.length === 300 && s;
-      }, 30_000);
-      expect(stored.sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i));
+      const got = await stored(db, run, 300, 30_000);
+      expect(got.sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i));
       expect(Date.now() - t0).toBeGreaterThanOrEqual(1000); // Retry-After: 1 honoured (concurrent batches may wait together)
       const m = await d.metrics();
       expect(metricValue(m, 'energy_ingest_write_errors_total{kind="http_500"}')).toBe(3);
@@ -250,11 +246,8 @@ describe('no acknowledged reading is lost', () => {
       await influx.restart();
       const d2 = await start(daemonEnv(db, dataDir, { LOG_LEVEL: 'info' }));
       await eventually(async () => d2.output().includes('torn tail truncated'), 5000, 'truncation logged');
-      const stored = await eventually(async () => {
-        const s = await storedSeqs(db, run);
-        return s.length === 500 && s;
-      }, 30_000);
-      expect(new Set(stored).size).toBe(500);
+      const got = await stored(db, run, 500, 30_000);
+      expect(new Set(got).size).toBe(500);
       d2.child.kill('SIGTERM');
       expect((await d2.exited).code, d2.output()).toBe(0);
     } finally {
@@ -295,15 +288,8 @@ describe('no acknowledged reading is lost', () => {
       await pub.done;
       expect(pub.acked.size).toBe(30_000);
       expect(paused).toBeLessThan(30_000);
-      const stored = await eventually(
-        async () => {
-          const s = await storedSeqs(db, run);
-          return s.length === 30_000 && s;
-        },
-        60_000,
-        'every reading stored after the budget freed up',
-      );
-      expect(new Set(stored).size).toBe(30_000);
+      const got = await stored(db, run, 30_000, 60_000);
+      expect(new Set(got).size).toBe(30_000);
     } finally {
       await influx.restart().catch(() => {});
       d.child.kill('SIGTERM');
@@ -327,11 +313,8 @@ describe('no acknowledged reading is lost', () => {
       await pub.done;
       expect(pub.acked.size).toBe(1000);
       await influx.restart();
-      const stored = await eventually(async () => {
-        const s = await storedSeqs(db, run);
-        return s.length === 1000 && s;
-      }, 30_000);
-      expect(new Set(stored).size).toBe(1000);
+      const got = await stored(db, run, 1000, 30_000);
+      expect(new Set(got).size).toBe(1000);
       d2.child.kill('SIGTERM');
       expect((await d2.exited).code, d2.output()).toBe(0);
     } finally {
@@ -365,15 +348,8 @@ describe('no acknowledged reading is lost', () => {
     expect((await d1.exited).code).toBe(0);
     await pub.done;
     const d2 = await start(daemonEnv(db, dataDir));
-    const stored = await eventually(
-      async () => {
-        const s = await storedSeqs(db, run);
-        return [...pub.acked].every((seq) => s.includes(seq)) && s;
-      },
-      30_000,
-      'every acknowledged reading stored',
-    );
-    expect(stored.length).toBeGreaterThanOrEqual(pub.acked.size);
+    const got = await stored(db, run, pub.acked);
+    expect(got.length).toBeGreaterThanOrEqual(pub.acked.size);
     d2.child.kill('SIGTERM');
     expect((await d2.exited).code, d2.output()).toBe(0);
     rmSync(dataDir, { recursive: true, force: true });
