@@ -11,6 +11,8 @@ export const ERROR_CODES = {
   EI_INFLUX_BUCKET_MISSING: 'the configured InfluxDB v2 bucket does not exist',
   EI_INFLUX_AUTH: 'InfluxDB refused the credentials',
   EI_INFLUX_WRITE: 'InfluxDB refused a write',
+  EI_POSTGRES_UNREACHABLE: 'PostgreSQL did not answer',
+  EI_MIGRATION_FAILED: 'a schema migration failed and was rolled back',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

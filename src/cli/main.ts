@@ -9,6 +9,7 @@ commands:
   start       run the daemon until SIGTERM/SIGINT
   simulate    sensor simulator (energy-ingest simulate --help)
   check       test every configured service
+  migrate     create or update the PostgreSQL schema (idempotent)
   config      print the effective configuration (secrets redacted)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
@@ -39,6 +40,21 @@ export async function main(argv: readonly string[]): Promise<void> {
         const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
         const { stringify } = await import('yaml');
         process.stdout.write(stringify(redactedConfig(cfg)));
+        return;
+      }
+      case 'migrate': {
+        const args = parseArgs(rest, COMMON);
+        noPositional(args.positional);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        if (!cfg.postgres.url)
+          throw new IngestError('EI_CLI_USAGE', 'migrate needs DATABASE_URL (postgres.url)');
+        const { migrate } = await import('../metadata/migrations.js');
+        const r = await migrate(cfg.postgres.url, (line) => console.log(line));
+        console.log(
+          r.applied.length
+            ? `schema at version ${r.current} (${r.applied.length} applied)`
+            : `schema at version ${r.current}: nothing to do`,
+        );
         return;
       }
       case 'simulate': {

@@ -53,6 +53,24 @@ describe('energy-ingest CLI', () => {
     expect(r.stderr).toMatch(message);
   });
 
+  it('migrate creates the schema, a second run changes nothing, and it needs DATABASE_URL', async () => {
+    const pg = await import('pg');
+    const admin = new pg.default.Client({ connectionString: inject('postgresUrl') });
+    await admin.connect();
+    await admin.query('DROP DATABASE IF EXISTS cli_migrate');
+    await admin.query('CREATE DATABASE cli_migrate');
+    await admin.end();
+    const url = inject('postgresUrl').replace(/\/postgres$/, '/cli_migrate');
+    const first = await cli(['migrate'], { DATABASE_URL: url });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/migration 2: done in \d+ ms\nschema at version 2 \(2 applied\)/);
+    const second = await cli(['migrate'], { DATABASE_URL: url });
+    expect(second.stdout.trim()).toBe('schema at version 2: nothing to do');
+    const none = await cli(['migrate'], { DATABASE_URL: '' });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/migrate needs DATABASE_URL/);
+  });
+
   it('check prints one line per service and fails when one does not answer', async () => {
     const ok = await cli(['check'], { MQTT_PORT: String(await freePort()), DATA_DIR: tempDir('check') });
     expect(ok.code).toBe(0);

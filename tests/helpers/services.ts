@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -227,4 +227,158 @@ export async function eventually<T>(
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`${what} not reached within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+/** Debian keeps PostgreSQL's server binaries outside PATH. */
+function pgBin(name: string): string {
+  const root = '/usr/lib/postgresql';
+  const versions = existsSync(root) ? readdirSync(root).sort((a, b) => Number(b) - Number(a)) : [];
+  for (const v of versions) {
+    const p = join(root, v, 'bin', name);
+    if (existsSync(p)) return p;
+  }
+  return name;
+}
+
+/** initdb refuses to run as root: run the server as the packaged postgres user when we are root. */
+function asPostgres(cmd: string, args: string[]): [string, string[]] {
+  return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+}
+
+/** A throwaway PostgreSQL (Debian package `postgresql`) with trust auth on loopback. */
+export async function startPostgres(): Promise<RestartableService> {
+  const dir = tempDir('pg');
+  const port = await freePort();
+  if (process.getuid?.() === 0) {
+    const { execFileSync } = await import('node:child_process');
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    chownSync(dir, uid, gid);
+  }
+  const data = join(dir, 'data');
+  {
+    const { execFileSync } = await import('node:child_process');
+    const [cmd, args] = asPostgres(pgBin('initdb'), [
+      '-D',
+      data,
+      '-A',
+      'trust',
+      '-U',
+      'postgres',
+      '--no-sync',
+      '-E',
+      'UTF8',
+      '--locale=C',
+    ]);
+    execFileSync(cmd, args, { stdio: 'pipe' });
+  }
+  const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+  let child: ChildProcess | undefined;
+  const launch = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) return;
+    const [cmd, args] = asPostgres(pgBin('postgres'), [
+      '-D',
+      data,
+      '-p',
+      String(port),
+      '-k',
+      dir,
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
+    ]);
+    child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const output = collect(child);
+    const pg = await import('pg');
+    try {
+      await waitFor(
+        async () => {
+          const c = new pg.default.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+          await c.connect();
+          await c.end();
+          return true;
+        },
+        'postgres',
+        child,
+      );
+    } catch (err) {
+      await stopper(child, dir)();
+      throw new Error(`${(err as Error).message}\n${output()}`);
+    }
+  };
+  await launch();
+  return {
+    name: 'postgres',
+    url,
+    port,
+    dir,
+    stop: () => stopper(child!, dir)(),
+    async crash() {
+      const c = child!;
+      if (c.exitCode !== null || c.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+      // SIGQUIT: immediate shutdown without a checkpoint, the closest to a crash postgres allows cleanly
+      c.kill('SIGQUIT');
+      await exited;
+    },
+    restart: launch,
+  };
+}
+
+/** A throwaway Redis (Debian package `redis-server`), no persistence. */
+export async function startRedis(): Promise<RestartableService> {
+  const dir = tempDir('redis');
+  const port = await freePort();
+  const url = `redis://127.0.0.1:${port}`;
+  let child: ChildProcess | undefined;
+  const launch = async () => {
+    if (child && child.exitCode === null && child.signalCode === null) return;
+    child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const output = collect(child);
+    try {
+      await waitFor(
+        () =>
+          new Promise<boolean>((resolve) => {
+            const s = createConnection(port, '127.0.0.1');
+            s.once('connect', () => {
+              s.end('PING\r\n');
+              resolve(true);
+            });
+            s.once('error', () => resolve(false));
+          }),
+        'redis-server',
+        child,
+      );
+    } catch (err) {
+      await stopper(child, dir)();
+      throw new Error(`${(err as Error).message}\n${output()}`);
+    }
+  };
+  await launch();
+  return {
+    name: 'redis',
+    url,
+    port,
+    dir,
+    stop: () => stopper(child!, dir)(),
+    async crash() {
+      const c = child!;
+      if (c.exitCode !== null || c.signalCode !== null) return;
+      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+      c.kill('SIGKILL');
+      await exited;
+    },
+    restart: launch,
+  };
 }
