@@ -251,7 +251,15 @@ export function loadConfig(opts: LoadOptions): Config {
 
   const errors: string[] = [];
   unknownKeys(doc, errors);
+  // every section exists, even when none of its keys is set (postgres: {}, redis: {})
   const out: Plain = {};
+  for (const [path] of fields()) {
+    const parts = path.split('.');
+    for (let i = 1; i < parts.length; i++) {
+      const section = parts.slice(0, i).join('.');
+      if (getPath(out, section) === undefined) setPath(out, section, {});
+    }
+  }
   for (const [path, field] of fields()) {
     const env = envName(path, field);
     const envRaw = opts.env[env];
@@ -279,7 +287,7 @@ export function loadConfig(opts: LoadOptions): Config {
     pipeline: Config['pipeline'];
   };
   const tls = cfg.mqtt.tls ?? {};
-  cfg.influx ??= {};
+
   if (tls.port !== undefined && (!tls.cert || !tls.key)) {
     errors.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
   }
