@@ -251,15 +251,7 @@ export function loadConfig(opts: LoadOptions): Config {
 
   const errors: string[] = [];
   unknownKeys(doc, errors);
-  // every section exists, even when none of its keys is set (postgres: {}, redis: {})
   const out: Plain = {};
-  for (const [path] of fields()) {
-    const parts = path.split('.');
-    for (let i = 1; i < parts.length; i++) {
-      const section = parts.slice(0, i).join('.');
-      if (getPath(out, section) === undefined) setPath(out, section, {});
-    }
-  }
   for (const [path, field] of fields()) {
     const env = envName(path, field);
     const envRaw = opts.env[env];
@@ -276,6 +268,14 @@ export function loadConfig(opts: LoadOptions): Config {
     const r = coerce(field, raw);
     if ('error' in r) errors.push(`${origin}: ${r.error}`);
     else setPath(out, path, r.value);
+  }
+  // every section exists, even when none of its keys is set (postgres: {}, redis: {})
+  for (const [path] of fields()) {
+    const parts = path.split('.');
+    for (let i = 1; i < parts.length; i++) {
+      const section = parts.slice(0, i).join('.');
+      if (getPath(out, section) === undefined) setPath(out, section, {});
+    }
   }
   const buildings = parseBuildings(doc.buildings, errors);
 
