@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Broker, listen } from './broker/broker.js';
 import { Ingress } from './broker/ingress.js';
@@ -9,6 +10,8 @@ import { Metrics } from './http/metrics.js';
 import { createHttpServer, json } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
+import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
+import { MetadataSync } from './metadata/sync.js';
 import { DeadLetterWriter } from './pipeline/deadLetter.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -33,6 +36,9 @@ export class App {
   private deadLetter: DeadLetterWriter | null = null;
   private pipeline: Pipeline | null = null;
   private durableLog: DurableLog | null = null;
+  private metadata: MetadataSync | null = null;
+  private redis: Redis | null = null;
+  snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
   private broker: Broker | null = null;
   private http: Server | null = null;
@@ -46,6 +52,7 @@ export class App {
     readonly log: Logger,
   ) {
     this.buildings = new KnownBuildings(cfg.ingest.acceptUnknownBuildings);
+    this.snapshot = configSnapshot(cfg.buildings);
     this.buildings.replace(cfg.buildings.map((b) => b.id));
   }
 
@@ -89,6 +96,31 @@ export class App {
     const pipeline = this.pipeline;
     pipeline.start();
 
+    if (cfg.redis.url) {
+      // never blocks ingestion: commands fail fast while Redis is down and the client reconnects by itself
+      this.redis = new Redis(cfg.redis.url, {
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        maxRetriesPerRequest: 1,
+        retryStrategy: (times) => Math.min(times * 200, 5000),
+      });
+      this.redis.on('error', (err) => log.debug({ err: err.message }, 'redis error'));
+      this.redis
+        .connect()
+        .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'Redis unreachable; will retry'));
+    }
+    if (cfg.postgres.url) {
+      this.metadata = new MetadataSync({
+        url: cfg.postgres.url,
+        refreshCron: cfg.metadata.refreshCron,
+        dataDir: cfg.dataDir,
+        log,
+        redis: this.redis,
+        onSnapshot: (s) => this.useSnapshot(s),
+      });
+      await this.metadata.start();
+    }
+
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
@@ -129,7 +161,12 @@ export class App {
         res.end(metrics.render());
       },
       '/api/status': (_req, res) => json(res, 200, this.status()),
-      '/api/buildings': (_req, res) => json(res, 200, cfg.buildings),
+      '/api/buildings': (_req, res) =>
+        json(res, 200, {
+          source: this.snapshot.source,
+          loaded_at: this.snapshot.loadedAt,
+          buildings: this.snapshot.buildings,
+        }),
     });
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
 
@@ -159,6 +196,11 @@ export class App {
     );
   }
 
+  private useSnapshot(s: MetadataSnapshot): void {
+    this.snapshot = s;
+    this.buildings.replace(s.buildings.map((b) => b.id));
+  }
+
   async readiness(): Promise<{ ready: boolean; body: unknown }> {
     const checks: Record<string, { ok: boolean; latency_ms?: number; error?: string }> = {
       mqtt: { ok: this.broker !== null && this.mqttPort > 0 },
@@ -175,6 +217,30 @@ export class App {
           error: (err as Error).message,
         };
       }
+    }
+    const timed = async (name: string, probe: () => Promise<unknown>) => {
+      const t0 = performance.now();
+      try {
+        await Promise.race([
+          probe(),
+          new Promise((_, reject) => setTimeout(() => reject(new Error('timeout after 2 s')), 2000)),
+        ]);
+        checks[name] = { ok: true, latency_ms: Math.round(performance.now() - t0) };
+      } catch (err) {
+        checks[name] = {
+          ok: false,
+          latency_ms: Math.round(performance.now() - t0),
+          error: (err as Error).message,
+        };
+      }
+    };
+    if (this.redis) await timed('redis', () => this.redis!.ping());
+    if (this.metadata) {
+      const m = this.metadata;
+      await timed('postgres', async () => {
+        await m.ping();
+        if (m.lastError) throw new Error(`last metadata load failed: ${m.lastError}`);
+      });
     }
     const ready = Object.values(checks).every((c) => c.ok) && this.writer?.failingSince == null;
     return {
@@ -228,6 +294,8 @@ export class App {
       } else log.info('pipeline drained');
     }
     await this.durableLog?.close();
+    await this.metadata?.stop();
+    if (this.redis) await this.redis.quit().catch(() => this.redis?.disconnect());
     await this.deadLetter?.close();
     await this.sink?.close();
     const http = this.http;

@@ -196,8 +196,23 @@ describe('unknown buildings', () => {
       await mosquittoPub(t.app.mqttPort, 'sensors/building_001/1/r/power', '6');
       const dl = await eventually(async () => deadLetters(t.dataDir)[0]);
       expect(dl).toMatchObject({ reason: 'unknown_building', topic: 'sensors/building_002/1/r/power' });
-      const buildings = await (await fetch(`${t.httpUrl}/api/buildings`)).json();
-      expect(buildings).toEqual([{ id: 1, key: 'building_001', name: '건물A', address: '서울시 강남구' }]);
+      const api = (await (await fetch(`${t.httpUrl}/api/buildings`)).json()) as {
+        source: string;
+        buildings: unknown[];
+      };
+      expect(api.source).toBe('config');
+      expect(api.buildings).toEqual([
+        {
+          id: 1,
+          key: 'building_001',
+          name: '건물A',
+          address: '서울시 강남구',
+          total_area: null,
+          floors: null,
+          building_type: null,
+          tenants: [],
+        },
+      ]);
     } finally {
       await t.stop();
     }

@@ -240,59 +240,41 @@ function pgBin(name: string): string {
   return name;
 }
 
-/** initdb refuses to run as root: run the server as the packaged postgres user when we are root. */
-function asPostgres(cmd: string, args: string[]): [string, string[]] {
-  return process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+/** initdb and postgres refuse to run as root: when we are root, run them as the packaged postgres user. */
+async function postgresUser(): Promise<{ uid: number; gid: number } | undefined> {
+  if (process.getuid?.() !== 0) return undefined;
+  const { execFileSync } = await import('node:child_process');
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
+  };
 }
 
 /** A throwaway PostgreSQL (Debian package `postgresql`) with trust auth on loopback. */
 export async function startPostgres(): Promise<RestartableService> {
   const dir = tempDir('pg');
   const port = await freePort();
-  if (process.getuid?.() === 0) {
-    const { execFileSync } = await import('node:child_process');
-    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
-    chownSync(dir, uid, gid);
-  }
+  const user = await postgresUser();
+  if (user) chownSync(dir, user.uid, user.gid);
   const data = join(dir, 'data');
-  {
-    const { execFileSync } = await import('node:child_process');
-    const [cmd, args] = asPostgres(pgBin('initdb'), [
-      '-D',
-      data,
-      '-A',
-      'trust',
-      '-U',
-      'postgres',
-      '--no-sync',
-      '-E',
-      'UTF8',
-      '--locale=C',
-    ]);
-    execFileSync(cmd, args, { stdio: 'pipe' });
-  }
+  const { execFileSync } = await import('node:child_process');
+  execFileSync(
+    pgBin('initdb'),
+    ['-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'],
+    {
+      stdio: 'pipe',
+      ...user,
+    },
+  );
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   let child: ChildProcess | undefined;
   const launch = async () => {
     if (child && child.exitCode === null && child.signalCode === null) return;
-    const [cmd, args] = asPostgres(pgBin('postgres'), [
-      '-D',
-      data,
-      '-p',
-      String(port),
-      '-k',
-      dir,
-      '-c',
-      'listen_addresses=127.0.0.1',
-      '-c',
-      'fsync=off',
-      '-c',
-      'synchronous_commit=off',
-      '-c',
-      'full_page_writes=off',
-    ]);
-    child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1'];
+    // throwaway data: no fsync (a killed server still finds its WAL in the page cache;
+    // synchronous_commit stays on, or a crash test would lose committed rows)
+    args.push('-c', 'fsync=off', '-c', 'full_page_writes=off');
+    child = spawn(pgBin('postgres'), args, { stdio: ['ignore', 'pipe', 'pipe'], ...user });
     const output = collect(child);
     const pg = await import('pg');
     try {
@@ -322,7 +304,7 @@ export async function startPostgres(): Promise<RestartableService> {
       const c = child!;
       if (c.exitCode !== null || c.signalCode !== null) return;
       const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-      // SIGQUIT: immediate shutdown without a checkpoint, the closest to a crash postgres allows cleanly
+      // SIGQUIT: immediate shutdown, no checkpoint; the closest to a crash that leaves no orphans
       c.kill('SIGQUIT');
       await exited;
     },
