@@ -18,6 +18,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { fullJitterBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
+import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
 
 /*
@@ -38,6 +39,7 @@ export class App {
   private durableLog: DurableLog | null = null;
   private metadata: MetadataSync | null = null;
   private redis: Redis | null = null;
+  private rollups: RollupSync | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
   private broker: Broker | null = null;
@@ -90,6 +92,7 @@ export class App {
       durability: cfg.pipeline.durability,
       maxBytes: cfg.pipeline.maxLogBytes,
       log,
+      softSinks: [ROLLUP_SINK],
     });
     const durableLog = this.durableLog;
     this.pipeline = new Pipeline({ ...cfg.pipeline, sinkName: 'influx' }, this.writer, durableLog, log);
@@ -119,6 +122,15 @@ export class App {
         onSnapshot: (s) => this.useSnapshot(s),
       });
       await this.metadata.start();
+      this.rollups = new RollupSync({
+        url: cfg.postgres.url,
+        dataDir: cfg.dataDir,
+        flushIntervalMs: cfg.rollups.flushIntervalMs,
+        durableLog,
+        backslashMode: this.sink.backslashMode,
+        log,
+      });
+      await this.rollups.start();
     }
 
     const ingress = new Ingress({
@@ -127,6 +139,7 @@ export class App {
       backslashMode: this.sink.backslashMode,
       pipeline,
       durableLog,
+      rollups: this.rollups ?? undefined,
       deadLetter: (r) => deadLetter.append(r),
       metrics,
       log,
@@ -293,6 +306,7 @@ export class App {
         );
       } else log.info('pipeline drained');
     }
+    await this.rollups?.stop();
     await this.durableLog?.close();
     await this.metadata?.stop();
     if (this.redis) await this.redis.quit().catch(() => this.redis?.disconnect());

@@ -4,7 +4,7 @@ import type { Metrics } from '../http/metrics.js';
 import type { KnownBuildings } from '../ingest/knownBuildings.js';
 import { type BackslashMode, encodeReading, UnencodableError } from '../ingest/lineProtocol.js';
 import { type ParseLimits, parseMessage } from '../ingest/parse.js';
-import type { Rejection } from '../ingest/reading.js';
+import type { Reading, Rejection } from '../ingest/reading.js';
 import { isSensorTopic } from '../ingest/topic.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
@@ -18,6 +18,8 @@ export interface IngressDeps {
   readonly backslashMode: BackslashMode;
   readonly pipeline: Pipeline;
   readonly durableLog: DurableLog;
+  /** roll-ups see every reading that went into the log (when PostgreSQL is configured) */
+  readonly rollups?: { record(readings: readonly Reading[], logEnd: number): void };
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -58,6 +60,7 @@ export class Ingress {
     const { readings, rejections, text } = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
     const source: PointSource = { topic: msg.topic, clientId, payload: text ?? '' };
     const points: Point[] = [];
+    const accepted: Reading[] = [];
     for (const r of readings) {
       if (!deps.buildings.accepts(r.buildingId)) {
         rejections.push({
@@ -69,6 +72,7 @@ export class Ingress {
       }
       try {
         points.push({ line: encodeReading(r, deps.backslashMode), receivedAtMs, source });
+        accepted.push(r);
       } catch (err) {
         if (!(err instanceof UnencodableError)) throw err;
         rejections.push({ reason: 'sink_rejected', detail: err.message, payload: msg.payload });
@@ -77,14 +81,16 @@ export class Ingress {
     let wait: Promise<unknown> | undefined;
     if (points.length) {
       if (!deps.durableLog.full) {
-        const durable = this.record(points, source, receivedAtMs, msg.qos > 0);
+        const durable = this.record(points, accepted, source, receivedAtMs, msg.qos > 0);
         if (msg.qos > 0) wait = durable;
       } else if (msg.qos === 0) {
         deps.metrics.qos0Dropped.inc(undefined, points.length);
       } else {
         // Budget full: hold the acknowledgement (Aedes stops reading this client) until segments are freed.
         deps.metrics.backpressureWaits.inc();
-        wait = deps.durableLog.waitForSpace().then(() => this.record(points, source, receivedAtMs, true));
+        wait = deps.durableLog
+          .waitForSpace()
+          .then(() => this.record(points, accepted, source, receivedAtMs, true));
       }
     }
     if (rejections.length) {
@@ -94,7 +100,13 @@ export class Ingress {
     return wait;
   }
 
-  private record(points: Point[], source: PointSource, receivedAtMs: number, sync: boolean): Promise<void> {
+  private record(
+    points: Point[],
+    readings: Reading[],
+    source: PointSource,
+    receivedAtMs: number,
+    sync: boolean,
+  ): Promise<void> {
     const { deps } = this;
     const lines = points.map((p) => p.line);
     const appended = deps.durableLog.append(
@@ -109,6 +121,7 @@ export class Ingress {
     );
     deps.metrics.readingsAccepted.inc(undefined, points.length);
     deps.pipeline.offer(points, appended.start, appended.end);
+    deps.rollups?.record(readings, appended.end);
     return appended.durable;
   }
 

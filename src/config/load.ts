@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import cron from 'node-cron';
 import { parse as parseYaml } from 'yaml';
 import { IngestError } from '../errors.js';
 import { canonicalBuildingKey } from '../ingest/building.js';
@@ -198,6 +199,7 @@ function parseBuildings(raw: unknown, errors: string[]): BuildingMeta[] {
 }
 
 const KNOWN_TOP_LEVEL = new Set([
+  'rollups',
   'mqtt',
   'http',
   'influx',
@@ -291,6 +293,9 @@ export function loadConfig(opts: LoadOptions): Config {
   if (tls.port !== undefined && (!tls.cert || !tls.key)) {
     errors.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
   }
+  const cronExpr = (out as { metadata?: { refreshCron?: string } }).metadata?.refreshCron;
+  if (cronExpr && !cron.validate(cronExpr))
+    errors.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

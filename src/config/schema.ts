@@ -201,6 +201,15 @@ export const SCHEMA = {
       default: '*/5 * * * *',
     },
   },
+  rollups: {
+    flushIntervalMs: {
+      kind: 'int',
+      description: 'how often hourly roll-ups are merged into PostgreSQL (also at shutdown)',
+      default: 60000,
+      min: 100,
+      max: 3600000,
+    },
+  },
   alerts: {
     locale: { kind: 'enum', values: ['ko', 'en'], description: 'language of alert messages', default: 'ko' },
   },

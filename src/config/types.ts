@@ -52,6 +52,7 @@ export interface Config {
     readonly acceptUnknownBuildings: boolean;
   };
   readonly metadata: { readonly refreshCron: string };
+  readonly rollups: { readonly flushIntervalMs: number };
   readonly alerts: { readonly locale: 'ko' | 'en' };
   readonly buildings: readonly BuildingMeta[];
   /** Where the configuration came from, for `energy-ingest config` and logs. */

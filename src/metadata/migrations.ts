@@ -132,6 +132,20 @@ CREATE TRIGGER energy_ingest_metadata_notify AFTER INSERT OR UPDATE OR DELETE OR
     FOR EACH STATEMENT EXECUTE FUNCTION energy_ingest_notify_metadata();
 `,
   },
+  {
+    version: 3,
+    name: 'roll-up progress per instance',
+    sql: `
+-- How far into its durable log each instance has added readings to
+-- sensor_rollups_hourly. Updated in the same transaction as the roll-up rows,
+-- so a replay after a crash never counts a reading twice.
+CREATE TABLE IF NOT EXISTS energy_ingest_rollup_offsets (
+    instance_id VARCHAR(64) PRIMARY KEY,
+    log_offset BIGINT NOT NULL,
+    updated_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
+);
+`,
+  },
 ];
 
 // One advisory lock key for every instance: two `migrate` runs never interleave.

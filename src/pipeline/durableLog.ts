@@ -48,6 +48,12 @@ export interface DurableLogOptions {
   readonly maxBytes: number;
   readonly segmentBytes?: number;
   readonly log: Logger;
+  /**
+   * Sinks that may not hold the log past 90% of its budget (the roll-ups):
+   * beyond that their segments are freed anyway, so a PostgreSQL outage can
+   * never stop ingestion. The InfluxDB sink is never soft.
+   */
+  readonly softSinks?: readonly string[];
 }
 
 const HEADER = 8;
@@ -437,7 +443,11 @@ export class DurableLog {
   }
 
   private async deleteCommittedSegments(): Promise<void> {
-    const persisted = [...this.persistedBySink.values()];
+    const nearFull = this.bytes >= this.opts.maxBytes * 0.9;
+    const soft = new Set(this.opts.softSinks ?? []);
+    const persisted = [...this.persistedBySink]
+      .filter(([sink]) => !(nearFull && soft.has(sink)))
+      .map(([, o]) => o);
     if (persisted.length === 0) return;
     const low = Math.min(...persisted);
     // every segment whose successor starts at or below the committed offset is fully sent

@@ -63,9 +63,9 @@ describe('energy-ingest CLI', () => {
     const url = inject('postgresUrl').replace(/\/postgres$/, '/cli_migrate');
     const first = await cli(['migrate'], { DATABASE_URL: url });
     expect(first.code, first.stderr).toBe(0);
-    expect(first.stdout).toMatch(/migration 2: done in \d+ ms\nschema at version 2 \(2 applied\)/);
+    expect(first.stdout).toMatch(/migration 3: done in \d+ ms\nschema at version 3 \(3 applied\)/);
     const second = await cli(['migrate'], { DATABASE_URL: url });
-    expect(second.stdout.trim()).toBe('schema at version 2: nothing to do');
+    expect(second.stdout.trim()).toBe('schema at version 3: nothing to do');
     const none = await cli(['migrate'], { DATABASE_URL: '' });
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/migrate needs DATABASE_URL/);

@@ -26,7 +26,7 @@ describe('energy-ingest migrate (real PostgreSQL)', () => {
   it('creates the guide tables exactly, with their indexes, and ours', async () => {
     const lines: string[] = [];
     const r = await migrate(url, (l) => lines.push(l));
-    expect(r.applied.map((a) => a.version)).toEqual([1, 2]);
+    expect(r.applied.map((a) => a.version)).toEqual([1, 2, 3]);
     expect(lines.join('\n')).toMatch(
       /migration 1: system tables from the DB guide …\nmigration 1: done in \d+ ms/,
     );
@@ -107,7 +107,7 @@ describe('energy-ingest migrate (real PostgreSQL)', () => {
       'SELECT version, applied_at FROM energy_ingest_migrations ORDER BY version',
     );
     const r = await migrate(url);
-    expect(r).toEqual({ applied: [], current: 2 });
+    expect(r).toEqual({ applied: [], current: 3 });
     expect(
       (await db.query('SELECT version, applied_at FROM energy_ingest_migrations ORDER BY version')).rows,
     ).toEqual(before.rows);
@@ -116,12 +116,12 @@ describe('energy-ingest migrate (real PostgreSQL)', () => {
   it('a failed migration leaves no half state', async () => {
     const broken = [
       ...MIGRATIONS,
-      { version: 3, name: 'broken', sql: 'CREATE TABLE half_done (x int); SELECT no_such_function();' },
+      { version: 4, name: 'broken', sql: 'CREATE TABLE half_done (x int); SELECT no_such_function();' },
     ];
     await expect(migrate(url, () => {}, broken)).rejects.toMatchObject({ code: 'EI_MIGRATION_FAILED' });
     const t = await db.query(`SELECT to_regclass('public.half_done') AS t`);
     expect(t.rows[0].t).toBeNull();
-    expect((await db.query('SELECT max(version) AS v FROM energy_ingest_migrations')).rows[0].v).toBe(2);
+    expect((await db.query('SELECT max(version) AS v FROM energy_ingest_migrations')).rows[0].v).toBe(3);
   });
 
   it('NOTIFY energy_ingest_metadata on changes to buildings, tenants, alert_rules and mqtt_devices', async () => {

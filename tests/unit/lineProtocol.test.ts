@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { encodeReading, escapeTag, quoteString, UnencodableError } from '../../src/ingest/lineProtocol.js';
+import { readLine } from '../../src/ingest/lineProtocolReader.js';
 import type { Reading } from '../../src/ingest/reading.js';
-import { readLine } from '../helpers/lineProtocolReader.js';
 
 const base: Reading = {
   buildingId: 1,

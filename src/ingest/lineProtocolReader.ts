@@ -1,9 +1,10 @@
-import type { BackslashMode } from '../../src/ingest/lineProtocol.js';
+import type { BackslashMode } from './lineProtocol.js';
 
-// A reference reader that mimics how each server parses a line (the rules
-// were measured against InfluxDB 1.6 and VictoriaMetrics, see
-// tests/integration/line-protocol.test.ts). Used by property tests to check
-// that what we write reads back as what we received.
+// Reads a line back the way each server parses it (the rules were measured
+// against InfluxDB 1.6 and VictoriaMetrics, see
+// tests/integration/line-protocol.test.ts). Property tests use it to check that
+// what we write reads back as what we received; the roll-ups use it to rebuild
+// readings from durable-log records on replay.
 
 export interface ParsedLine {
   measurement: string;
