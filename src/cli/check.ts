@@ -1,4 +1,6 @@
 import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
+import pg from 'pg';
 import { listen } from '../broker/broker.js';
 import { redactUrl } from '../config/load.js';
 import type { Config } from '../config/types.js';
@@ -44,6 +46,55 @@ export async function runCheck(cfg: Config, print: (line: string) => void): Prom
         const sink = await createSink(cfg);
         await sink.ping();
         return 'writable';
+      },
+    });
+  }
+  const pgUrl = cfg.postgres.url;
+  if (pgUrl) {
+    checks.push({
+      service: 'postgres',
+      target: redactUrl(pgUrl),
+      async run() {
+        const client = new pg.Client({ connectionString: pgUrl, connectionTimeoutMillis: 5000 });
+        try {
+          await client.connect();
+          const t = await client.query<{ t: string | null }>(
+            "SELECT to_regclass('energy_ingest_migrations') AS t",
+          );
+          const v = t.rows[0]?.t
+            ? (
+                await client.query<{ v: number | null }>(
+                  'SELECT max(version) AS v FROM energy_ingest_migrations',
+                )
+              ).rows[0]?.v
+            : null;
+          return v ? `schema version ${v}` : 'schema not migrated: run energy-ingest migrate';
+        } finally {
+          await client.end().catch(() => {});
+        }
+      },
+    });
+  }
+  const redisUrl = cfg.redis.url;
+  if (redisUrl) {
+    checks.push({
+      service: 'redis',
+      target: redactUrl(redisUrl),
+      async run() {
+        const redis = new Redis(redisUrl, {
+          lazyConnect: true,
+          maxRetriesPerRequest: 0,
+          enableOfflineQueue: false,
+          retryStrategy: () => null,
+          connectTimeout: 5000,
+        });
+        redis.on('error', () => {});
+        try {
+          await redis.connect();
+          return `PING ${await redis.ping()}`;
+        } finally {
+          redis.disconnect();
+        }
       },
     });
   }

@@ -83,6 +83,25 @@ describe('energy-ingest CLI', () => {
     });
     expect(influx.stdout).toMatch(/^ok +influxdb .* \d+ ms \(influxdb-v1\)/m);
     expect(influx.code).toBe(0);
+    const all = await cli(['check'], {
+      MQTT_PORT: String(await freePort()),
+      INFLUX_URL: inject('influx1Url'),
+      INFLUX_DATABASE: 'check_db',
+      DATABASE_URL: inject('postgresUrl'),
+      REDIS_URL: inject('redisUrl'),
+    });
+    expect(all.stdout, all.stdout).toMatch(
+      /^ok +postgres +postgres:\/\/postgres@127\.0\.0\.1:\d+\/postgres \d+ ms/m,
+    );
+    expect(all.stdout).toMatch(/^ok +redis +redis:\/\/127\.0\.0\.1:\d+ \d+ ms \(PING PONG\)/m);
+    expect(all.stdout.trim().split('\n')).toHaveLength(4);
+    expect(all.code).toBe(0);
+    const deadRedis = await cli(['check'], {
+      MQTT_PORT: String(await freePort()),
+      REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+    });
+    expect(deadRedis.code).toBe(1);
+    expect(deadRedis.stdout).toMatch(/^FAIL +redis/m);
     const bad = await cli(['check'], {
       MQTT_PORT: String(await freePort()),
       INFLUX_URL: `http://127.0.0.1:${await freePort()}`,

@@ -204,6 +204,40 @@ describe('PostgreSQL faults', () => {
       expect(app.snapshot.source).toBe('postgres');
       expect(await outcome(t, 'building_005')).toBe('accepted');
       await eventually(async () => (await fetch(`${t.httpUrl}/ready`)).status === 200, 5000, 'ready again');
+
+      // slow queries: the buildings table locked for 3 s while a refresh is due; ingestion does not wait
+      const locker = new pg.Client({ connectionString: url });
+      await locker.connect();
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE buildings IN ACCESS EXCLUSIVE MODE');
+      const refreshing = app.buildings.size;
+      void fetch(`${t.httpUrl}/ready`);
+      const notify = new pg.Client({ connectionString: url });
+      await notify.connect();
+      await notify.query(`SELECT pg_notify('energy_ingest_metadata', 'buildings')`);
+      await notify.end();
+      const t0 = Date.now();
+      expect(await outcome(t, 'building_001')).toBe('accepted');
+      expect(Date.now() - t0).toBeLessThan(1500);
+      await new Promise((r) => setTimeout(r, 2000));
+      await locker.query('COMMIT');
+      await locker.end();
+      expect(app.buildings.size).toBe(refreshing);
+
+      // down mid-run: readings keep flowing, /ready says degraded; back: ready again
+      await pgServer.crash();
+      expect(await outcome(t, 'building_005')).toBe('accepted');
+      await eventually(
+        async () => (await fetch(`${t.httpUrl}/ready`)).status === 503,
+        5000,
+        'degraded while PostgreSQL is down',
+      );
+      await pgServer.restart();
+      await eventually(
+        async () => (await fetch(`${t.httpUrl}/ready`)).status === 200,
+        15_000,
+        'ready after PostgreSQL restart',
+      );
     } finally {
       await app.stop();
     }
