@@ -63,7 +63,9 @@ describe('docker files (no Docker engine here: validated offline)', () => {
       postgres: { condition: 'service_healthy' },
       influxdb: { condition: 'service_healthy' },
       redis: { condition: 'service_healthy' },
+      'energy-ingest-migrate': { condition: 'service_completed_successfully' },
     });
+    expect(s['energy-ingest-migrate']!.command).toEqual(['migrate']);
     for (const name of ['postgres', 'influxdb', 'redis', 'energy-ingest'])
       expect(s[name]!.healthcheck).toBeDefined();
   });
