@@ -112,10 +112,23 @@ describe('metadata from PostgreSQL, live', () => {
     );
     expect(await redis.ttl('cache:building_list')).toBeGreaterThan(500);
     const one = JSON.parse((await redis.get('cache:building:1'))!);
-    expect(one).toMatchObject({
+    expect(one).toEqual({
       id: 1,
       name: '건물A',
-      tenants: [expect.objectContaining({ name: '입주사' })],
+      address: '서울시 강남구',
+      total_area: 1234.5,
+      floors: 12,
+      building_type: 'office',
+      tenants: [
+        {
+          id: 1,
+          building_id: 1,
+          name: '입주사',
+          contact_info: '02-123-4567',
+          move_in_date: '2024-01-15',
+          contract_end_date: null,
+        },
+      ],
     });
     expect(await redis.exists('cache:building:2')).toBe(0);
   });

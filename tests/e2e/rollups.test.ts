@@ -92,6 +92,20 @@ describe('hourly roll-ups (real PostgreSQL)', () => {
     await d2.exited;
   });
 
+  it('two instances writing the same series and hour add up', async () => {
+    const [a, b] = await Promise.all([start(tempDir('rollA'), 200), start(tempDir('rollB'), 200)]);
+    await Promise.all([
+      publishPower(a.mqttPort, 'shared', 200, () => 100, hour),
+      publishPower(b.mqttPort, 'shared', 300, () => 300, hour),
+    ]);
+    await eventually(async () => (await row('shared'))?.count === 500, 10_000, 'both instances flushed');
+    expect(await row('shared')).toEqual({ count: 500, sum: 200 * 100 + 300 * 300, min: 100, max: 300 });
+    for (const d of [a, b]) {
+      d.child.kill('SIGTERM');
+      await d.exited;
+    }
+  });
+
   it('kill -9 before a flush: the readings are counted from the durable log on restart, exactly once', async () => {
     const dataDir = tempDir('roll9');
     const d1 = await start(dataDir, 3_600_000); // never flushes by itself

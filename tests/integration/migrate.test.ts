@@ -113,6 +113,14 @@ describe('energy-ingest migrate (real PostgreSQL)', () => {
     ).toEqual(before.rows);
   });
 
+  it('upgrades a database left at an older version', async () => {
+    const old = await freshDatabase('mig_old');
+    expect((await migrate(old, () => {}, MIGRATIONS.slice(0, 1))).applied.map((a) => a.version)).toEqual([1]);
+    const up = await migrate(old);
+    expect(up.applied.map((a) => a.version)).toEqual([2, 3]);
+    expect(up.current).toBe(3);
+  });
+
   it('a failed migration leaves no half state', async () => {
     const broken = [
       ...MIGRATIONS,
