@@ -1,7 +1,9 @@
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
+import { VerifiedCache } from './broker/credentials.js';
 import { Ingress } from './broker/ingress.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
@@ -189,10 +191,23 @@ export class App {
         'anonymous MQTT access is allowed on a non-loopback listener',
       );
     }
+    const refusals = new RateLimitedLog(log);
+    const metadata = this.metadata;
+    const authenticator = new Authenticator({
+      allowAnonymous: cfg.auth.allowAnonymous,
+      devices: () => this.snapshot.devices,
+      lookupUser: metadata ? (u) => metadata.lookupUser(u) : undefined,
+      cache: new VerifiedCache(),
+      metrics,
+      log,
+      refusals,
+    });
     this.broker = new Broker({
       host: cfg.mqtt.host,
       port: cfg.mqtt.port,
-      allowAnonymous: cfg.auth.allowAnonymous,
+      authenticator,
+      metrics,
+      refusals,
       ingress,
       log,
       httpServer: this.http,
@@ -212,6 +227,8 @@ export class App {
   private useSnapshot(s: MetadataSnapshot): void {
     this.snapshot = s;
     this.buildings.replace(s.buildings.map((b) => b.id));
+    const closed = this.broker?.enforceDevices(s.devices) ?? 0;
+    if (closed) this.log.info({ closed }, 'disconnected clients of disabled or removed devices');
   }
 
   async readiness(): Promise<{ ready: boolean; body: unknown }> {

@@ -1,16 +1,22 @@
 import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server as NetServer } from 'node:net';
-import { Aedes, type AedesOptions } from 'aedes';
+import { Aedes, type AedesOptions, type Client } from 'aedes';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { IngestError } from '../errors.js';
+import type { Metrics } from '../http/metrics.js';
+import type { RateLimitedLog } from '../log.js';
+import type { DeviceRow } from '../metadata/snapshot.js';
+import { canPublish, canSubscribe, type Principal } from './acl.js';
+import type { Authenticator } from './auth.js';
 import { conformanceHooks } from './conformance.js';
-import type { Ingress } from './ingress.js';
+import type { InboundPublish, Ingress } from './ingress.js';
 
 export interface BrokerOptions {
   readonly host: string;
-  /** contract section 9: without it every client is refused until device credentials exist */
-  readonly allowAnonymous: boolean;
+  readonly authenticator: Authenticator;
+  readonly metrics: Metrics;
+  readonly refusals: RateLimitedLog;
   readonly port: number;
   readonly ingress: Ingress;
   readonly log: Logger;
@@ -35,6 +41,9 @@ const AEDES_LIMITS: Partial<AedesOptions> = {
  */
 export class Broker {
   private aedes: Aedes | null = null;
+  private readonly principals = new WeakMap<Client, Principal>();
+  /** user names that were devices in some snapshot: removing one from mqtt_devices disconnects it */
+  private readonly deviceLogins = new Set<string>();
   private tcp: NetServer | null = null;
   private wss: WebSocketServer | null = null;
   port = 0;
@@ -54,13 +63,45 @@ export class Broker {
     const { log, ingress } = this.opts;
     const aedes = await Aedes.createBroker({
       ...AEDES_LIMITS,
-      // Device credentials plug in here. Until they exist, a broker that does
-      // not allow anonymous clients refuses everyone (bad user name or password).
-      ...conformanceHooks((_client, _user, _password, done) => {
-        if (this.opts.allowAnonymous) return done(null, true);
-        done(Object.assign(new Error('no credential source configured'), { returnCode: 4 }) as never, false);
+      ...conformanceHooks((client, username, password, done) => {
+        this.opts.authenticator.authenticate(client.id, username, password).then(
+          (r) => {
+            if (r.ok) {
+              this.principals.set(client, r.principal);
+              done(null, true);
+            } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+          },
+          (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
+        );
       }),
-      authorizePublish: ingress.authorizePublish as AedesOptions['authorizePublish'],
+      authorizePublish: (client, packet, callback) => {
+        // client null: the broker itself (the daemon's alerts, $SYS)
+        const who = client ? this.principals.get(client) : undefined;
+        if (client) {
+          const verdict = who
+            ? canPublish(who, packet.topic)
+            : { ok: false as const, reason: 'not authenticated' };
+          if (!verdict.ok) {
+            this.refuse('publish_denied', client.id, who, verdict.reason, packet.topic);
+            // MQTT 3.1.1 has no negative PUBACK: closing is the only refusal a client notices
+            callback(new Error(verdict.reason));
+            return;
+          }
+        }
+        ingress.authorizePublish(client, packet as unknown as InboundPublish, callback);
+      },
+      authorizeSubscribe: (client, sub, callback) => {
+        const who = this.principals.get(client);
+        const verdict = who
+          ? canSubscribe(who, sub.topic)
+          : { ok: false as const, reason: 'not authenticated' };
+        if (!verdict.ok) {
+          this.refuse('subscribe_denied', client.id, who, verdict.reason, sub.topic);
+          callback(null, null); // SUBACK 0x80 for this filter
+          return;
+        }
+        callback(null, sub);
+      },
     });
     this.aedes = aedes;
     aedes.on('clientError', (client, err) =>
@@ -89,6 +130,41 @@ export class Broker {
       aedes.handle(stream, req);
     });
     log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
+  }
+
+  private refuse(
+    reason: string,
+    clientId: string,
+    who: Principal | undefined,
+    detail: string,
+    topic: string,
+  ): void {
+    this.opts.metrics.authRefused.inc({ reason });
+    this.opts.refusals.warn(
+      `acl:${reason}`,
+      { clientId, username: who?.username ?? null, topic: topic.slice(0, 200), reason },
+      detail,
+    );
+  }
+
+  /** Disconnect clients whose device was disabled or removed (called on every metadata load). */
+  enforceDevices(devices: readonly DeviceRow[]): number {
+    const aedes = this.aedes;
+    if (!aedes) return 0;
+    const enabled = new Set(devices.filter((d) => d.enabled).map((d) => d.username));
+    const known = new Set(devices.map((d) => d.username));
+    let closed = 0;
+    for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) {
+      const who = this.principals.get(client);
+      if (!who?.username) continue;
+      // users-table logins are not devices: only a device that was disabled or deleted is cut off
+      if (known.has(who.username) ? !enabled.has(who.username) : this.deviceLogins.has(who.username)) {
+        client.close();
+        closed++;
+      }
+    }
+    for (const d of devices) this.deviceLogins.add(d.username);
+    return closed;
   }
 
   /** Stop accepting new connections; existing clients stay until close(). */

@@ -148,6 +148,10 @@ export class Metrics {
     'energy_ingest_backpressure_waits_total',
     'publishes whose acknowledgement waited for room in the pipeline',
   );
+  readonly authRefused = new Counter(
+    'energy_ingest_auth_refused_total',
+    'refused connections, publishes and subscriptions, by reason',
+  );
   readonly qos0Dropped = new Counter(
     'energy_ingest_qos0_dropped_total',
     'QoS 0 readings dropped because the pipeline was full',
@@ -167,6 +171,7 @@ export class Metrics {
       this.writeErrors,
       this.qos0Dropped,
       this.backpressureWaits,
+      this.authRefused,
       this.writeDuration,
       this.ingestLatency,
       ...this.gauges,

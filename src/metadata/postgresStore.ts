@@ -64,3 +64,30 @@ export async function loadSnapshot(pool: pg.Pool): Promise<MetadataSnapshot> {
 export async function ping(pool: pg.Pool): Promise<void> {
   await pool.query('SELECT 1');
 }
+
+/** The system's users table, for MQTT logins by dashboard users and admins. */
+export async function lookupUser(
+  pool: pg.Pool,
+  username: string,
+): Promise<{ password_hash: string; role: string | null } | undefined> {
+  const r = await pool.query<{ password_hash: string; role: string | null }>(
+    'SELECT password_hash, role FROM users WHERE username = $1',
+    [username],
+  );
+  return r.rows[0];
+}
+
+/** energy-ingest passwd: create or update one MQTT credential. */
+export async function upsertDevice(
+  pool: pg.Pool,
+  d: { username: string; passwordHash: string; role: string; buildingId: number | null },
+): Promise<'created' | 'updated'> {
+  const r = await pool.query<{ inserted: boolean }>(
+    `INSERT INTO mqtt_devices (username, password_hash, role, building_id) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (username) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = EXCLUDED.role,
+       building_id = EXCLUDED.building_id, enabled = TRUE
+     RETURNING (xmax = 0) AS inserted`,
+    [d.username, d.passwordHash, d.role, d.buildingId],
+  );
+  return r.rows[0]?.inserted ? 'created' : 'updated';
+}

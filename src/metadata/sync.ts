@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import cron, { type ScheduledTask } from 'node-cron';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { loadSnapshot, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
+import { loadSnapshot, lookupUser, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
 import { writeBuildingCache } from './redisCache.js';
 import type { MetadataSnapshot } from './snapshot.js';
 
@@ -206,6 +206,11 @@ export class MetadataSync {
       this.wake = null;
       delay = Math.min(delay * 2, 10_000);
     }
+  }
+
+  lookupUser(username: string): Promise<{ password_hash: string; role: string | null } | undefined> {
+    if (!this.pool) return Promise.resolve(undefined);
+    return lookupUser(this.pool, username);
   }
 
   async ping(): Promise<void> {

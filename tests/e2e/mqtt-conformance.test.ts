@@ -62,7 +62,8 @@ async function subscribedWhile(
     out += b;
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  await new Promise((r) => setTimeout(r, 300));
+  // mosquitto_sub cannot tell us when its SUBACK arrived; a loaded CI machine needs the margin
+  await new Promise((r) => setTimeout(r, 1000));
   await act();
   await exited;
   return out.trim().split('\n');

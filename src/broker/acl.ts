@@ -1,0 +1,48 @@
+import { parseBuildingSegment } from '../ingest/building.js';
+
+// Who may do what (contract section 9). Pure functions over a principal.
+
+export type Role = 'sensor' | 'dashboard' | 'admin';
+
+export interface Principal {
+  readonly username: string | null;
+  readonly role: Role;
+  /** a sensor's own building; null: any */
+  readonly buildingId: number | null;
+  readonly anonymous: boolean;
+}
+
+export type Verdict = { ok: true } | { ok: false; reason: string };
+
+const OK: Verdict = { ok: true };
+const no = (reason: string): Verdict => ({ ok: false, reason });
+
+export function canPublish(who: Principal, topic: string): Verdict {
+  // only the daemon publishes alerts (it does so without a client)
+  if (topic === 'alerts' || topic.startsWith('alerts/')) return no('only the daemon publishes to alerts/#');
+  if (who.role === 'admin') return OK;
+  if (who.role === 'dashboard') return no('dashboards publish nothing');
+  if (!topic.startsWith('sensors/')) return no('sensors publish only to sensors/{building}/#');
+  if (who.buildingId === null) return OK;
+  const segment = topic.split('/')[1] ?? '';
+  return parseBuildingSegment(segment) === who.buildingId
+    ? OK
+    : no(`sensor of building ${who.buildingId} publishing under ${segment}`);
+}
+
+export function canSubscribe(who: Principal, filter: string): Verdict {
+  if (who.role === 'admin') return OK;
+  if (filter.startsWith('$SYS')) return no('$SYS/# is for admins');
+  if (who.role === 'sensor') return no('sensors subscribe to nothing');
+  // a dashboard's filter must stay inside alerts/# or sensors/#
+  const first = filter.split('/')[0];
+  return first === 'alerts' || first === 'sensors'
+    ? OK
+    : no('dashboards subscribe to alerts/# and sensors/# only');
+}
+
+/** contract: users.role 'admin' → admin, any other → dashboard; mqtt_devices.role as stored. */
+export function roleOf(stored: string | null | undefined, table: 'devices' | 'users'): Role {
+  if (table === 'users') return stored === 'admin' ? 'admin' : 'dashboard';
+  return stored === 'admin' || stored === 'dashboard' ? stored : 'sensor';
+}
