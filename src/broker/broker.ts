@@ -167,19 +167,27 @@ export class Broker {
     return closed;
   }
 
-  /** Stop accepting new connections; existing clients stay until close(). */
-  async stopListening(): Promise<void> {
+  /**
+   * Stop accepting new connections. Resolves once the listeners are closed,
+   * which (for net servers) is when every existing connection has ended: so
+   * only await it after the clients have been closed.
+   */
+  private stopListening(): Promise<void> {
     const tcp = this.tcp;
-    if (tcp?.listening) await new Promise<void>((resolve) => tcp.close(() => resolve()));
     const wss = this.wss;
-    if (wss) await new Promise<void>((resolve) => wss.close(() => resolve()));
+    return Promise.all([
+      tcp?.listening ? new Promise<void>((resolve) => tcp.close(() => resolve())) : undefined,
+      wss ? new Promise<void>((resolve) => wss.close(() => resolve())) : undefined,
+    ]).then(() => undefined);
   }
 
+  /** No new connections, then every client closed (stop order of the composition root). */
   async close(): Promise<void> {
-    await this.stopListening();
+    const listenersClosed = this.stopListening();
     const aedes = this.aedes;
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));
     this.aedes = null;
+    await listenersClosed;
   }
 }
 

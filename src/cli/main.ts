@@ -10,6 +10,7 @@ commands:
   simulate    sensor simulator (energy-ingest simulate --help)
   check       test every configured service
   migrate     create or update the PostgreSQL schema (idempotent)
+  passwd      create or update an MQTT credential (password on stdin)
   config      print the effective configuration (secrets redacted)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
@@ -54,6 +55,32 @@ export async function main(argv: readonly string[]): Promise<void> {
           r.applied.length
             ? `schema at version ${r.current} (${r.applied.length} applied)`
             : `schema at version ${r.current}: nothing to do`,
+        );
+        return;
+      }
+      case 'passwd': {
+        const args = parseArgs(rest, {
+          ...COMMON,
+          role: { kind: 'string', values: ['sensor', 'dashboard', 'admin'] },
+          building: { kind: 'int', min: 1 },
+        });
+        const [username, ...extra] = args.positional;
+        if (!username)
+          throw new IngestError(
+            'EI_CLI_USAGE',
+            'usage: energy-ingest passwd USERNAME [--role sensor|dashboard|admin] [--building ID] (password on stdin)',
+          );
+        noPositional(extra);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        if (!cfg.postgres.url)
+          throw new IngestError('EI_CLI_USAGE', 'passwd needs DATABASE_URL (postgres.url)');
+        const { runPasswd } = await import('./passwd.js');
+        console.log(
+          await runPasswd(cfg.postgres.url, {
+            username,
+            role: (args.options.role as string | undefined) ?? 'sensor',
+            buildingId: (args.options.building as number | undefined) ?? null,
+          }),
         );
         return;
       }
