@@ -201,12 +201,15 @@ describe('MQTT 3.1.1 behaviour with real clients', () => {
     ]);
     expect(r.packets[1]).toMatchObject({ cmd: 'suback', messageId: 7, granted: [0, 1, 2] });
   });
+});
 
 describe('shutdown', () => {
   it('stops promptly with clients still connected (listeners close after the clients do)', async () => {
     const t = await startApp();
     const clients = await Promise.all(
-      [0, 1, 2].map(() => mqtt.connectAsync(`mqtt://127.0.0.1:${t.app.mqttPort}`, { protocolVersion: 4, reconnectPeriod: 100 })),
+      [0, 1, 2].map(() =>
+        mqtt.connectAsync(`mqtt://127.0.0.1:${t.app.mqttPort}`, { protocolVersion: 4, reconnectPeriod: 100 }),
+      ),
     );
     const t0 = Date.now();
     await t.stop();
