@@ -86,6 +86,51 @@ export interface RestartableService extends Service {
   restart(): Promise<void>;
 }
 
+/**
+ * A server process that a test may crash and restart on the same port with
+ * the same data. `spawnServer` starts one process; `ready` says when it serves.
+ */
+async function restartableServer(o: {
+  name: string;
+  url: string;
+  port: number;
+  dir: string;
+  spawnServer: () => ChildProcess;
+  ready: () => Promise<boolean>;
+  crashSignal: NodeJS.Signals;
+}): Promise<RestartableService> {
+  let child: ChildProcess | undefined;
+  const alive = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+  const launch = async () => {
+    if (alive()) return;
+    const c = o.spawnServer();
+    child = c;
+    const output = collect(c);
+    try {
+      await waitFor(o.ready, o.name, c);
+    } catch (err) {
+      await stopper(c, o.dir)();
+      throw new Error(`${(err as Error).message}\n${output()}`);
+    }
+  };
+  await launch();
+  return {
+    name: o.name,
+    url: o.url,
+    port: o.port,
+    dir: o.dir,
+    stop: () => stopper(child!, o.dir)(),
+    async crash() {
+      const c = child!;
+      if (!alive()) return;
+      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
+      c.kill(o.crashSignal);
+      await exited;
+    },
+    restart: launch,
+  };
+}
+
 /** InfluxDB 1.x (Debian package `influxdb`), speaking the v1 /write API. */
 export async function startInflux1(): Promise<RestartableService> {
   const dir = tempDir('influx1');
@@ -115,34 +160,15 @@ bind-address = "127.0.0.1:${bindPort}"
 `,
   );
   const url = `http://127.0.0.1:${httpPort}`;
-  let child: ChildProcess | undefined;
-  const launch = async () => {
-    if (child && child.exitCode === null && child.signalCode === null) return; // already running
-    child = spawn('influxd', ['-config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const output = collect(child);
-    try {
-      await waitFor(() => pingOk(url), 'influxd', child);
-    } catch (err) {
-      await stopper(child, dir)();
-      throw new Error(`${(err as Error).message}\n${output()}`);
-    }
-  };
-  await launch();
-  return {
-    name: 'influxdb1',
+  return restartableServer({
+    name: 'influxd',
     url,
     port: httpPort,
     dir,
-    stop: () => stopper(child!, dir)(),
-    async crash() {
-      const c = child!;
-      if (c.exitCode !== null || c.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-      c.kill('SIGKILL');
-      await exited;
-    },
-    restart: launch,
-  };
+    spawnServer: () => spawn('influxd', ['-config', conf], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    ready: () => pingOk(url),
+    crashSignal: 'SIGKILL',
+  });
 }
 
 /** VictoriaMetrics: a real server speaking InfluxDB's v2 /api/v2/write. */
@@ -267,49 +293,26 @@ export async function startPostgres(): Promise<RestartableService> {
     },
   );
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  let child: ChildProcess | undefined;
-  const launch = async () => {
-    if (child && child.exitCode === null && child.signalCode === null) return;
-    const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1'];
-    // throwaway data: no fsync (a killed server still finds its WAL in the page cache;
-    // synchronous_commit stays on, or a crash test would lose committed rows)
-    args.push('-c', 'fsync=off', '-c', 'full_page_writes=off');
-    child = spawn(pgBin('postgres'), args, { stdio: ['ignore', 'pipe', 'pipe'], ...user });
-    const output = collect(child);
-    const pg = await import('pg');
-    try {
-      await waitFor(
-        async () => {
-          const c = new pg.default.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
-          await c.connect();
-          await c.end();
-          return true;
-        },
-        'postgres',
-        child,
-      );
-    } catch (err) {
-      await stopper(child, dir)();
-      throw new Error(`${(err as Error).message}\n${output()}`);
-    }
-  };
-  await launch();
-  return {
+  const args = ['-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1'];
+  // throwaway data: no fsync (a killed server still finds its WAL in the page cache;
+  // synchronous_commit stays on, or a crash test would lose committed rows)
+  args.push('-c', 'fsync=off', '-c', 'full_page_writes=off');
+  const pg = await import('pg');
+  return restartableServer({
     name: 'postgres',
     url,
     port,
     dir,
-    stop: () => stopper(child!, dir)(),
-    async crash() {
-      const c = child!;
-      if (c.exitCode !== null || c.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-      // SIGQUIT: immediate shutdown, no checkpoint; the closest to a crash that leaves no orphans
-      c.kill('SIGQUIT');
-      await exited;
+    spawnServer: () => spawn(pgBin('postgres'), args, { stdio: ['ignore', 'pipe', 'pipe'], ...user }),
+    async ready() {
+      const c = new pg.default.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+      await c.connect();
+      await c.end();
+      return true;
     },
-    restart: launch,
-  };
+    // immediate shutdown, no checkpoint: the closest to a crash that leaves no orphan processes
+    crashSignal: 'SIGQUIT',
+  });
 }
 
 /** A throwaway Redis (Debian package `redis-server`), no persistence. */
@@ -317,50 +320,28 @@ export async function startRedis(): Promise<RestartableService> {
   const dir = tempDir('redis');
   const port = await freePort();
   const url = `redis://127.0.0.1:${port}`;
-  let child: ChildProcess | undefined;
-  const launch = async () => {
-    if (child && child.exitCode === null && child.signalCode === null) return;
-    child = spawn(
-      'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    const output = collect(child);
-    try {
-      await waitFor(
-        () =>
-          new Promise<boolean>((resolve) => {
-            const s = createConnection(port, '127.0.0.1');
-            s.once('connect', () => {
-              s.end('PING\r\n');
-              resolve(true);
-            });
-            s.once('error', () => resolve(false));
-          }),
-        'redis-server',
-        child,
-      );
-    } catch (err) {
-      await stopper(child, dir)();
-      throw new Error(`${(err as Error).message}\n${output()}`);
-    }
-  };
-  await launch();
-  return {
-    name: 'redis',
+  return restartableServer({
+    name: 'redis-server',
     url,
     port,
     dir,
-    stop: () => stopper(child!, dir)(),
-    async crash() {
-      const c = child!;
-      if (c.exitCode !== null || c.signalCode !== null) return;
-      const exited = new Promise<void>((resolve) => c.once('exit', () => resolve()));
-      c.kill('SIGKILL');
-      await exited;
-    },
-    restart: launch,
-  };
+    spawnServer: () =>
+      spawn(
+        'redis-server',
+        ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      ),
+    ready: () =>
+      new Promise<boolean>((resolve) => {
+        const sock = createConnection(port, '127.0.0.1');
+        sock.once('connect', () => {
+          sock.end('PING\r\n');
+          resolve(true);
+        });
+        sock.once('error', () => resolve(false));
+      }),
+    crashSignal: 'SIGKILL',
+  });
 }
