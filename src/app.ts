@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -22,6 +23,28 @@ import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
+
+/** PEM files of the TLS listener, read once at start (an unreadable file stops start-up, naming it). */
+function readTls(cfg: Config): { port: number; cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
+  const t = cfg.mqtt.tls;
+  if (t.port === undefined || !t.cert || !t.key) return undefined;
+  const read = (key: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new IngestError(
+        'EI_CONFIG_INVALID',
+        `invalid configuration:\n  mqtt.tls.${key}: cannot read ${path}: ${(err as Error).message}`,
+      );
+    }
+  };
+  return {
+    port: t.port,
+    cert: read('cert', t.cert),
+    key: read('key', t.key),
+    ca: t.ca ? read('ca', t.ca) : undefined,
+  };
+}
 
 /*
  * Composition root. Data flows left to right; start-up runs right to left so
@@ -49,6 +72,7 @@ export class App {
   private readonly startedAt = Date.now();
   readonly buildings: KnownBuildings;
   mqttPort = 0;
+  mqttTlsPort = 0;
   httpPort = 0;
 
   constructor(
@@ -208,12 +232,14 @@ export class App {
       authenticator,
       metrics,
       refusals,
+      tls: readTls(cfg),
       ingress,
       log,
       httpServer: this.http,
     });
     await this.broker.start();
     this.mqttPort = this.broker.port;
+    this.mqttTlsPort = this.broker.tlsPort;
     log.info(
       {
         mqtt: `${cfg.mqtt.host}:${this.mqttPort}`,

@@ -40,8 +40,9 @@ export class Authenticator {
     clientId: string,
     username: string | undefined,
     password: Buffer | undefined,
+    certName?: string,
   ): Promise<AuthResult> {
-    const r = await this.check(username, password);
+    const r = await this.check(username, password, certName);
     if (!r.ok) {
       this.opts.metrics.authRefused.inc({ reason: r.reason });
       this.opts.refusals.warn(
@@ -53,7 +54,27 @@ export class Authenticator {
     return r;
   }
 
-  private async check(username: string | undefined, password: Buffer | undefined): Promise<AuthResult> {
+  private async check(
+    username: string | undefined,
+    password: Buffer | undefined,
+    certName?: string,
+  ): Promise<AuthResult> {
+    if (!username && certName) {
+      // a client certificate signed by the configured CA whose CN names a device
+      const device = this.opts.devices().find((d) => d.username === certName);
+      if (device) {
+        if (!device.enabled) return { ok: false, returnCode: 5, reason: 'disabled' };
+        return {
+          ok: true,
+          principal: {
+            username: certName,
+            role: roleOf(device.role, 'devices'),
+            buildingId: device.building_id,
+            anonymous: false,
+          },
+        };
+      }
+    }
     if (!username) {
       return this.opts.allowAnonymous
         ? { ok: true, principal: ANONYMOUS }

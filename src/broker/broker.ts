@@ -1,5 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import { createServer, type Server as NetServer } from 'node:net';
+import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions, type Client } from 'aedes';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
@@ -22,6 +23,8 @@ export interface BrokerOptions {
   readonly log: Logger;
   /** the HTTP server that carries MQTT over WebSocket at /mqtt */
   readonly httpServer: HttpServer;
+  /** MQTT over TLS, when configured (PEM contents, not paths) */
+  readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
 /** Bounds for Aedes's own queues, so no client can grow the broker's memory without limit. */
@@ -41,6 +44,8 @@ const AEDES_LIMITS: Partial<AedesOptions> = {
  */
 export class Broker {
   private aedes: Aedes | null = null;
+  private tlsServer: TlsServer | null = null;
+  tlsPort = 0;
   private readonly principals = new WeakMap<Client, Principal>();
   /** user names that were devices in some snapshot: removing one from mqtt_devices disconnects it */
   private readonly deviceLogins = new Set<string>();
@@ -64,7 +69,7 @@ export class Broker {
     const aedes = await Aedes.createBroker({
       ...AEDES_LIMITS,
       ...conformanceHooks((client, username, password, done) => {
-        this.opts.authenticator.authenticate(client.id, username, password).then(
+        this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
           (r) => {
             if (r.ok) {
               this.principals.set(client, r.principal);
@@ -116,6 +121,30 @@ export class Broker {
       aedes.handle(socket);
     });
     this.port = await listen(this.tcp, this.opts.host, this.opts.port, 'MQTT');
+
+    const tlsOpts = this.opts.tls;
+    if (tlsOpts) {
+      // With a CA, clients may present a certificate; its CN can name a device
+      // (checked at authenticate). Unverified certificates are not refused here
+      // so that password logins over TLS keep working: they just name nobody.
+      this.tlsServer = createTlsServer(
+        {
+          cert: tlsOpts.cert,
+          key: tlsOpts.key,
+          ca: tlsOpts.ca,
+          requestCert: tlsOpts.ca !== undefined,
+          rejectUnauthorized: false,
+          minVersion: 'TLSv1.2',
+        },
+        (socket) => {
+          socket.setNoDelay(true);
+          aedes.handle(socket);
+        },
+      );
+      this.tlsServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
+      this.tlsPort = await listen(this.tlsServer, this.opts.host, tlsOpts.port, 'MQTT/TLS');
+      log.info({ host: this.opts.host, port: this.tlsPort }, 'MQTT/TLS listener up');
+    }
 
     this.wss = new WebSocketServer({
       server: this.opts.httpServer,
@@ -175,8 +204,10 @@ export class Broker {
   private stopListening(): Promise<void> {
     const tcp = this.tcp;
     const wss = this.wss;
+    const tlsServer = this.tlsServer;
     return Promise.all([
       tcp?.listening ? new Promise<void>((resolve) => tcp.close(() => resolve())) : undefined,
+      tlsServer?.listening ? new Promise<void>((resolve) => tlsServer.close(() => resolve())) : undefined,
       wss ? new Promise<void>((resolve) => wss.close(() => resolve())) : undefined,
     ]).then(() => undefined);
   }
@@ -189,6 +220,14 @@ export class Broker {
     this.aedes = null;
     await listenersClosed;
   }
+}
+
+/** The CN of a client certificate the configured CA vouched for, if the client came over TLS with one. */
+function certificateName(client: Client): string | undefined {
+  const conn = (client as unknown as { conn?: unknown }).conn;
+  if (!(conn instanceof TLSSocket) || !conn.authorized) return undefined;
+  const cn = conn.getPeerCertificate()?.subject?.CN;
+  return typeof cn === 'string' && cn ? cn : undefined;
 }
 
 export function listen(

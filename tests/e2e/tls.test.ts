@@ -1,0 +1,109 @@
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { promisify } from 'node:util';
+import mqtt from 'mqtt';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { hashPassword } from '../../src/broker/credentials.js';
+import { migrate } from '../../src/metadata/migrations.js';
+import { startApp, type TestApp } from '../helpers/app.js';
+import { makeCerts, type TestCerts } from '../helpers/certs.js';
+import { eventually } from '../helpers/services.js';
+
+const exec = promisify(execFile);
+
+async function pubTls(port: number, args: string[], topic: string): Promise<number> {
+  try {
+    await exec(
+      'mosquitto_pub',
+      ['-h', '127.0.0.1', '-p', String(port), '-q', '1', '-t', topic, '-m', '20', ...args],
+      { timeout: 10_000 },
+    );
+    return 0;
+  } catch (err) {
+    return (err as { code: number }).code;
+  }
+}
+
+describe('MQTT over TLS (openssl certificates, mosquitto_pub, MQTT.js)', () => {
+  let certs: TestCerts;
+  let t: TestApp;
+  beforeAll(async () => {
+    certs = makeCerts('sensor-tls');
+    const admin = new pg.Client({ connectionString: inject('postgresUrl') });
+    await admin.connect();
+    await admin.query('DROP DATABASE IF EXISTS tls_e2e');
+    await admin.query('CREATE DATABASE tls_e2e');
+    await admin.end();
+    const url = inject('postgresUrl').replace(/\/postgres$/, '/tls_e2e');
+    await migrate(url);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    await db.query(`INSERT INTO buildings (id, name, address) VALUES (1, '건물A', '서울시 강남구')`);
+    await db.query(
+      `INSERT INTO mqtt_devices (username, password_hash, building_id) VALUES ('sensor-tls', $1, 1), ('sensor-pw', $2, 1)`,
+      [await hashPassword('unused-password', 16384), await hashPassword('tls-password', 16384)],
+    );
+    await db.end();
+    t = await startApp({
+      DATABASE_URL: url,
+      ALLOW_ANONYMOUS: 'false',
+      MQTT_TLS_PORT: '0',
+      MQTT_TLS_CERT: certs.serverCert,
+      MQTT_TLS_KEY: certs.serverKey,
+      MQTT_TLS_CA: certs.ca,
+    });
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+  const topic = 'sensors/building_001/1/tls/temperature';
+
+  it('password logins work over TLS for a client that trusts the CA', async () => {
+    const before = t.app.metrics.pointsWritten.get();
+    expect(
+      await pubTls(t.app.mqttTlsPort, ['--cafile', certs.ca, '-u', 'sensor-pw', '-P', 'tls-password'], topic),
+    ).toBe(0);
+    await eventually(async () => t.app.metrics.pointsWritten.get() > before);
+  });
+
+  it('a client certificate from the CA whose CN names a device logs in without a password', async () => {
+    const before = t.app.metrics.pointsWritten.get();
+    expect(
+      await pubTls(
+        t.app.mqttTlsPort,
+        ['--cafile', certs.ca, '--cert', certs.clientCert, '--key', certs.clientKey],
+        topic,
+      ),
+    ).toBe(0);
+    await eventually(async () => t.app.metrics.pointsWritten.get() > before);
+  });
+
+  it('a self-signed certificate with the same CN names nobody, and the client is refused', async () => {
+    expect(
+      await pubTls(
+        t.app.mqttTlsPort,
+        ['--cafile', certs.ca, '--cert', certs.strangerCert, '--key', certs.strangerKey],
+        topic,
+      ),
+    ).not.toBe(0);
+  });
+
+  it('MQTT.js over mqtts verifies the server against the CA', async () => {
+    const c = await mqtt.connectAsync(`mqtts://127.0.0.1:${t.app.mqttTlsPort}`, {
+      protocolVersion: 4,
+      ca: readFileSync(certs.ca),
+      username: 'sensor-pw',
+      password: 'tls-password',
+    });
+    await c.publishAsync(topic, '22', { qos: 1 });
+    await c.endAsync();
+    await expect(
+      mqtt.connectAsync(`mqtts://127.0.0.1:${t.app.mqttTlsPort}`, {
+        protocolVersion: 4,
+        reconnectPeriod: 0,
+        connectTimeout: 3000,
+      }),
+    ).rejects.toThrow(/certificate/i);
+  });
+});
