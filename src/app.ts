@@ -10,7 +10,7 @@ import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { Metrics } from './http/metrics.js';
-import { createHttpServer, json } from './http/server.js';
+import { createHttpServer, type Guard, json } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
@@ -65,6 +65,7 @@ export class App {
   private metadata: MetadataSync | null = null;
   private redis: Redis | null = null;
   private rollups: RollupSync | null = null;
+  private authenticator: Authenticator | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
   private broker: Broker | null = null;
@@ -134,9 +135,12 @@ export class App {
         retryStrategy: (times) => Math.min(times * 200, 5000),
       });
       this.redis.on('error', (err) => log.debug({ err: err.message }, 'redis error'));
-      this.redis
+      const connected = this.redis
         .connect()
         .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'Redis unreachable; will retry'));
+      // give a healthy Redis its moment before the broker opens (session logins, first cache write);
+      // a dead one costs one second at start, then the client keeps retrying in the background
+      await Promise.race([connected, new Promise((r) => setTimeout(r, 1000).unref())]);
     }
     if (cfg.postgres.url) {
       this.metadata = new MetadataSync({
@@ -189,24 +193,27 @@ export class App {
       () => this.oldestUnsentAgeS(),
     );
 
-    this.http = createHttpServer({
-      '/health': (_req, res) => json(res, 200, { status: 'ok' }),
-      '/ready': async (_req, res) => {
-        const r = await this.readiness();
-        json(res, r.ready ? 200 : 503, r.body);
+    this.http = createHttpServer(
+      {
+        '/health': (_req, res) => json(res, 200, { status: 'ok' }),
+        '/ready': async (_req, res) => {
+          const r = await this.readiness();
+          json(res, r.ready ? 200 : 503, r.body);
+        },
+        '/metrics': (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+          res.end(metrics.render());
+        },
+        '/api/status': (_req, res) => json(res, 200, this.status()),
+        '/api/buildings': (_req, res) =>
+          json(res, 200, {
+            source: this.snapshot.source,
+            loaded_at: this.snapshot.loadedAt,
+            buildings: this.snapshot.buildings,
+          }),
       },
-      '/metrics': (_req, res) => {
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-        res.end(metrics.render());
-      },
-      '/api/status': (_req, res) => json(res, 200, this.status()),
-      '/api/buildings': (_req, res) =>
-        json(res, 200, {
-          source: this.snapshot.source,
-          loaded_at: this.snapshot.loadedAt,
-          buildings: this.snapshot.buildings,
-        }),
-    });
+      this.httpGuard(),
+    );
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
 
     if (cfg.auth.allowAnonymous && cfg.auth.allowAnonymousExplicit && !isLoopbackOnly(cfg)) {
@@ -221,11 +228,14 @@ export class App {
       allowAnonymous: cfg.auth.allowAnonymous,
       devices: () => this.snapshot.devices,
       lookupUser: metadata ? (u) => metadata.lookupUser(u) : undefined,
+      lookupSession:
+        cfg.auth.redisSessions && this.redis ? (id) => this.redis!.get(`session:${id}`) : undefined,
       cache: new VerifiedCache(),
       metrics,
       log,
       refusals,
     });
+    this.authenticator = authenticator;
     this.broker = new Broker({
       host: cfg.mqtt.host,
       port: cfg.mqtt.port,
@@ -248,6 +258,19 @@ export class App {
       },
       'energy-ingest started',
     );
+  }
+
+  /**
+   * Whenever anonymous MQTT is not allowed, /api/* needs HTTP Basic credentials
+   * of a dashboard or admin (the same sources as MQTT logins).
+   */
+  private httpGuard(): Guard | undefined {
+    if (this.cfg.auth.allowAnonymous) return undefined;
+    return async (user, password) => {
+      if (!user || !this.authenticator) return false;
+      const r = await this.authenticator.authenticate('http', user, Buffer.from(password ?? ''));
+      return r.ok && (r.principal.role === 'dashboard' || r.principal.role === 'admin');
+    };
   }
 
   private useSnapshot(s: MetadataSnapshot): void {

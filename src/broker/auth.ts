@@ -16,6 +16,9 @@ export interface AuthenticatorOptions {
   readonly devices: () => readonly DeviceRow[];
   /** the system's users table (undefined without PostgreSQL) */
   readonly lookupUser?: (username: string) => Promise<UserRow | undefined>;
+  /** the system's Redis sessions (auth.redisSessions): the raw session:{id} value */
+  readonly lookupSession?: (id: string) => Promise<string | null>;
+  readonly now?: () => number;
   readonly cache: VerifiedCache;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -109,6 +112,40 @@ export class Authenticator {
         principal: { username, role: roleOf(user.role, 'users'), buildingId: null, anonymous: false },
       };
     }
+    if (username === 'session' && this.opts.lookupSession) return this.session(pw);
     return { ok: false, returnCode: 4, reason: 'bad_credentials' };
+  }
+
+  /** The guide's session:{id} = {"user_id","username","role","login_time","expires_at"}. */
+  private async session(id: string): Promise<AuthResult> {
+    // session ids are opaque but never need more than this; anything else is not looked up
+    if (!/^[\w.:-]{1,200}$/.test(id)) return { ok: false, returnCode: 4, reason: 'bad_credentials' };
+    let raw: string | null;
+    try {
+      raw = await this.opts.lookupSession!(id);
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'session lookup failed');
+      return { ok: false, returnCode: 4, reason: 'lookup_failed' };
+    }
+    let s: { username?: unknown; role?: unknown; expires_at?: unknown } | undefined;
+    try {
+      s = raw ? JSON.parse(raw) : undefined;
+    } catch {
+      s = undefined;
+    }
+    if (!s) return { ok: false, returnCode: 4, reason: 'bad_credentials' };
+    const expires = typeof s.expires_at === 'string' ? Date.parse(s.expires_at) : Number.NaN;
+    if (!Number.isFinite(expires) || expires <= (this.opts.now ?? Date.now)())
+      return { ok: false, returnCode: 5, reason: 'session_expired' };
+    const name = typeof s.username === 'string' ? s.username : `session:${id}`;
+    return {
+      ok: true,
+      principal: {
+        username: name,
+        role: roleOf(typeof s.role === 'string' ? s.role : null, 'users'),
+        buildingId: null,
+        anonymous: false,
+      },
+    };
   }
 }

@@ -306,11 +306,15 @@ export function loadConfig(opts: LoadOptions): Config {
   cfg.influx.database ??= cfg.influx.bucket;
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const explicitAnon = cfg.auth?.allowAnonymous;
+  const redisSessions = cfg.auth?.redisSessions === true;
   cfg.auth = {
     allowAnonymous: typeof explicitAnon === 'boolean' ? explicitAnon : hosts.every(isLoopback),
     allowAnonymousExplicit: typeof explicitAnon === 'boolean',
+    redisSessions,
   };
-  const hasCredentialSource = Boolean((out as { postgres?: { url?: string } }).postgres?.url);
+  const o = out as { postgres?: { url?: string }; redis?: { url?: string } };
+  if (redisSessions && !o.redis?.url) errors.push('auth.redisSessions: needs REDIS_URL (redis.url)');
+  const hasCredentialSource = Boolean(o.postgres?.url) || (redisSessions && Boolean(o.redis?.url));
   if (!hosts.every(isLoopback) && !cfg.auth.allowAnonymous && !hasCredentialSource) {
     throw new IngestError(
       'EI_CONFIG_INVALID',

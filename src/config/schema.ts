@@ -135,6 +135,11 @@ export const SCHEMA = {
       description: 'anonymous MQTT clients; default true only while every listener is on loopback',
       env: 'ALLOW_ANONYMOUS',
     },
+    redisSessions: {
+      kind: 'bool',
+      description: 'also accept user name "session" with a Redis session id (session:{id}) as password',
+      default: false,
+    },
   },
   pipeline: {
     batchSize: { kind: 'int', description: 'points per InfluxDB write', default: 5000, min: 1, max: 1000000 },

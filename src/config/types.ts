@@ -35,7 +35,11 @@ export interface Config {
   readonly postgres: { readonly url?: string };
   readonly dataDir: string;
   readonly log: { readonly level: string };
-  readonly auth: { readonly allowAnonymous: boolean; readonly allowAnonymousExplicit: boolean };
+  readonly auth: {
+    readonly allowAnonymous: boolean;
+    readonly allowAnonymousExplicit: boolean;
+    readonly redisSessions: boolean;
+  };
   readonly pipeline: {
     readonly batchSize: number;
     readonly flushIntervalMs: number;

@@ -2,22 +2,61 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 
 export type Route = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
-export function json(res: ServerResponse, status: number, body: unknown): void {
+/** Says whether a request to a protected path may proceed (HTTP Basic against the MQTT credential sources). */
+export type Guard = (user: string | undefined, password: string | undefined) => Promise<boolean>;
+
+const COMMON_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' };
+
+export function json(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+    ...COMMON_HEADERS,
+    ...headers,
+  });
   res.end(text);
 }
 
+/** /health, /ready and /metrics stay open for probes and scrapers; the rest may need credentials. */
+const OPEN = new Set(['/health', '/ready', '/metrics']);
+
+function basicAuth(req: IncomingMessage): { user?: string; password?: string } {
+  const m = /^Basic\s+([A-Za-z0-9+/=]+)$/i.exec(req.headers.authorization ?? '');
+  if (!m) return {};
+  const text = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const i = text.indexOf(':');
+  return i < 0 ? {} : { user: text.slice(0, i), password: text.slice(i + 1) };
+}
+
 /** A plain node:http server with an exact-path GET route table; /mqtt upgrades are handled by the broker. */
-export function createHttpServer(routes: Readonly<Record<string, Route>>): Server {
+export function createHttpServer(routes: Readonly<Record<string, Route>>, guard?: Guard): Server {
   return createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return json(res, 404, { error: 'not found', path });
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' });
-    Promise.resolve(route(req, res)).catch((err: unknown) => {
-      if (!res.headersSent) json(res, 500, { error: (err as Error).message });
-      else res.destroy();
-    });
+    const allowed =
+      guard && !OPEN.has(path) ? guard(basicAuth(req).user, basicAuth(req).password) : Promise.resolve(true);
+    allowed
+      .then((ok) => {
+        if (!ok)
+          return json(
+            res,
+            401,
+            { error: 'credentials required (dashboard or admin)' },
+            { 'www-authenticate': 'Basic realm="energy-ingest", charset="UTF-8"' },
+          );
+        return route(req, res);
+      })
+      .catch((err: unknown) => {
+        if (!res.headersSent) json(res, 500, { error: (err as Error).message });
+        else res.destroy();
+      });
   });
 }

@@ -154,6 +154,25 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
     await c.endAsync();
   });
 
+  it('HTTP: /health, /ready and /metrics stay open; /api/* needs a dashboard or admin login', async () => {
+    const basic = (u: string, p: string) => ({
+      authorization: `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`,
+    });
+    expect((await fetch(`${t.httpUrl}/health`)).status).toBe(200);
+    expect((await fetch(`${t.httpUrl}/metrics`)).status).toBe(200);
+    const anon = await fetch(`${t.httpUrl}/api/status`);
+    expect(anon.status).toBe(401);
+    expect(anon.headers.get('www-authenticate')).toMatch(/^Basic realm="energy-ingest"/);
+    expect(anon.headers.get('x-content-type-options')).toBe('nosniff');
+    expect((await fetch(`${t.httpUrl}/api/buildings`, { headers: basic('ops', 'wrong') })).status).toBe(401);
+    expect(
+      (await fetch(`${t.httpUrl}/api/buildings`, { headers: basic('sensor-1', 's3nsor-pass') })).status,
+    ).toBe(401);
+    const ok = await fetch(`${t.httpUrl}/api/buildings`, { headers: basic('ops', 'hunter2') });
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { buildings: unknown[] }).buildings).toHaveLength(2);
+  });
+
   it('a device disabled while connected is disconnected at the next metadata refresh', async () => {
     const c = await mqtt.connectAsync(t.mqttUrl, {
       protocolVersion: 4,
@@ -171,5 +190,55 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
       'sensors/building_001/1/r/temperature',
     );
     expect(again.code).not.toBe(0);
+  });
+});
+
+describe('Redis sessions (auth.redisSessions)', () => {
+  it('user name "session" with a live session id logs in with the session role; an expired one is refused', async () => {
+    const { Redis } = await import('ioredis');
+    const redis = new Redis(inject('redisUrl'));
+    const future = new Date(Date.now() + 3_600_000).toISOString();
+    const past = new Date(Date.now() - 1000).toISOString();
+    await redis.set(
+      'session:live_123',
+      JSON.stringify({
+        user_id: 123,
+        username: 'admin',
+        role: 'admin',
+        login_time: past,
+        expires_at: future,
+      }),
+    );
+    await redis.set(
+      'session:old_456',
+      JSON.stringify({ user_id: 456, username: 'kim', role: 'user', login_time: past, expires_at: past }),
+    );
+    const t = await startApp({
+      REDIS_URL: inject('redisUrl'),
+      EI_AUTH_REDIS_SESSIONS: 'true',
+      ALLOW_ANONYMOUS: 'false',
+    });
+    try {
+      const c = await mqtt.connectAsync(t.mqttUrl, {
+        protocolVersion: 4,
+        username: 'session',
+        password: 'live_123',
+      });
+      const granted = await c.subscribeAsync('$SYS/#');
+      expect(granted[0]?.qos).toBe(0);
+      await c.endAsync();
+      await expect(
+        mqtt.connectAsync(t.mqttUrl, {
+          protocolVersion: 4,
+          username: 'session',
+          password: 'old_456',
+          reconnectPeriod: 0,
+        }),
+      ).rejects.toThrow(/not authorized/i);
+      expect(t.app.metrics.authRefused.get({ reason: 'session_expired' })).toBe(1);
+    } finally {
+      await t.stop();
+      redis.disconnect();
+    }
   });
 });

@@ -56,7 +56,7 @@ describe('configuration', () => {
     expect(c.influx.database).toBe('b');
     expect(c.dataDir).toBe('/var/lib/ei');
     expect(c.log.level).toBe('debug');
-    expect(c.auth).toEqual({ allowAnonymous: false, allowAnonymousExplicit: true });
+    expect(c.auth).toEqual({ allowAnonymous: false, allowAnonymousExplicit: true, redisSessions: false });
   });
 
   it('derives env names for keys the contract does not name', () => {
@@ -118,6 +118,7 @@ describe('configuration', () => {
     expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ALLOW_ANONYMOUS: 'true' } }).auth).toEqual({
       allowAnonymous: true,
       allowAnonymousExplicit: true,
+      redisSessions: false,
     });
   });
 
