@@ -6,6 +6,7 @@ import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { VerifiedCache } from './broker/credentials.js';
 import { Ingress } from './broker/ingress.js';
+import { Limits } from './broker/limits.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
@@ -243,6 +244,8 @@ export class App {
       metrics,
       refusals,
       tls: readTls(cfg),
+      limits: new Limits(cfg.mqtt),
+      maxTopicLevels: cfg.mqtt.maxTopicLevels,
       ingress,
       log,
       httpServer: this.http,

@@ -10,8 +10,9 @@ import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { canPublish, canSubscribe, type Principal } from './acl.js';
 import type { Authenticator } from './auth.js';
-import { conformanceHooks } from './conformance.js';
+import { connectHooks } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
+import type { Limits } from './limits.js';
 
 export interface BrokerOptions {
   readonly host: string;
@@ -24,6 +25,8 @@ export interface BrokerOptions {
   /** the HTTP server that carries MQTT over WebSocket at /mqtt */
   readonly httpServer: HttpServer;
   /** MQTT over TLS, when configured (PEM contents, not paths) */
+  readonly limits: Limits;
+  readonly maxTopicLevels: number;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
@@ -68,17 +71,25 @@ export class Broker {
     const { log, ingress } = this.opts;
     const aedes = await Aedes.createBroker({
       ...AEDES_LIMITS,
-      ...conformanceHooks((client, username, password, done) => {
-        this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
-          (r) => {
-            if (r.ok) {
-              this.principals.set(client, r.principal);
-              done(null, true);
-            } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
-          },
-          (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
-        );
-      }),
+      maxTopicLevels: this.opts.maxTopicLevels,
+      ...connectHooks(
+        (client, username, password, done) => {
+          this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
+            (r) => {
+              if (r.ok) {
+                this.principals.set(client, r.principal);
+                done(null, true);
+              } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+            },
+            (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
+          );
+        },
+        (client, packet) => {
+          const r = this.opts.limits.admit(client, packet, this.aedes?.connectedClients ?? 0);
+          if (r) this.refuse(r.reason, client.id ?? packet.clientId, undefined, r.reason, '');
+          return r;
+        },
+      ),
       authorizePublish: (client, packet, callback) => {
         // client null: the broker itself (the daemon's alerts, $SYS)
         const who = client ? this.principals.get(client) : undefined;
@@ -103,6 +114,11 @@ export class Broker {
         if (!verdict.ok) {
           this.refuse('subscribe_denied', client.id, who, verdict.reason, sub.topic);
           callback(null, null); // SUBACK 0x80 for this filter
+          return;
+        }
+        if (!this.opts.limits.subscribe(client, sub.topic)) {
+          this.refuse('too_many_subscriptions', client.id, who, 'too many subscriptions', sub.topic);
+          callback(null, null);
           return;
         }
         callback(null, sub);

@@ -1,31 +1,44 @@
-import type { AedesOptions, Client } from 'aedes';
+import type { AedesOptions, Client, ConnectPacket } from 'aedes';
 
-// Corrections to Aedes where it deviates from MQTT 3.1.1 and a hook can fix it
-// (each one has a test in tests/e2e/mqtt-conformance.test.ts):
+// Connect-time refusals that must be answered with a CONNACK return code.
+// preConnect sees the CONNECT packet but cannot answer with a code; authenticate
+// can. So preConnect decides and marks the client, authenticate answers.
 //
-// [MQTT-3.1.3-8] A zero-byte ClientId with CleanSession=0 must be answered with
-// CONNACK 0x02 (identifier rejected) and the connection closed. Aedes 1.2
-// invents an id and accepts, giving the client a persistent session it can
-// never resume. preConnect sees the packet; authenticate can answer with a
-// return code, so the first marks the client and the second refuses it.
+// Conformance: [MQTT-3.1.3-8] a zero-byte ClientId with CleanSession=0 gets
+// CONNACK 0x02 and the connection is closed. Aedes 1.2 invents an id and
+// accepts, giving the client a persistent session it can never resume
+// (test in tests/e2e/mqtt-conformance.test.ts).
 
-const IDENTIFIER_REJECTED = 2;
+export interface Refusal {
+  /** 2: identifier rejected, 3: server unavailable, 5: not authorized */
+  readonly returnCode: 2 | 3 | 5;
+  readonly reason: string;
+}
 
-export function conformanceHooks(
+/** Extra admission checks (limits); undefined admits the client. */
+export type Admit = (client: Client, packet: ConnectPacket) => Refusal | undefined;
+
+export function connectHooks(
   authenticate: NonNullable<AedesOptions['authenticate']>,
+  admit: Admit = () => undefined,
 ): Pick<AedesOptions, 'preConnect' | 'authenticate'> {
-  const anonymousPersistent = new WeakSet<Client>();
+  const refused = new WeakMap<Client, Refusal>();
   return {
     preConnect(client, packet, callback) {
-      if (!packet.clientId && packet.clean === false) anonymousPersistent.add(client);
+      const r =
+        !packet.clientId && packet.clean === false
+          ? { returnCode: 2 as const, reason: 'a persistent session needs a client id' }
+          : admit(client, packet);
+      if (r) refused.set(client, r);
       callback(null, true);
     },
     authenticate(client, username, password, done) {
-      if (anonymousPersistent.has(client)) {
-        const err = Object.assign(new Error('a persistent session needs a client id'), {
-          returnCode: IDENTIFIER_REJECTED,
-        });
-        done(err as Parameters<typeof done>[0], false);
+      const r = refused.get(client);
+      if (r) {
+        done(
+          Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as Parameters<typeof done>[0],
+          false,
+        );
         return;
       }
       authenticate(client, username, password, done);

@@ -30,6 +30,38 @@ export const SCHEMA = {
   mqtt: {
     host: { kind: 'host', description: 'MQTT TCP listener address', default: '127.0.0.1', env: 'MQTT_HOST' },
     port: port('MQTT TCP listener port (0 picks a free port)', 1883, 'MQTT_PORT'),
+    maxConnections: {
+      kind: 'int',
+      description: 'connected MQTT clients at most; more get CONNACK 0x03',
+      default: 10000,
+      min: 1,
+    },
+    connectRatePerIp: {
+      kind: 'int',
+      description: 'new MQTT connections per source address per 10 s; more get CONNACK 0x03',
+      default: 200,
+      min: 1,
+    },
+    maxClientIdBytes: {
+      kind: 'int',
+      description: 'longer client ids get CONNACK 0x02',
+      default: 256,
+      min: 1,
+      max: 65535,
+    },
+    maxSubscriptionsPerClient: {
+      kind: 'int',
+      description: 'further filters get SUBACK 0x80',
+      default: 100,
+      min: 1,
+    },
+    maxTopicLevels: {
+      kind: 'int',
+      description: 'deeper topics close the connection',
+      default: 16,
+      min: 5,
+      max: 100,
+    },
     maxPayloadBytes: {
       kind: 'bytes',
       description: 'larger publishes to sensors/ are rejected as payload_too_large',

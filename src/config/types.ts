@@ -12,6 +12,11 @@ export interface Config {
     readonly host: string;
     readonly port: number;
     readonly maxPayloadBytes: number;
+    readonly maxConnections: number;
+    readonly connectRatePerIp: number;
+    readonly maxClientIdBytes: number;
+    readonly maxSubscriptionsPerClient: number;
+    readonly maxTopicLevels: number;
     readonly tls: {
       readonly port?: number;
       readonly cert?: string;

@@ -1,0 +1,77 @@
+import mqtt from 'mqtt';
+import { describe, expect, it } from 'vitest';
+import { startApp } from '../helpers/app.js';
+import { connectPacket, rawSession } from '../helpers/rawMqtt.js';
+
+// Limits a hostile or broken client cannot get past (each refusal counted by reason).
+
+describe('connection and subscription limits', () => {
+  it('refuses connections beyond mqtt.maxConnections with CONNACK 0x03', async () => {
+    const t = await startApp({ EI_MQTT_MAX_CONNECTIONS: '2' });
+    try {
+      const a = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4 });
+      const b = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4 });
+      const r = await rawSession(t.app.mqttPort, [connectPacket('third')]);
+      expect(r.packets[0]).toMatchObject({ cmd: 'connack', returnCode: 3 });
+      expect(r.closed).toBe(true);
+      expect(t.app.metrics.authRefused.get({ reason: 'too_many_connections' })).toBe(1);
+      await a.endAsync();
+      await b.endAsync();
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('refuses a burst of connections from one address beyond mqtt.connectRatePerIp', async () => {
+    const t = await startApp({ EI_MQTT_CONNECT_RATE_PER_IP: '5' });
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 7; i++) {
+        const r = await rawSession(t.app.mqttPort, [connectPacket(`burst-${i}`)], 200);
+        codes.push((r.packets[0] as { returnCode: number }).returnCode);
+      }
+      expect(codes).toEqual([0, 0, 0, 0, 0, 3, 3]);
+      expect(t.app.metrics.authRefused.get({ reason: 'connect_rate' })).toBe(2);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('refuses overlong client ids (0x02), caps subscriptions per client (0x80) and topic depth (disconnect)', async () => {
+    const t = await startApp({ EI_MQTT_MAX_SUBSCRIPTIONS_PER_CLIENT: '2' });
+    try {
+      const long = await rawSession(t.app.mqttPort, [connectPacket('x'.repeat(300))]);
+      expect(long.packets[0]).toMatchObject({ cmd: 'connack', returnCode: 2 });
+      const subs = await rawSession(t.app.mqttPort, [
+        connectPacket('subber'),
+        {
+          cmd: 'subscribe',
+          messageId: 1,
+          subscriptions: [
+            { topic: 'a', qos: 0 },
+            { topic: 'b', qos: 0 },
+            { topic: 'c', qos: 0 },
+          ],
+        },
+      ]);
+      expect(subs.packets[1]).toMatchObject({ cmd: 'suback', granted: [0, 0, 128] });
+      const deep = await rawSession(t.app.mqttPort, [
+        connectPacket('deep'),
+        {
+          cmd: 'publish',
+          topic: Array.from({ length: 17 }, (_, i) => `l${i}`).join('/'),
+          payload: 'x',
+          qos: 0,
+          retain: false,
+          dup: false,
+        },
+      ]);
+      expect(deep.closed).toBe(true);
+      const metrics = await (await fetch(`${t.httpUrl}/metrics`)).text();
+      expect(metrics).toMatch(/energy_ingest_auth_refused_total\{reason="client_id_too_long"\} 1/);
+      expect(metrics).toMatch(/energy_ingest_auth_refused_total\{reason="too_many_subscriptions"\} 1/);
+    } finally {
+      await t.stop();
+    }
+  });
+});
