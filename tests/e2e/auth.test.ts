@@ -154,6 +154,15 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
     await c.endAsync();
   });
 
+  it('SQL injection through user names gets nowhere (parameterised statements only)', async () => {
+    for (const user of ["' OR '1'='1", "ops'; DROP TABLE users; --", 'ops" OR ""="', '\\x27 OR 1=1']) {
+      const r = await pub(t.app.mqttPort, user, "' OR '1'='1", 'sensors/building_001/1/r/temperature');
+      expect(r.code).not.toBe(0);
+    }
+    const users = await db.query('SELECT count(*)::int AS n FROM users');
+    expect(users.rows[0].n).toBe(1);
+  });
+
   it('HTTP: /health, /ready and /metrics stay open; /api/* needs a dashboard or admin login', async () => {
     const basic = (u: string, p: string) => ({
       authorization: `Basic ${Buffer.from(`${u}:${p}`).toString('base64')}`,
