@@ -8,6 +8,8 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY simulators ./simulators
 COPY bench ./bench
+# the bench shares the throwaway-server helpers with the tests
+COPY tests/helpers ./tests/helpers
 RUN npm run build
 
 # Runtime stage: production dependencies only, non-root user.

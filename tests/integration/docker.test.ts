@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -76,6 +77,26 @@ describe('docker files (no Docker engine here: validated offline)', () => {
     for (const m of text.matchAll(/^\s*[A-Z_]*(PASSWORD|TOKEN):\s*(.*)$/gm))
       expect(m[2]!.trim().startsWith('${')).toBe(true);
     expect(text).toMatch(/POSTGRES_PASSWORD: \$\{POSTGRES_PASSWORD:\?/);
+  });
+
+  it("the image's build stage compiles from exactly what the Dockerfile copies into it", async () => {
+    const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+    const buildStage = text.split(/^FROM /m)[1]!;
+    const dir = mkdtempSync(join(tmpdir(), 'ei-docker-'));
+    for (const m of buildStage.matchAll(/^COPY (?!--from)(.+)$/gm)) {
+      const parts = m[1]!.trim().split(/\s+/);
+      const dest = parts.pop()!;
+      for (const src of parts) {
+        const target = dest === './' ? join(dir, src) : join(dir, dest);
+        cpSync(join(ROOT, src), target, { recursive: true });
+      }
+    }
+    symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
+    await expect(
+      exec('npx', ['tsc', '-p', 'tsconfig.build.json'], { cwd: dir, timeout: 120_000 }),
+    ).resolves.toBeDefined();
+    expect(existsSync(join(dir, 'dist', 'src', 'cli', 'main.js'))).toBe(true);
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it('Dockerfile: multi-stage, production deps only, non-root, healthcheck', () => {
