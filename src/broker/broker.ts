@@ -104,6 +104,15 @@ export class Broker {
             return;
           }
         }
+        const wait = client ? this.opts.limits.throttleMs(client) : 0;
+        if (wait > 0) {
+          this.opts.metrics.throttled.inc();
+          setTimeout(
+            () => ingress.authorizePublish(client, packet as unknown as InboundPublish, callback),
+            wait,
+          );
+          return;
+        }
         ingress.authorizePublish(client, packet as unknown as InboundPublish, callback);
       },
       authorizeSubscribe: (client, sub, callback) => {

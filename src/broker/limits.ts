@@ -10,6 +10,8 @@ export interface LimitOptions {
   readonly connectRatePerIp: number;
   readonly maxClientIdBytes: number;
   readonly maxSubscriptionsPerClient: number;
+  /** publishes per second per client before its reads are slowed down */
+  readonly maxMessagesPerSecond: number;
   readonly now?: () => number;
 }
 
@@ -18,6 +20,7 @@ const WINDOW_MS = 10_000;
 export class Limits {
   private readonly connects = new Map<string, { start: number; count: number }>();
   private readonly subscriptions = new WeakMap<Client, Set<string>>();
+  private readonly buckets = new WeakMap<Client, { allowance: number; last: number }>();
   private readonly now: () => number;
 
   constructor(private readonly o: LimitOptions) {
@@ -41,6 +44,24 @@ export class Limits {
     }
     if (++w.count > this.o.connectRatePerIp) return { returnCode: 3, reason: 'connect_rate' };
     return undefined;
+  }
+
+  /**
+   * Token bucket per client (a second's worth of burst). Returns how long this
+   * publish must wait: the broker holds its acknowledgement that long, Aedes
+   * stops reading the client meanwhile, and nothing is dropped.
+   */
+  throttleMs(client: Client): number {
+    const rate = this.o.maxMessagesPerSecond;
+    const t = this.now();
+    let b = this.buckets.get(client);
+    if (!b) {
+      b = { allowance: rate, last: t };
+      this.buckets.set(client, b);
+    }
+    b.allowance = Math.min(rate, b.allowance + ((t - b.last) / 1000) * rate) - 1;
+    b.last = t;
+    return b.allowance >= 0 ? 0 : (-b.allowance / rate) * 1000;
   }
 
   /** A new subscription filter for this client: false once it holds too many. */

@@ -49,6 +49,12 @@ export const SCHEMA = {
       min: 1,
       max: 65535,
     },
+    maxMessagesPerSecond: {
+      kind: 'int',
+      description: 'publishes per second per client; faster clients are slowed down (never dropped)',
+      default: 20000,
+      min: 1,
+    },
     maxSubscriptionsPerClient: {
       kind: 'int',
       description: 'further filters get SUBACK 0x80',

@@ -16,6 +16,7 @@ export interface Config {
     readonly connectRatePerIp: number;
     readonly maxClientIdBytes: number;
     readonly maxSubscriptionsPerClient: number;
+    readonly maxMessagesPerSecond: number;
     readonly maxTopicLevels: number;
     readonly tls: {
       readonly port?: number;

@@ -152,6 +152,10 @@ export class Metrics {
     'energy_ingest_auth_refused_total',
     'refused connections, publishes and subscriptions, by reason',
   );
+  readonly throttled = new Counter(
+    'energy_ingest_throttled_total',
+    'publishes held back by the per-client message rate limit',
+  );
   readonly qos0Dropped = new Counter(
     'energy_ingest_qos0_dropped_total',
     'QoS 0 readings dropped because the pipeline was full',
@@ -172,6 +176,7 @@ export class Metrics {
       this.qos0Dropped,
       this.backpressureWaits,
       this.authRefused,
+      this.throttled,
       this.writeDuration,
       this.ingestLatency,
       ...this.gauges,

@@ -75,3 +75,32 @@ describe('connection and subscription limits', () => {
     }
   });
 });
+
+describe('per-client message rate', () => {
+  it('slows a client above mqtt.maxMessagesPerSecond down instead of dropping anything', async () => {
+    const t = await startApp({ EI_MQTT_MAX_MESSAGES_PER_SECOND: '50' });
+    try {
+      const c = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4 });
+      const t0 = Date.now();
+      const now = Date.now();
+      await Promise.all(
+        Array.from({ length: 150 }, (_, i) =>
+          c.publishAsync(
+            `sensors/building_001/1/fast/power`,
+            JSON.stringify({ value: i, timestamp: now - 1000 + i }),
+            { qos: 1 },
+          ),
+        ),
+      );
+      const took = Date.now() - t0;
+      await c.endAsync();
+      // 50 at once (the burst), then 50 per second: about 2 s for the other 100
+      expect(took).toBeGreaterThanOrEqual(1500);
+      expect(t.app.metrics.throttled.get()).toBeGreaterThan(50);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(t.app.metrics.pointsWritten.get()).toBe(150);
+    } finally {
+      await t.stop();
+    }
+  });
+});
