@@ -246,6 +246,7 @@ export class App {
       tls: readTls(cfg),
       limits: new Limits(cfg.mqtt),
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
+      maxPacketBytes: cfg.mqtt.maxPacketBytes,
       ingress,
       log,
       httpServer: this.http,

@@ -27,6 +27,8 @@ export interface BrokerOptions {
   /** MQTT over TLS, when configured (PEM contents, not paths) */
   readonly limits: Limits;
   readonly maxTopicLevels: number;
+  /** larger MQTT packets close the connection (payloads above mqtt.maxPayloadBytes but below this are dead-lettered) */
+  readonly maxPacketBytes: number;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
@@ -47,6 +49,7 @@ const AEDES_LIMITS: Partial<AedesOptions> = {
  */
 export class Broker {
   private aedes: Aedes | null = null;
+  private guardWarned = false;
   private tlsServer: TlsServer | null = null;
   tlsPort = 0;
   private readonly principals = new WeakMap<Client, Principal>();
@@ -143,7 +146,7 @@ export class Broker {
 
     this.tcp = createServer((socket) => {
       socket.setNoDelay(true);
-      aedes.handle(socket);
+      this.guardPacketSize(aedes.handle(socket), socket);
     });
     this.port = await listen(this.tcp, this.opts.host, this.opts.port, 'MQTT');
 
@@ -163,7 +166,7 @@ export class Broker {
         },
         (socket) => {
           socket.setNoDelay(true);
-          aedes.handle(socket);
+          this.guardPacketSize(aedes.handle(socket), socket);
         },
       );
       this.tlsServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
@@ -181,9 +184,43 @@ export class Broker {
     this.wss.on('connection', (ws, req) => {
       const stream = createWebSocketStream(ws);
       stream.on('error', () => stream.destroy());
-      aedes.handle(stream, req);
+      this.guardPacketSize(aedes.handle(stream, req), stream);
     });
     log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
+  }
+
+  /**
+   * Aedes has no packet size limit: it buffers a packet whole, whatever length
+   * its header claims. After each parse of a socket read, the bytes still
+   * buffered belong to one unfinished packet; beyond maxPacketBytes the client
+   * is cut off. (Relies on Aedes's per-client mqtt-packet parser, pinned with
+   * Aedes 1.x; without it the guard stays off and says so once.)
+   */
+  private guardPacketSize(client: Client, stream: { destroy(): void }): void {
+    const parser = (
+      client as unknown as { _parser?: { parse?: (b: Buffer) => number; _list?: { length: number } } }
+    )._parser;
+    if (!parser?.parse || !parser._list) {
+      if (!this.guardWarned) this.opts.log.warn('MQTT packet size guard unavailable with this Aedes version');
+      this.guardWarned = true;
+      return;
+    }
+    const parse = parser.parse.bind(parser);
+    const max = this.opts.maxPacketBytes;
+    parser.parse = (buf: Buffer) => {
+      const left = parse(buf);
+      if (parser._list!.length > max) {
+        this.refuse(
+          'packet_too_large',
+          client.id,
+          this.principals.get(client),
+          `packet over ${max} bytes`,
+          '',
+        );
+        stream.destroy();
+      }
+      return left;
+    };
   }
 
   private refuse(

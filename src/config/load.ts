@@ -290,6 +290,11 @@ export function loadConfig(opts: LoadOptions): Config {
   };
   const tls = cfg.mqtt.tls ?? {};
 
+  if (cfg.mqtt.maxPacketBytes <= cfg.mqtt.maxPayloadBytes) {
+    errors.push(
+      'mqtt.maxPacketBytes: must exceed mqtt.maxPayloadBytes (payloads in between are dead-lettered as payload_too_large)',
+    );
+  }
   if (tls.port !== undefined && (!tls.cert || !tls.key)) {
     errors.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
   }

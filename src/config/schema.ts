@@ -68,6 +68,13 @@ export const SCHEMA = {
       min: 5,
       max: 100,
     },
+    maxPacketBytes: {
+      kind: 'bytes',
+      description: 'larger MQTT packets close the connection (must exceed maxPayloadBytes)',
+      default: 1024 * 1024,
+      min: 1024,
+      max: 256 * 1024 * 1024,
+    },
     maxPayloadBytes: {
       kind: 'bytes',
       description: 'larger publishes to sensors/ are rejected as payload_too_large',

@@ -12,6 +12,7 @@ export interface Config {
     readonly host: string;
     readonly port: number;
     readonly maxPayloadBytes: number;
+    readonly maxPacketBytes: number;
     readonly maxConnections: number;
     readonly connectRatePerIp: number;
     readonly maxClientIdBytes: number;

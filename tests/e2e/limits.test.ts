@@ -104,3 +104,35 @@ describe('per-client message rate', () => {
     }
   });
 });
+
+describe('packet size', () => {
+  it('closes a connection whose packet exceeds mqtt.maxPacketBytes, before it is read whole; others carry on', async () => {
+    const t = await startApp({ EI_MQTT_MAX_PACKET_BYTES: '256KiB' });
+    try {
+      const { default: mqttPacket } = await import('mqtt-packet');
+      // a PUBLISH whose header announces 10 MB; only its first 2 MB are ever sent
+      const huge = mqttPacket.generate({
+        cmd: 'publish',
+        topic: 'sensors/1/1/r/t',
+        payload: Buffer.alloc(10 * 1024 * 1024, 0x31),
+        qos: 0,
+        retain: false,
+        dup: false,
+      });
+      const r = await rawSession(
+        t.app.mqttPort,
+        [connectPacket('huge'), huge.subarray(0, 2 * 1024 * 1024)],
+        3000,
+      );
+      expect(r.closed).toBe(true);
+      expect(t.app.metrics.authRefused.get({ reason: 'packet_too_large' })).toBe(1);
+      // a payload over maxPayloadBytes but under the packet cap is still acknowledged and dead-lettered
+      const c = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4 });
+      await c.publishAsync('sensors/building_001/1/r/power', Buffer.alloc(100 * 1024, 0x31), { qos: 1 });
+      await c.endAsync();
+      expect(t.app.metrics.messagesRejected.get({ reason: 'payload_too_large' })).toBe(1);
+    } finally {
+      await t.stop();
+    }
+  });
+});
