@@ -247,6 +247,7 @@ export class App {
       limits: new Limits(cfg.mqtt),
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
+      connectTimeoutMs: cfg.mqtt.connectTimeoutMs,
       ingress,
       log,
       httpServer: this.http,

@@ -29,6 +29,7 @@ export interface BrokerOptions {
   readonly maxTopicLevels: number;
   /** larger MQTT packets close the connection (payloads above mqtt.maxPayloadBytes but below this are dead-lettered) */
   readonly maxPacketBytes: number;
+  readonly connectTimeoutMs: number;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
@@ -39,7 +40,6 @@ const AEDES_LIMITS: Partial<AedesOptions> = {
   // inbound QoS 2 awaiting PUBREL, per client
   maxInflightInbound: 1000,
   maxClientsIdLength: 256,
-  connectTimeout: 30_000,
 };
 
 /**
@@ -75,6 +75,7 @@ export class Broker {
     const aedes = await Aedes.createBroker({
       ...AEDES_LIMITS,
       maxTopicLevels: this.opts.maxTopicLevels,
+      connectTimeout: this.opts.connectTimeoutMs,
       ...connectHooks(
         (client, username, password, done) => {
           this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(

@@ -68,6 +68,13 @@ export const SCHEMA = {
       min: 5,
       max: 100,
     },
+    connectTimeoutMs: {
+      kind: 'int',
+      description: 'a connection that has not completed CONNECT by then is closed',
+      default: 30000,
+      min: 100,
+      max: 600000,
+    },
     maxPacketBytes: {
       kind: 'bytes',
       description: 'larger MQTT packets close the connection (must exceed maxPayloadBytes)',

@@ -13,6 +13,7 @@ export interface Config {
     readonly port: number;
     readonly maxPayloadBytes: number;
     readonly maxPacketBytes: number;
+    readonly connectTimeoutMs: number;
     readonly maxConnections: number;
     readonly connectRatePerIp: number;
     readonly maxClientIdBytes: number;
