@@ -47,6 +47,22 @@ function readTls(cfg: Config): { port: number; cert: Buffer; key: Buffer; ca?: B
   };
 }
 
+function readHttpTls(cfg: Config): { cert: Buffer; key: Buffer } | undefined {
+  const { cert, key } = cfg.http.tls;
+  if (!cert || !key) return undefined;
+  const read = (name: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      throw new IngestError(
+        'EI_CONFIG_INVALID',
+        `invalid configuration:\n  http.tls.${name}: cannot read ${path}: ${(err as Error).message}`,
+      );
+    }
+  };
+  return { cert: read('cert', cert), key: read('key', key) };
+}
+
 /*
  * Composition root. Data flows left to right; start-up runs right to left so
  * every stage has its consumer before it gets input, and stop runs left to
@@ -214,6 +230,7 @@ export class App {
           }),
       },
       this.httpGuard(),
+      readHttpTls(cfg),
     );
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
 

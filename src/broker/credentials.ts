@@ -79,6 +79,7 @@ export async function hashPassword(password: string, n = 32768, r = 8, p = 1): P
  */
 export class VerifiedCache {
   private readonly seen = new Set<string>();
+  private readonly inFlight = new Map<string, Promise<boolean>>();
   constructor(private readonly max = 10_000) {}
 
   private key(password: string, stored: string): string {
@@ -88,7 +89,13 @@ export class VerifiedCache {
   async verify(password: string, stored: string): Promise<boolean> {
     const k = this.key(password, stored);
     if (this.seen.has(k)) return true;
-    const ok = await verifyPassword(password, stored);
+    // a fleet sharing one credential reconnects at once: one scrypt serves them all
+    let pending = this.inFlight.get(k);
+    if (!pending) {
+      pending = verifyPassword(password, stored).finally(() => this.inFlight.delete(k));
+      this.inFlight.set(k, pending);
+    }
+    const ok = await pending;
     if (ok) {
       if (this.seen.size >= this.max) this.seen.clear();
       this.seen.add(k);

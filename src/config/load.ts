@@ -295,6 +295,9 @@ export function loadConfig(opts: LoadOptions): Config {
       'mqtt.maxPacketBytes: must exceed mqtt.maxPayloadBytes (payloads in between are dead-lettered as payload_too_large)',
     );
   }
+  const httpTls = (out as { http?: { tls?: { cert?: string; key?: string } } }).http?.tls ?? {};
+  if (Boolean(httpTls.cert) !== Boolean(httpTls.key))
+    errors.push('http.tls: HTTPS needs both http.tls.cert and http.tls.key');
   if (tls.port !== undefined && (!tls.cert || !tls.key)) {
     errors.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
   }

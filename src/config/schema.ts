@@ -113,6 +113,10 @@ export const SCHEMA = {
       env: 'HTTP_HOST',
     },
     port: port('HTTP port (0 picks a free port)', 8080, 'HTTP_PORT'),
+    tls: {
+      cert: { kind: 'string', description: 'PEM certificate: serve HTTPS and WSS instead of HTTP and WS' },
+      key: { kind: 'string', description: 'PEM private key for http.tls.cert', secret: true },
+    },
   },
   influx: {
     url: {

@@ -27,7 +27,11 @@ export interface Config {
       readonly ca?: string;
     };
   };
-  readonly http: { readonly host: string; readonly port: number };
+  readonly http: {
+    readonly host: string;
+    readonly port: number;
+    readonly tls: { readonly cert?: string; readonly key?: string };
+  };
   readonly influx: {
     readonly url?: string;
     readonly api: 'auto' | 'v1' | 'v2';

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 
 export type Route = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
@@ -35,8 +36,12 @@ function basicAuth(req: IncomingMessage): { user?: string; password?: string } {
 }
 
 /** A plain node:http server with an exact-path GET route table; /mqtt upgrades are handled by the broker. */
-export function createHttpServer(routes: Readonly<Record<string, Route>>, guard?: Guard): Server {
-  return createServer((req, res) => {
+export function createHttpServer(
+  routes: Readonly<Record<string, Route>>,
+  guard?: Guard,
+  tls?: { readonly cert: Buffer; readonly key: Buffer },
+): Server {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]!;
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return json(res, 404, { error: 'not found', path });
@@ -58,5 +63,12 @@ export function createHttpServer(routes: Readonly<Record<string, Route>>, guard?
         if (!res.headersSent) json(res, 500, { error: (err as Error).message });
         else res.destroy();
       });
-  });
+  };
+  // HTTPS when a certificate is configured: the WebSocket endpoint becomes WSS with it
+  return tls
+    ? (createHttpsServer(
+        { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' },
+        handler,
+      ) as unknown as Server)
+    : createServer(handler);
 }

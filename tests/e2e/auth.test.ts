@@ -72,7 +72,12 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
     expect(await passwd(url, 'sensor-1', 's3nsor-pass', ['--role', 'sensor', '--building', '1'])).toBe(
       'updated sensor sensor-1 for building 1',
     );
-    t = await startApp({ DATABASE_URL: url, ALLOW_ANONYMOUS: 'false' });
+    // the storm test connects hundreds of clients from one address: lift the per-address rate limit here
+    t = await startApp({
+      DATABASE_URL: url,
+      ALLOW_ANONYMOUS: 'false',
+      EI_MQTT_CONNECT_RATE_PER_IP: '100000',
+    });
   });
   afterAll(async () => {
     await t.stop();
@@ -180,6 +185,44 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
     const ok = await fetch(`${t.httpUrl}/api/buildings`, { headers: basic('ops', 'hunter2') });
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { buildings: unknown[] }).buildings).toHaveLength(2);
+  });
+
+  it('a reconnect storm after a power cut: 200 sensors at once, then again with the verified-credential cache', async () => {
+    expect(await passwd(url, 'storm', 'storm-password', ['--role', 'sensor', '--building', '1'])).toBe(
+      'created sensor storm for building 1',
+    );
+    await eventually(async () => {
+      const r = await fetch(`${t.httpUrl}/api/buildings`, {
+        headers: { authorization: `Basic ${Buffer.from('ops:hunter2').toString('base64')}` },
+      });
+      return r.ok;
+    });
+    await new Promise((r) => setTimeout(r, 200)); // the NOTIFY-driven reload that brings the new device
+    const wave = async () => {
+      const t0 = performance.now();
+      const clients = await Promise.all(
+        Array.from({ length: 200 }, (_, i) =>
+          mqtt.connectAsync(t.mqttUrl, {
+            protocolVersion: 4,
+            username: 'storm',
+            password: 'storm-password',
+            clientId: `storm-${i}`,
+            reconnectPeriod: 0,
+          }),
+        ),
+      );
+      const ms = performance.now() - t0;
+      await Promise.all(clients.map((c) => c.endAsync()));
+      return ms;
+    };
+    const cold = await wave();
+    const warm = await wave();
+    console.log(
+      `reconnect storm: 200 credentialed connects in ${Math.round(cold)} ms cold (scrypt N=32768), ${Math.round(warm)} ms warm (cached)`,
+    );
+    // one shared scrypt, not 200 of them (which took ~20 s on 2 cores before coalescing)
+    expect(cold).toBeLessThan(5000);
+    expect(warm).toBeLessThan(3000);
   });
 
   it('a device disabled while connected is disconnected at the next metadata refresh', async () => {

@@ -107,3 +107,30 @@ describe('MQTT over TLS (openssl certificates, mosquitto_pub, MQTT.js)', () => {
     ).rejects.toThrow(/certificate/i);
   });
 });
+
+describe('HTTPS and MQTT over WSS', () => {
+  it('serves /health over HTTPS and MQTT over wss://…/mqtt when http.tls is set', async () => {
+    const certs = makeCerts('unused');
+    const t = await startApp({ EI_HTTP_TLS_CERT: certs.serverCert, EI_HTTP_TLS_KEY: certs.serverKey });
+    try {
+      const { get } = await import('node:https');
+      const status = await new Promise<number>((resolve, reject) => {
+        get(`https://127.0.0.1:${t.app.httpPort}/health`, { ca: readFileSync(certs.ca) }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        }).on('error', reject);
+      });
+      expect(status).toBe(200);
+      const c = await mqtt.connectAsync(`wss://127.0.0.1:${t.app.httpPort}/mqtt`, {
+        protocolVersion: 4,
+        ca: readFileSync(certs.ca),
+      });
+      const before = t.app.metrics.pointsWritten.get();
+      await c.publishAsync('sensors/building_001/1/wss/temperature', '19.5', { qos: 1 });
+      await c.endAsync();
+      await eventually(async () => t.app.metrics.pointsWritten.get() > before);
+    } finally {
+      await t.stop();
+    }
+  });
+});
