@@ -25,8 +25,3 @@ export class IngestError extends Error {
     this.code = code;
   }
 }
-
-export function errorMessage(err: unknown): string {
-  if (err instanceof Error) return err.message;
-  return String(err);
-}

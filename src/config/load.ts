@@ -5,7 +5,7 @@ import cron from 'node-cron';
 import { parse as parseYaml } from 'yaml';
 import { IngestError } from '../errors.js';
 import { canonicalBuildingKey } from '../ingest/building.js';
-import { envName, type Field, fields } from './schema.js';
+import { envName, type Field, fields, SCHEMA } from './schema.js';
 import type { BuildingMeta, Config } from './types.js';
 
 /** The package root, found by walking up: the same code runs from src/ (tests) and dist/src/ (bin). */
@@ -198,22 +198,8 @@ function parseBuildings(raw: unknown, errors: string[]): BuildingMeta[] {
   return out;
 }
 
-const KNOWN_TOP_LEVEL = new Set([
-  'rollups',
-  'mqtt',
-  'http',
-  'influx',
-  'redis',
-  'postgres',
-  'dataDir',
-  'log',
-  'auth',
-  'pipeline',
-  'ingest',
-  'metadata',
-  'alerts',
-  'buildings',
-]);
+// Top-level keys: the schema's sections plus the lists it does not describe field by field.
+const KNOWN_TOP_LEVEL = new Set([...Object.keys(SCHEMA), 'buildings']);
 
 function unknownKeys(doc: Plain, errors: string[]): void {
   const known = new Set([...fields()].map(([p]) => p));

@@ -76,8 +76,3 @@ export function configSnapshot(
     devices: [],
   };
 }
-
-/** What /api/buildings and the cache show: everything but device password hashes. */
-export function publicBuildings(s: MetadataSnapshot): readonly Building[] {
-  return s.buildings;
-}

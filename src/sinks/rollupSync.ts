@@ -34,7 +34,6 @@ export class RollupSync {
   private timer: NodeJS.Timeout | null = null;
   private instanceId = '';
   private flushing: Promise<void> | null = null;
-  lastFlushAt: number | null = null;
   lastError: string | null = null;
 
   constructor(private readonly opts: RollupSyncOptions) {}
@@ -111,7 +110,6 @@ export class RollupSync {
       this.opts.durableLog.commit(ROLLUP_SINK, offset);
       if (this.lastError) this.opts.log.info('roll-ups flush again');
       this.lastError = null;
-      this.lastFlushAt = Date.now();
     } catch (err) {
       this.agg.restore(rows);
       if (!this.lastError)
