@@ -19,6 +19,9 @@ export const pgTypes = {
 
 export async function loadSnapshot(pool: pg.Pool): Promise<MetadataSnapshot> {
   const client = await pool.connect();
+  // a server that dies between two statements errors the client itself: handled here, reported by the next query
+  const ignore = () => {};
+  client.on('error', ignore);
   try {
     // one consistent view of the four tables
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -57,6 +60,7 @@ export async function loadSnapshot(pool: pg.Pool): Promise<MetadataSnapshot> {
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
+    client.off('error', ignore);
     client.release();
   }
 }

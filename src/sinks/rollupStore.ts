@@ -16,6 +16,9 @@ export async function flushRollups(
   offset: number,
 ): Promise<void> {
   const client = await pool.connect();
+  // a server that dies between two statements errors the client itself: handled here, reported by the next query
+  const ignore = () => {};
+  client.on('error', ignore);
   try {
     await client.query('BEGIN');
     if (rows.length) {
@@ -51,6 +54,7 @@ export async function flushRollups(
     await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
+    client.off('error', ignore);
     client.release();
   }
 }

@@ -5,15 +5,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../../src/metadata/migrations.js';
 import { deadLetters, mosquittoPub, startApp, type TestApp } from '../helpers/app.js';
-import { eventually, type RestartableService, startPostgres } from '../helpers/services.js';
+import { eventually, freshDatabase, type RestartableService, startPostgres } from '../helpers/services.js';
 
-async function freshDatabase(adminUrl: string, name: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = adminUrl.replace(/\/postgres$/, `/${name}`);
+async function migratedDatabase(adminUrl: string, name: string): Promise<string> {
+  const url = await freshDatabase(adminUrl, name);
   await migrate(url);
   return url;
 }
@@ -37,7 +32,7 @@ describe('metadata from PostgreSQL, live', () => {
   let redis: Redis;
   let t: TestApp;
   beforeAll(async () => {
-    url = await freshDatabase(inject('postgresUrl'), 'meta_live');
+    url = await migratedDatabase(inject('postgresUrl'), 'meta_live');
     db = new pg.Client({ connectionString: url });
     await db.connect();
     await db.query(
@@ -154,7 +149,7 @@ describe('PostgreSQL faults', () => {
   });
 
   it('down at start: starts from metadata.json; down mid-run: ingestion goes on, /ready degraded; back: the listener returns', async () => {
-    const url = await freshDatabase(pgServer.url, 'meta_fault');
+    const url = await migratedDatabase(pgServer.url, 'meta_fault');
     const db1 = new pg.Client({ connectionString: url });
     await db1.connect();
     await db1.query(`INSERT INTO buildings (id, name, address) VALUES (1, '건물A', '서울시 강남구')`);
@@ -200,6 +195,7 @@ describe('PostgreSQL faults', () => {
 
       await pgServer.restart();
       const db2 = new pg.Client({ connectionString: url });
+      db2.on('error', () => {});
       await db2.connect();
       // the listener reconnects on its own; then a NOTIFY-driven load picks up the new building
       await eventually(
@@ -220,12 +216,14 @@ describe('PostgreSQL faults', () => {
 
       // slow queries: the buildings table locked for 3 s while a refresh is due; ingestion does not wait
       const locker = new pg.Client({ connectionString: url });
+      locker.on('error', () => {});
       await locker.connect();
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE buildings IN ACCESS EXCLUSIVE MODE');
       const refreshing = app.buildings.size;
       void fetch(`${t.httpUrl}/ready`);
       const notify = new pg.Client({ connectionString: url });
+      notify.on('error', () => {});
       await notify.connect();
       await notify.query(`SELECT pg_notify('energy_ingest_metadata', 'buildings')`);
       await notify.end();
