@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../../src/metadata/migrations.js';
 import { deadLetters, startApp, type TestApp } from '../helpers/app.js';
-import { eventually } from '../helpers/services.js';
+import { eventually, freshDatabase } from '../helpers/services.js';
 
 const exec = promisify(execFile);
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'energy-ingest.js');
@@ -49,12 +49,7 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
   let db: pg.Client;
   let t: TestApp;
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: inject('postgresUrl') });
-    await admin.connect();
-    await admin.query('DROP DATABASE IF EXISTS auth_e2e');
-    await admin.query('CREATE DATABASE auth_e2e');
-    await admin.end();
-    url = inject('postgresUrl').replace(/\/postgres$/, '/auth_e2e');
+    url = await freshDatabase(inject('postgresUrl'), 'auth_e2e');
     await migrate(url);
     db = new pg.Client({ connectionString: url });
     await db.connect();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { mosquittoPub } from '../helpers/app.js';
-import { eventually, freePort, tempDir } from '../helpers/services.js';
+import { eventually, freePort, freshDatabase, tempDir } from '../helpers/services.js';
 
 // The bin as users run it (built by `npm test` before vitest starts).
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'energy-ingest.js');
@@ -54,13 +54,7 @@ describe('energy-ingest CLI', () => {
   });
 
   it('migrate creates the schema, a second run changes nothing, and it needs DATABASE_URL', async () => {
-    const pg = await import('pg');
-    const admin = new pg.default.Client({ connectionString: inject('postgresUrl') });
-    await admin.connect();
-    await admin.query('DROP DATABASE IF EXISTS cli_migrate');
-    await admin.query('CREATE DATABASE cli_migrate');
-    await admin.end();
-    const url = inject('postgresUrl').replace(/\/postgres$/, '/cli_migrate');
+    const url = await freshDatabase(inject('postgresUrl'), 'cli_migrate');
     const first = await cli(['migrate'], { DATABASE_URL: url });
     expect(first.code, first.stderr).toBe(0);
     expect(first.stdout).toMatch(/migration 3: done in \d+ ms\nschema at version 3 \(3 applied\)/);

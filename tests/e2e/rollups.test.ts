@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../../src/metadata/migrations.js';
 import { type DaemonProcess, spawnDaemon } from '../helpers/daemon.js';
-import { eventually, tempDir } from '../helpers/services.js';
+import { eventually, freshDatabase, tempDir } from '../helpers/services.js';
 
 // Hourly roll-ups in PostgreSQL: merge-upserts, exactly once per reading
 // across a clean restart and a kill -9, energy_usage_daily from power in W.
@@ -13,12 +13,7 @@ let db: pg.Client;
 const daemons: DaemonProcess[] = [];
 
 beforeAll(async () => {
-  const admin = new pg.Client({ connectionString: inject('postgresUrl') });
-  await admin.connect();
-  await admin.query('DROP DATABASE IF EXISTS rollups_e2e');
-  await admin.query('CREATE DATABASE rollups_e2e');
-  await admin.end();
-  url = inject('postgresUrl').replace(/\/postgres$/, '/rollups_e2e');
+  url = await freshDatabase(inject('postgresUrl'), 'rollups_e2e');
   await migrate(url);
   db = new pg.Client({ connectionString: url });
   await db.connect();

@@ -8,7 +8,7 @@ import { hashPassword } from '../../src/broker/credentials.js';
 import { migrate } from '../../src/metadata/migrations.js';
 import { startApp, type TestApp } from '../helpers/app.js';
 import { makeCerts, type TestCerts } from '../helpers/certs.js';
-import { eventually } from '../helpers/services.js';
+import { eventually, freshDatabase } from '../helpers/services.js';
 
 const exec = promisify(execFile);
 
@@ -30,12 +30,7 @@ describe('MQTT over TLS (openssl certificates, mosquitto_pub, MQTT.js)', () => {
   let t: TestApp;
   beforeAll(async () => {
     certs = makeCerts('sensor-tls');
-    const admin = new pg.Client({ connectionString: inject('postgresUrl') });
-    await admin.connect();
-    await admin.query('DROP DATABASE IF EXISTS tls_e2e');
-    await admin.query('CREATE DATABASE tls_e2e');
-    await admin.end();
-    const url = inject('postgresUrl').replace(/\/postgres$/, '/tls_e2e');
+    const url = await freshDatabase(inject('postgresUrl'), 'tls_e2e');
     await migrate(url);
     const db = new pg.Client({ connectionString: url });
     await db.connect();

@@ -345,3 +345,20 @@ export async function startRedis(): Promise<RestartableService> {
     crashSignal: 'SIGKILL',
   });
 }
+
+/**
+ * A new, empty database on a test PostgreSQL (dropped first if an earlier run
+ * left it behind); its URL. Schema-level tests migrate it themselves.
+ */
+export async function freshDatabase(adminUrl: string, name: string): Promise<string> {
+  const pg = await import('pg');
+  const admin = new pg.default.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name}`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  return adminUrl.replace(/\/postgres$/, `/${name}`);
+}

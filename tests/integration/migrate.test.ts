@@ -1,21 +1,13 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { MIGRATIONS, migrate } from '../../src/metadata/migrations.js';
-
-async function freshDatabase(name: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: inject('postgresUrl') });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name}`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  return inject('postgresUrl').replace(/\/postgres$/, `/${name}`);
-}
+import { freshDatabase } from '../helpers/services.js';
 
 describe('energy-ingest migrate (real PostgreSQL)', () => {
   let url: string;
   let db: pg.Client;
   beforeAll(async () => {
-    url = await freshDatabase('mig_test');
+    url = await freshDatabase(inject('postgresUrl'), 'mig_test');
     db = new pg.Client({ connectionString: url });
     await db.connect();
   });
@@ -114,7 +106,7 @@ describe('energy-ingest migrate (real PostgreSQL)', () => {
   });
 
   it('upgrades a database left at an older version', async () => {
-    const old = await freshDatabase('mig_old');
+    const old = await freshDatabase(inject('postgresUrl'), 'mig_old');
     expect((await migrate(old, () => {}, MIGRATIONS.slice(0, 1))).applied.map((a) => a.version)).toEqual([1]);
     const up = await migrate(old);
     expect(up.applied.map((a) => a.version)).toEqual([2, 3]);
