@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { mergeRules } from './alerts/rules.js';
+import { AlertService } from './alerts/service.js';
 import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { VerifiedCache } from './broker/credentials.js';
@@ -12,6 +14,7 @@ import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { Metrics } from './http/metrics.js';
 import { createHttpServer, type Guard, json } from './http/server.js';
+import { canonicalBuildingKey, parseBuildingSegment } from './ingest/building.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
@@ -82,6 +85,7 @@ export class App {
   private metadata: MetadataSync | null = null;
   private redis: Redis | null = null;
   private rollups: RollupSync | null = null;
+  private alerts: AlertService | null = null;
   private authenticator: Authenticator | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
@@ -180,6 +184,20 @@ export class App {
       await this.rollups.start();
     }
 
+    this.alerts = new AlertService({
+      dataDir: cfg.dataDir,
+      locale: cfg.alerts.locale,
+      fsync: cfg.pipeline.durability === 'fsync',
+      redis: this.redis,
+      maxQueued: cfg.alerts.maxQueued,
+      metrics,
+      log,
+    });
+    await this.alerts.open();
+    this.applyRules();
+    this.alerts.restore();
+    const alerts = this.alerts;
+
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
@@ -187,6 +205,7 @@ export class App {
       pipeline,
       durableLog,
       rollups: this.rollups ?? undefined,
+      alerts,
       deadLetter: (r) => deadLetter.append(r),
       metrics,
       log,
@@ -222,6 +241,15 @@ export class App {
           res.end(metrics.render());
         },
         '/api/status': (_req, res) => json(res, 200, this.status()),
+        '/api/alerts/active': (req, res) => {
+          const building = new URL(req.url ?? '/', 'http://x').searchParams.get('building_id');
+          const id = building ? parseBuildingSegment(building) : undefined;
+          const key = id === undefined ? undefined : canonicalBuildingKey(id);
+          if (building && id === undefined)
+            return json(res, 400, { error: `building_id: "${building}" is not a building id` });
+          const active = alerts.active(key);
+          json(res, 200, { count: active.length, alerts: active });
+        },
         '/api/buildings': (_req, res) =>
           json(res, 200, {
             source: this.snapshot.source,
@@ -270,6 +298,7 @@ export class App {
       httpServer: this.http,
     });
     await this.broker.start();
+    alerts.attachBroker(this.broker.aedesInstance);
     this.mqttPort = this.broker.port;
     this.mqttTlsPort = this.broker.tlsPort;
     log.info(
@@ -295,8 +324,18 @@ export class App {
     };
   }
 
+  /** config rules merged with the alert_rules rows of the current metadata (rows win) */
+  private applyRules(): void {
+    if (!this.alerts) return;
+    const rules = mergeRules(this.cfg.alerts.rules, this.snapshot.alertRules, (id, problems) =>
+      this.log.warn({ rule: id, problems }, 'alert_rules row skipped: it cannot be evaluated'),
+    );
+    this.alerts.setRules(rules);
+  }
+
   private useSnapshot(s: MetadataSnapshot): void {
     this.snapshot = s;
+    this.applyRules();
     this.buildings.replace(s.buildings.map((b) => b.id));
     const closed = this.broker?.enforceDevices(s.devices) ?? 0;
     if (closed) this.log.info({ closed }, 'disconnected clients of disabled or removed devices');
@@ -384,6 +423,7 @@ export class App {
   async stop(): Promise<void> {
     const deadline = Date.now() + this.cfg.pipeline.shutdownTimeoutMs;
     const { log } = this;
+    this.alerts?.detachBroker();
     await this.broker?.close();
     if (this.pipeline) {
       const { unwritten, logBehind } = await this.pipeline.drain(deadline);
@@ -394,6 +434,7 @@ export class App {
         );
       } else log.info('pipeline drained');
     }
+    await this.alerts?.stop(deadline);
     await this.rollups?.stop();
     await this.durableLog?.close();
     await this.metadata?.stop();

@@ -20,6 +20,10 @@ export interface IngressDeps {
   readonly durableLog: DurableLog;
   /** roll-ups see every reading that went into the log (when PostgreSQL is configured) */
   readonly rollups?: { record(readings: readonly Reading[], logEnd: number): void };
+  /** alert evaluation, once per accepted reading; a promise only when events were produced */
+  readonly alerts?: {
+    evaluate(readings: readonly Reading[], receivedAtMs: number): Promise<void> | undefined;
+  };
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -122,7 +126,9 @@ export class Ingress {
     deps.metrics.readingsAccepted.inc(undefined, points.length);
     deps.pipeline.offer(points, appended.start, appended.end);
     deps.rollups?.record(readings, appended.end);
-    return appended.durable;
+    // evaluated here and nowhere else: the pipeline's replays and retries never reach the alerts
+    const alerted = deps.alerts?.evaluate(readings, receivedAtMs);
+    return alerted ? Promise.all([appended.durable, alerted]).then(() => {}) : appended.durable;
   }
 
   private reject(

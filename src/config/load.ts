@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cron from 'node-cron';
 import { parse as parseYaml } from 'yaml';
+import { parseConfigRules } from '../alerts/rules.js';
 import { IngestError } from '../errors.js';
 import { canonicalBuildingKey } from '../ingest/building.js';
 import { envName, type Field, fields, SCHEMA } from './schema.js';
@@ -266,6 +267,7 @@ export function loadConfig(opts: LoadOptions): Config {
     }
   }
   const buildings = parseBuildings(doc.buildings, errors);
+  const alertRules = parseConfigRules((doc.alerts as Plain | undefined)?.rules, errors);
 
   const cfg = out as unknown as {
     mqtt: Config['mqtt'];
@@ -318,6 +320,7 @@ export function loadConfig(opts: LoadOptions): Config {
   }
   (out as Plain).mqtt = { ...cfg.mqtt, tls };
   (out as Plain).buildings = buildings;
+  (out as { alerts: Plain }).alerts.rules = alertRules;
   (out as Plain).sources = sources;
   (out as Plain).dataDir = isAbsolute(out.dataDir as string) ? out.dataDir : resolve(out.dataDir as string);
   return deepFreeze(out) as unknown as Config;

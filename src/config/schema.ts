@@ -273,6 +273,14 @@ export const SCHEMA = {
   },
   alerts: {
     locale: { kind: 'enum', values: ['ko', 'en'], description: 'language of alert messages', default: 'ko' },
+    maxQueued: {
+      kind: 'int',
+      description:
+        'alert events held for Redis while it is down or slow; beyond it the oldest are dropped (counted)',
+      default: 100000,
+      min: 100,
+      max: 10000000,
+    },
   },
 } as const satisfies SchemaNode;
 

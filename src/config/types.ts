@@ -1,3 +1,4 @@
+import type { AlertRule } from '../alerts/rules.js';
 // The typed, frozen configuration every module receives. Built once by load.ts.
 
 export interface BuildingMeta {
@@ -69,7 +70,12 @@ export interface Config {
   };
   readonly metadata: { readonly refreshCron: string };
   readonly rollups: { readonly flushIntervalMs: number };
-  readonly alerts: { readonly locale: 'ko' | 'en' };
+  readonly alerts: {
+    readonly locale: 'ko' | 'en';
+    readonly maxQueued: number;
+    /** `alerts.rules`, validated; alert_rules rows win on the same id */
+    readonly rules: readonly AlertRule[];
+  };
   readonly buildings: readonly BuildingMeta[];
   /** Where the configuration came from, for `energy-ingest config` and logs. */
   readonly sources: readonly string[];

@@ -160,6 +160,15 @@ export class Metrics {
     'energy_ingest_qos0_dropped_total',
     'QoS 0 readings dropped because the pipeline was full',
   );
+  readonly alerts = new Counter('energy_ingest_alerts_total', 'alert events, by state and severity');
+  readonly alertDeliveryDropped = new Counter(
+    'energy_ingest_alert_delivery_dropped_total',
+    'alert events not delivered because the output queue was full, by output',
+  );
+  readonly alertDeliveryRetries = new Counter(
+    'energy_ingest_alert_delivery_retries_total',
+    'failed alert deliveries that were retried, by output',
+  );
   private readonly gauges: Gauge[] = [];
 
   gauge(name: string, help: string, read: () => number): void {
@@ -177,6 +186,9 @@ export class Metrics {
       this.backpressureWaits,
       this.authRefused,
       this.throttled,
+      this.alerts,
+      this.alertDeliveryDropped,
+      this.alertDeliveryRetries,
       this.writeDuration,
       this.ingestLatency,
       ...this.gauges,

@@ -1,0 +1,230 @@
+import type { Aedes } from 'aedes';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Metrics } from '../http/metrics.js';
+import type { Reading } from '../ingest/reading.js';
+import { fullJitterBackoff } from '../pipeline/retry.js';
+import { AlertMqttOutput } from '../sinks/alertMqtt.js';
+import { AlertRedisOutput } from '../sinks/alertRedis.js';
+import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField } from './evaluator.js';
+import { AlertJournal } from './journal.js';
+import type { Locale } from './messages.js';
+import type { AlertRule } from './rules.js';
+
+// Alerts as a side branch of ingest: readings in (once, as they are
+// accepted), events out through the journal to MQTT and Redis. The evaluator
+// decides; the journal makes its decisions survive a restart; the outputs
+// deliver without ever holding up ingestion.
+
+export interface AlertServiceOptions {
+  readonly dataDir: string;
+  readonly locale: Locale;
+  readonly fsync: boolean;
+  readonly redis: Redis | null;
+  readonly maxQueued: number;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+}
+
+const TICK_MS = 1000;
+const SAVE_SEEN_MS = 30_000;
+
+export class AlertService {
+  private readonly evaluator: AlertEvaluator;
+  private readonly mqtt: AlertMqttOutput;
+  private readonly redisOut: AlertRedisOutput | null;
+  private journal: AlertJournal | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private restored: { active: ActiveAlert[]; seen: Parameters<AlertEvaluator['restoreSeen']>[0] } | null =
+    null;
+  /** the raised event of each active alert by building and hash field (for /api and Redis repairs) */
+  private readonly activeIndex = new Map<string, Map<string, AlertEvent>>();
+
+  constructor(private readonly opts: AlertServiceOptions) {
+    this.evaluator = new AlertEvaluator({ locale: opts.locale });
+    this.mqtt = new AlertMqttOutput(opts.metrics, opts.log);
+    this.redisOut = opts.redis
+      ? new AlertRedisOutput({
+          redis: opts.redis,
+          metrics: opts.metrics,
+          log: opts.log,
+          retry: fullJitterBackoff(250, 5000),
+          maxQueued: opts.maxQueued,
+          activeEvent: (b, f) => this.activeIndex.get(b)?.get(f) ?? null,
+        })
+      : null;
+  }
+
+  /** Reads the journal; the state comes back in `restore()`, once the rules are known. */
+  async open(): Promise<void> {
+    const { journal, active, seen, existed } = await AlertJournal.open({
+      dataDir: this.opts.dataDir,
+      sync: this.opts.fsync,
+      log: this.opts.log,
+    });
+    this.journal = journal;
+    let restoredActive = active;
+    if (!existed && this.opts.redis) restoredActive = await this.fromRedis();
+    this.restored = { active: restoredActive, seen };
+  }
+
+  /**
+   * A fresh data directory (a new container, a lost volume) with Redis
+   * configured: the active alerts come back from alerts:active:*. With a
+   * journal present the journal is the truth: it also knows the episodes
+   * whose Redis delivery was still queued.
+   */
+  private async fromRedis(): Promise<ActiveAlert[]> {
+    const redis = this.opts.redis!;
+    const out: ActiveAlert[] = [];
+    try {
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', 'alerts:active:*', 'COUNT', 200);
+        cursor = next;
+        for (const key of keys) {
+          const fields = await redis.hgetall(key);
+          for (const body of Object.values(fields)) {
+            const e = JSON.parse(body) as AlertEvent;
+            if (e.state !== 'raised') continue;
+            const kind =
+              e.type === 'sensor_offline'
+                ? 'offline'
+                : (e.value ?? 0) > (e.threshold ?? 0)
+                  ? 'above'
+                  : 'below';
+            out.push({ kind, event: e });
+          }
+        }
+      } while (cursor !== '0');
+      if (out.length) this.opts.log.info({ active: out.length }, 'active alerts restored from Redis');
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'could not read active alerts from Redis');
+    }
+    return out;
+  }
+
+  /** The effective rules changed (start-up, metadata reload). */
+  setRules(rules: readonly AlertRule[]): void {
+    const events = this.evaluator.setRules(rules, Date.now());
+    if (events.length) this.emit(events);
+  }
+
+  /**
+   * After the first rules are set: the previous run's active alerts continue
+   * (nothing raised again), the broker's retained state is rebuilt, and the
+   * offline watch resumes. Starts the offline clock.
+   */
+  restore(): void {
+    const r = this.restored;
+    this.restored = null;
+    if (r) {
+      const now = Date.now();
+      const orphans = this.evaluator.restore(r.active, now);
+      this.evaluator.restoreSeen(r.seen, now);
+      const active = this.evaluator.active().map((a) => a.event);
+      for (const e of active) this.index(e);
+      this.mqtt.republish(active);
+      this.redisOut?.restoreActive(active);
+      if (orphans.length) this.emit(orphans);
+      if (r.active.length)
+        this.opts.log.info(
+          { active: active.length, clearedOrphans: orphans.length },
+          'active alerts restored',
+        );
+    }
+    this.timers.push(
+      setInterval(() => {
+        const events = this.evaluator.tick(Date.now());
+        if (events.length) this.emit(events);
+      }, TICK_MS),
+      setInterval(() => void this.saveSeen(), SAVE_SEEN_MS),
+    );
+    for (const t of this.timers) t.unref();
+  }
+
+  attachBroker(aedes: Aedes): void {
+    this.mqtt.attach(aedes);
+  }
+
+  /** before the broker closes: later events stay in the journal and are republished at next start */
+  detachBroker(): void {
+    this.mqtt.detach();
+  }
+
+  /**
+   * Called by the ingress for every accepted batch of readings. Returns a
+   * promise only when events were produced: it settles once they are in the
+   * journal, so a QoS 1 publisher is acknowledged after its alert is safe.
+   */
+  evaluate(readings: readonly Reading[], receivedAtMs: number): Promise<void> | undefined {
+    let events: AlertEvent[] | null = null;
+    for (const r of readings) {
+      const e = this.evaluator.evaluate(r, receivedAtMs);
+      if (e.length) {
+        if (events) events.push(...e);
+        else events = [...e];
+      }
+    }
+    return events ? this.emit(events) : undefined;
+  }
+
+  private emit(events: AlertEvent[]): Promise<void> {
+    for (const e of events) {
+      this.opts.metrics.alerts.inc({ state: e.state, severity: e.severity });
+      if (e.state === 'raised') this.index(e);
+      else this.activeIndex.get(e.building_id)?.delete(alertField(e));
+    }
+    const journal = this.journal;
+    const entries = events.map((event) => ({ kind: this.kindOf(event), event }));
+    const durable = journal ? journal.append(entries) : Promise.resolve();
+    return durable.then(() => {
+      this.mqtt.deliver(events);
+      this.redisOut?.deliver(events);
+      journal?.compactIfLarge(this.evaluator.active());
+    });
+  }
+
+  private kindOf(e: AlertEvent): ActiveAlert['kind'] {
+    if (e.type === 'sensor_offline') return 'offline';
+    return (e.value ?? 0) > (e.threshold ?? 0) ? 'above' : 'below';
+  }
+
+  private index(e: AlertEvent): void {
+    let m = this.activeIndex.get(e.building_id);
+    if (!m) {
+      m = new Map();
+      this.activeIndex.set(e.building_id, m);
+    }
+    m.set(alertField(e), e);
+  }
+
+  /** Active alerts, newest first; optionally of one building (canonical key). */
+  active(building?: string): AlertEvent[] {
+    const lists = building ? [this.activeIndex.get(building)] : [...this.activeIndex.values()];
+    const out: AlertEvent[] = [];
+    for (const m of lists) if (m) out.push(...m.values());
+    return out.sort((a, b) => (a.raised_at < b.raised_at ? 1 : a.raised_at > b.raised_at ? -1 : 0));
+  }
+
+  get redisQueued(): number {
+    return this.redisOut?.queued ?? 0;
+  }
+
+  private async saveSeen(): Promise<void> {
+    try {
+      await this.journal?.saveSeen(this.evaluator.seenSeries());
+    } catch (err) {
+      this.opts.log.warn({ err }, 'could not save the offline watch list');
+    }
+  }
+
+  async stop(deadline: number): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    this.mqtt.detach();
+    await this.redisOut?.stop(deadline);
+    await this.saveSeen();
+    await this.journal?.close();
+  }
+}

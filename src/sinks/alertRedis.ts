@@ -1,0 +1,165 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { type AlertEvent, alertField } from '../alerts/evaluator.js';
+import type { Metrics } from '../http/metrics.js';
+import type { RetryPolicy } from '../pipeline/retry.js';
+
+// Alert events into Redis (contract section 11), off the ingest path: a
+// bounded queue drained in pipelined batches, retried with backoff while
+// Redis is down or slow. When the queue overflows the oldest events are
+// dropped (counted), and the active hash fields they touched are marked:
+// once Redis answers again those fields are rewritten from the live alert
+// state, so alerts:active:* ends up right even when notifications were lost.
+
+export const STREAM_KEY = 'alerts:stream';
+const BATCH = 200;
+
+export interface AlertRedisOptions {
+  readonly redis: Redis;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly retry: RetryPolicy;
+  readonly maxQueued: number;
+  /** the current raised event of a hash field, or null: used to repair fields whose events were dropped */
+  readonly activeEvent: (building: string, field: string) => AlertEvent | null;
+}
+
+export class AlertRedisOutput {
+  private queue: AlertEvent[] = [];
+  private head = 0;
+  private readonly dirty = new Map<string, { building: string; field: string }>();
+  private running: Promise<void> | null = null;
+  private failures = 0;
+  private stopped = false;
+  private wake: (() => void) | null = null;
+  /** since when Redis has been failing, for the recovery log line */
+  private failingSince: number | null = null;
+
+  constructor(private readonly opts: AlertRedisOptions) {}
+
+  get queued(): number {
+    return this.queue.length - this.head;
+  }
+
+  deliver(events: readonly AlertEvent[]): void {
+    for (const e of events) {
+      if (this.queued >= this.opts.maxQueued) {
+        const lost = this.queue[this.head++]!;
+        this.opts.metrics.alertDeliveryDropped.inc({ output: 'redis' });
+        this.markDirty(lost);
+      }
+      this.queue.push(e);
+    }
+    this.kick();
+  }
+
+  /** Active alerts restored after a restart: the hash gets them again (idempotent). */
+  restoreActive(active: readonly AlertEvent[]): void {
+    for (const e of active) this.markDirty(e);
+    this.kick();
+  }
+
+  private markDirty(e: AlertEvent): void {
+    const field = alertField(e);
+    this.dirty.set(`${e.building_id}\n${field}`, { building: e.building_id, field });
+  }
+
+  private kick(): void {
+    if (this.stopped) return;
+    this.running ??= this.run().finally(() => {
+      this.running = null;
+      if (this.queued || this.dirty.size) this.kick();
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped && (this.queued || this.dirty.size)) {
+      const batch = this.queue.slice(this.head, this.head + BATCH);
+      const repairs = batch.length ? [] : [...this.dirty.values()].slice(0, BATCH);
+      try {
+        if (batch.length) await this.send(batch);
+        else await this.repair(repairs);
+        if (batch.length) {
+          this.head += batch.length;
+          if (this.head > 4096 && this.head * 2 > this.queue.length) {
+            this.queue = this.queue.slice(this.head);
+            this.head = 0;
+          }
+        } else for (const r of repairs) this.dirty.delete(`${r.building}\n${r.field}`);
+        if (this.failingSince !== null) {
+          this.opts.log.info(
+            { downForS: Math.round((Date.now() - this.failingSince) / 1000), queued: this.queued },
+            'Redis alert delivery recovered',
+          );
+          this.failingSince = null;
+        }
+        this.failures = 0;
+      } catch (err) {
+        this.opts.metrics.alertDeliveryRetries.inc({ output: 'redis' });
+        if (this.failingSince === null) {
+          this.failingSince = Date.now();
+          this.opts.log.warn(
+            { err: (err as Error).message, queued: this.queued },
+            'Redis alert delivery failing; queued and retrying',
+          );
+        }
+        await this.sleep(this.opts.retry.delayMs(++this.failures));
+      }
+    }
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      t.unref();
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+  }
+
+  private async send(batch: readonly AlertEvent[]): Promise<void> {
+    const p = this.opts.redis.pipeline();
+    for (const e of batch) {
+      const body = JSON.stringify(e);
+      const field = alertField(e);
+      p.publish(`alerts:${e.building_id}`, body);
+      p.xadd(STREAM_KEY, 'MAXLEN', '~', '100000', '*', 'event', body);
+      if (e.state === 'raised') p.hset(`alerts:active:${e.building_id}`, field, body);
+      else p.hdel(`alerts:active:${e.building_id}`, field);
+      p.set(`notification:${e.building_id}`, body, 'EX', 86400);
+    }
+    await exec(p);
+  }
+
+  private async repair(fields: ReadonlyArray<{ building: string; field: string }>): Promise<void> {
+    const p = this.opts.redis.pipeline();
+    for (const { building, field } of fields) {
+      const active = this.opts.activeEvent(building, field);
+      if (active) p.hset(`alerts:active:${building}`, field, JSON.stringify(active));
+      else p.hdel(`alerts:active:${building}`, field);
+    }
+    await exec(p);
+  }
+
+  /** Deliver what is queued until the deadline; what is left is logged (the active hash is repaired at next start). */
+  async stop(deadline: number): Promise<void> {
+    const left = () => this.queued + this.dirty.size;
+    while (left() && Date.now() < deadline && this.failingSince === null) {
+      this.wake?.();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    this.stopped = true;
+    this.wake?.();
+    await this.running;
+    if (left())
+      this.opts.log.warn({ undelivered: left() }, 'alert events not delivered to Redis at shutdown');
+  }
+}
+
+async function exec(p: ReturnType<Redis['pipeline']>): Promise<void> {
+  const results = await p.exec();
+  const failed = results?.find(([err]) => err);
+  if (failed) throw failed[0];
+}
