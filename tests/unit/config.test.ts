@@ -103,6 +103,28 @@ describe('configuration', () => {
     }
   });
 
+  it('alert rules: camelCase or snake_case, and a rule that can never raise is a configuration error', () => {
+    const ok = loadConfig({
+      configPath: file(
+        'alerts:\n  rules:\n    - { id: hot, sensorType: temperature, above: 30, forSeconds: 60 }\n',
+      ),
+      env: {},
+    });
+    expect(ok.alerts.rules).toEqual([
+      expect.objectContaining({ id: 'hot', sensorType: 'temperature', above: 30, forSeconds: 60 }),
+    ]);
+    expect(() =>
+      loadConfig({
+        configPath: file(
+          'alerts:\n  rules:\n    - { id: a, sensor_type: power }\n    - { id: b, sensor_type: power, above: 1, hysteresis: -2 }\n',
+        ),
+        env: {},
+      }),
+    ).toThrow(
+      /alerts\.rules\[0\]: needs above, below or offline_after_seconds[\s\S]*alerts\.rules\[1\]\.hysteresis: must not be below 0/,
+    );
+  });
+
   it('unreadable files are a clear error', () => {
     expect(() => loadConfig({ configPath: '/nonexistent/x.yaml', env: {} })).toThrow(
       /cannot read config file/,
