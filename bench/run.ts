@@ -7,8 +7,10 @@ import {
   type RestartableService,
   type Service,
   startInflux1,
+  startRedis,
   tempDir,
 } from '../tests/helpers/services.js';
+import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
 import { type ProcSample, sample } from './procStats.js';
 
 // npm run bench: every scenario next to its baseline, measured in the same run.
@@ -317,6 +319,56 @@ async function latency(influx: Service): Promise<Row> {
   };
 }
 
+/** 10,000 readings/s with 1% crossing a threshold: publish → Redis PUBLISH and → MQTT subscriber. */
+async function alerts(): Promise<Row[]> {
+  const redis = await startRedis();
+  try {
+    const d = await daemon({
+      REDIS_URL: redis.url,
+      ENERGY_INGEST_CONFIG: writeBenchConfig(),
+    });
+    const cpu0 = sample(d.child.pid!);
+    const r = await alertLatency(d.mqtt, redis.url);
+    const s = sample(d.child.pid!);
+    await stopChild(d.child);
+    rmSync(d.dataDir, { recursive: true, force: true });
+    const common = {
+      readings: r.readings,
+      readings_per_s: r.readingsPerS,
+      cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
+      peak_rss_mb: mb(s),
+    };
+    return [
+      {
+        scenario: 'alerts: 10,000 readings/s, 1% crossing (10 rules per series) → Redis PUBLISH',
+        ...common,
+        p50_ms: r.redis.p50,
+        p99_ms: r.redis.p99,
+        note: `${r.redis.all} of ${r.events} crossings received as events; percentiles over the ${r.redis.n} after a 3 s warm-up (warm-up max ${r.warmupMaxMs} ms while 10,000 series are first seen); latency = arrival − reading timestamp (its send time)`,
+      },
+      {
+        scenario: 'alerts: same run → MQTT subscriber on alerts/#',
+        ...common,
+        p50_ms: r.mqtt.p50,
+        p99_ms: r.mqtt.p99,
+        note: `${r.mqtt.all} of ${r.events} crossings received as events (the empty retained deletes not counted); ${r.mqtt.n} after the warm-up`,
+      },
+    ];
+  } finally {
+    await redis.stop();
+  }
+}
+
+function alertMicro(): Row {
+  const c = alertEvalCost();
+  return {
+    scenario: 'alert evaluation, 10 rules per series, 10,000 series (in process, micro-benchmark)',
+    readings: 2_000_000,
+    readings_per_s: Math.round(1e9 / c.tenRulesNs),
+    note: `${c.tenRulesNs} ns per reading including the loop; the same loop with no matching rule: ${c.baselineNs} ns`,
+  };
+}
+
 const round = (n: number) => Math.round(n * 10) / 10;
 const mb = (s: ProcSample) => Math.round(s.peakRssBytes / 1024 / 1024);
 
@@ -340,6 +392,13 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
 }
 
 async function main(): Promise<void> {
+  if (process.env.BENCH_ONLY === 'alerts') {
+    // quick loop while working on alerts; the report is printed, not written
+    const rows = [alertMicro(), ...(await alerts())];
+    console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=alerts' }));
+    for (const c of children) await stopChild(c);
+    return;
+  }
   const influx = await startInflux1();
   try {
     const bare = await bareAedes();
@@ -370,7 +429,11 @@ async function main(): Promise<void> {
     for (const r of [file, db, qos1Fsync, qos1Relaxed])
       r.vs_bare_aedes = r.readings_per_s / bare.readings_per_s;
     for (const r of [db, rec]) r.vs_influx_direct = r.readings_per_s / direct.readings_per_s;
-    const rows = [bare, direct, file, db, lat, qos1Fsync, qos1Relaxed, rec];
+    const micro = alertMicro();
+    console.error(`alert evaluation: ${micro.note}`);
+    const alertRows = await alerts();
+    console.error(`alerts: p99 redis ${alertRows[0]!.p99_ms} ms, mqtt ${alertRows[1]!.p99_ms} ms`);
+    const rows = [bare, direct, file, db, lat, qos1Fsync, qos1Relaxed, rec, ...alertRows, micro];
     const { cpus } = await import('node:os');
     const meta = {
       date: new Date().toISOString(),

@@ -153,11 +153,10 @@ export class AlertService {
   }
 
   /**
-   * Called by the ingress for every accepted batch of readings. Returns a
-   * promise only when events were produced: it settles once they are in the
-   * journal, so a QoS 1 publisher is acknowledged after its alert is safe.
+   * Called by the ingress for every accepted batch of readings, before the
+   * publisher is acknowledged; the events are in the journal when it returns.
    */
-  evaluate(readings: readonly Reading[], receivedAtMs: number): Promise<void> | undefined {
+  evaluate(readings: readonly Reading[], receivedAtMs: number): void {
     let events: AlertEvent[] | null = null;
     for (const r of readings) {
       const e = this.evaluator.evaluate(r, receivedAtMs);
@@ -166,23 +165,23 @@ export class AlertService {
         else events = [...e];
       }
     }
-    return events ? this.emit(events) : undefined;
+    if (events) this.emit(events);
   }
 
-  private emit(events: AlertEvent[]): Promise<void> {
+  /** journal first (synchronously), then delivery: a delivered event is always in the journal */
+  private emit(events: AlertEvent[]): void {
     for (const e of events) {
       this.opts.metrics.alerts.inc({ state: e.state, severity: e.severity });
       if (e.state === 'raised') this.index(e);
       else this.activeIndex.get(e.building_id)?.delete(alertField(e));
     }
     const journal = this.journal;
-    const entries = events.map((event) => ({ kind: this.kindOf(event), event }));
-    const durable = journal ? journal.append(entries) : Promise.resolve();
-    return durable.then(() => {
-      this.mqtt.deliver(events);
-      this.redisOut?.deliver(events);
-      journal?.compactIfLarge(this.evaluator.active());
-    });
+    if (journal) {
+      journal.append(events.map((event) => ({ kind: this.kindOf(event), event })));
+      journal.compactIfLarge(() => this.evaluator.active());
+    }
+    this.mqtt.deliver(events);
+    this.redisOut?.deliver(events);
   }
 
   private kindOf(e: AlertEvent): ActiveAlert['kind'] {

@@ -10,7 +10,7 @@ import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { canPublish, canSubscribe, type Principal } from './acl.js';
 import type { Authenticator } from './auth.js';
-import { connectHooks } from './conformance.js';
+import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
 import type { Limits } from './limits.js';
 
@@ -50,6 +50,7 @@ const AEDES_LIMITS: Partial<AedesOptions> = {
 export class Broker {
   private aedes: Aedes | null = null;
   private guardWarned = false;
+  private reorderWarned = false;
   private tlsServer: TlsServer | null = null;
   tlsPort = 0;
   private readonly principals = new WeakMap<Client, Principal>();
@@ -147,7 +148,7 @@ export class Broker {
 
     this.tcp = createServer((socket) => {
       socket.setNoDelay(true);
-      this.guardPacketSize(aedes.handle(socket), socket);
+      this.adopt(aedes.handle(socket), socket);
     });
     this.port = await listen(this.tcp, this.opts.host, this.opts.port, 'MQTT');
 
@@ -167,7 +168,7 @@ export class Broker {
         },
         (socket) => {
           socket.setNoDelay(true);
-          this.guardPacketSize(aedes.handle(socket), socket);
+          this.adopt(aedes.handle(socket), socket);
         },
       );
       this.tlsServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
@@ -185,7 +186,7 @@ export class Broker {
     this.wss.on('connection', (ws, req) => {
       const stream = createWebSocketStream(ws);
       stream.on('error', () => stream.destroy());
-      this.guardPacketSize(aedes.handle(stream, req), stream);
+      this.adopt(aedes.handle(stream, req), stream);
     });
     log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
   }
@@ -197,6 +198,17 @@ export class Broker {
    * is cut off. (Relies on Aedes's per-client mqtt-packet parser, pinned with
    * Aedes 1.x; without it the guard stays off and says so once.)
    */
+  /** Per-connection fixes, applied before the client can subscribe. */
+  private adopt(client: Client, stream: { destroy(): void }): void {
+    if (!keepReorderedDeliveries(client) && !this.reorderWarned) {
+      this.reorderWarned = true;
+      this.opts.log.warn(
+        'cannot correct Aedes dedupe with this Aedes version: reordered deliveries may be dropped',
+      );
+    }
+    this.guardPacketSize(client, stream);
+  }
+
   private guardPacketSize(client: Client, stream: { destroy(): void }): void {
     const parser = (
       client as unknown as { _parser?: { parse?: (b: Buffer) => number; _list?: { length: number } } }

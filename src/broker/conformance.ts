@@ -45,3 +45,45 @@ export function connectHooks(
     },
   };
 }
+
+type Deliver = (packet: { brokerId?: string | null; brokerCounter?: number }, cb: () => void) => void;
+
+/**
+ * Aedes drops a message when a newer one reached the client first: its
+ * per-client dedupe (meant for overlapping subscriptions, which deliver the
+ * same packet twice) keeps only the highest broker counter seen, so a
+ * retained publish, which waits for the retained store, loses to any later
+ * publish that overtakes it (moscajs/aedes#955, #994; measured: ~0.5% of the
+ * alert events a dashboard should get under load). This keeps the dedupe for
+ * real duplicates (the same counter again) and lets reordered packets through.
+ * Returns false when the Aedes internals it relies on are missing.
+ */
+export function keepReorderedDeliveries(client: Client, remember = 4096): boolean {
+  const c = client as unknown as {
+    deliver0?: Deliver;
+    deliverQoS?: Deliver;
+    duplicates?: Record<string, number>;
+  };
+  if (typeof c.deliver0 !== 'function' || typeof c.deliverQoS !== 'function' || !c.duplicates) return false;
+  const duplicates = c.duplicates;
+  const recent = new Set<string>();
+  const wrap =
+    (deliver: Deliver): Deliver =>
+    (packet, cb) => {
+      const id = packet.brokerId;
+      const n = packet.brokerCounter;
+      if (id && typeof n === 'number') {
+        const key = `${id}:${n}`;
+        if (recent.has(key)) duplicates[id] = Math.max(duplicates[id] ?? 0, n);
+        else {
+          recent.add(key);
+          if (recent.size > remember) recent.delete(recent.values().next().value!);
+          duplicates[id] = n - 1;
+        }
+      }
+      deliver(packet, cb);
+    };
+  c.deliver0 = wrap(c.deliver0);
+  c.deliverQoS = wrap(c.deliverQoS);
+  return true;
+}

@@ -21,9 +21,7 @@ export interface IngressDeps {
   /** roll-ups see every reading that went into the log (when PostgreSQL is configured) */
   readonly rollups?: { record(readings: readonly Reading[], logEnd: number): void };
   /** alert evaluation, once per accepted reading; a promise only when events were produced */
-  readonly alerts?: {
-    evaluate(readings: readonly Reading[], receivedAtMs: number): Promise<void> | undefined;
-  };
+  readonly alerts?: { evaluate(readings: readonly Reading[], receivedAtMs: number): void };
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -127,8 +125,8 @@ export class Ingress {
     deps.pipeline.offer(points, appended.start, appended.end);
     deps.rollups?.record(readings, appended.end);
     // evaluated here and nowhere else: the pipeline's replays and retries never reach the alerts
-    const alerted = deps.alerts?.evaluate(readings, receivedAtMs);
-    return alerted ? Promise.all([appended.durable, alerted]).then(() => {}) : appended.durable;
+    deps.alerts?.evaluate(readings, receivedAtMs);
+    return appended.durable;
   }
 
   private reject(
