@@ -177,7 +177,12 @@ export function alertEvalCost(
     const ns = Number(process.hrtime.bigint() - t) / readings;
     return { ns, events };
   };
-  const baseline = run([]);
-  const ten = run(rules);
-  return { tenRulesNs: Math.round(ten.ns), baselineNs: Math.round(baseline.ns) };
+  // best of three: the machine's other tenants only ever add time
+  let baseline = Number.POSITIVE_INFINITY;
+  let ten = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 3; i++) {
+    baseline = Math.min(baseline, run([]).ns);
+    ten = Math.min(ten, run(rules).ns);
+  }
+  return { tenRulesNs: Math.round(ten), baselineNs: Math.round(baseline) };
 }

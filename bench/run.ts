@@ -399,6 +399,9 @@ async function main(): Promise<void> {
     for (const c of children) await stopChild(c);
     return;
   }
+  // first, while nothing else runs: an in-process micro-benchmark
+  const micro = alertMicro();
+  console.error(`alert evaluation: ${micro.note}`);
   const influx = await startInflux1();
   try {
     const bare = await bareAedes();
@@ -429,8 +432,6 @@ async function main(): Promise<void> {
     for (const r of [file, db, qos1Fsync, qos1Relaxed])
       r.vs_bare_aedes = r.readings_per_s / bare.readings_per_s;
     for (const r of [db, rec]) r.vs_influx_direct = r.readings_per_s / direct.readings_per_s;
-    const micro = alertMicro();
-    console.error(`alert evaluation: ${micro.note}`);
     const alertRows = await alerts();
     console.error(`alerts: p99 redis ${alertRows[0]!.p99_ms} ms, mqtt ${alertRows[1]!.p99_ms} ms`);
     const rows = [bare, direct, file, db, lat, qos1Fsync, qos1Relaxed, rec, ...alertRows, micro];

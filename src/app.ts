@@ -224,6 +224,17 @@ export class App {
     );
     metrics.gauge('energy_ingest_log_bytes', 'bytes held by the durable log', () => durableLog.bytes);
     metrics.gauge(
+      'energy_ingest_metadata_age_seconds',
+      'age of the building/rule/device metadata in use',
+      () => Math.max(0, Math.round((Date.now() - Date.parse(this.snapshot.loadedAt)) / 1000)),
+    );
+    metrics.gauge('energy_ingest_alerts_active', 'alerts currently raised', () => alerts.activeCount);
+    metrics.gauge(
+      'energy_ingest_alert_delivery_queued',
+      'alert events waiting for Redis',
+      () => alerts.redisQueued,
+    );
+    metrics.gauge(
       'energy_ingest_log_oldest_unsent_age_seconds',
       'age of the oldest reading not yet written',
       () => this.oldestUnsentAgeS(),
@@ -236,9 +247,10 @@ export class App {
           const r = await this.readiness();
           json(res, r.ready ? 200 : 503, r.body);
         },
-        '/metrics': (_req, res) => {
-          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-          res.end(metrics.render());
+        '/metrics': async (_req, res) => {
+          const body = await metrics.render();
+          res.writeHead(200, { 'content-type': metrics.contentType });
+          res.end(body);
         },
         '/api/status': (_req, res) => json(res, 200, this.status()),
         '/api/alerts/active': (req, res) => {

@@ -206,6 +206,12 @@ export class AlertService {
     return out.sort((a, b) => (a.raised_at < b.raised_at ? 1 : a.raised_at > b.raised_at ? -1 : 0));
   }
 
+  get activeCount(): number {
+    let n = 0;
+    for (const m of this.activeIndex.values()) n += m.size;
+    return n;
+  }
+
   get redisQueued(): number {
     return this.redisOut?.queued ?? 0;
   }

@@ -1,6 +1,22 @@
-// A small Prometheus registry: counters and histograms with fixed label sets.
-// Kept dependency-free and allocation-light because counters sit on the
-// per-message path.
+import { collectDefaultMetrics, Registry } from 'prom-client';
+
+// The daemon's metrics. Counters and histograms on the per-message path are
+// plain numbers here (a prom-client label lookup per message would cost more
+// than the rest of the bookkeeping); prom-client's registry renders them,
+// together with its default process metrics, through collect-time adapters.
+
+/** What prom-client's Registry needs of a metric (its own metric classes have the same shape). */
+interface PromMetric {
+  readonly name: string;
+  get(): Promise<{
+    name: string;
+    help: string;
+    type: 'counter' | 'gauge' | 'histogram';
+    aggregator: 'sum';
+    values: Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>;
+  }>;
+  reset(): void;
+}
 
 type Labels = Readonly<Record<string, string>>;
 
@@ -36,11 +52,17 @@ export class Counter {
     return this.values.get(labelText(labels))?.value ?? 0;
   }
 
-  render(): string {
-    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} counter\n`;
-    if (this.values.size === 0 || this.plain > 0) out += `${this.name} ${this.plain}\n`;
-    for (const [key, v] of this.values) out += `${this.name}${key} ${v.value}\n`;
-    return out;
+  prom(): PromMetric {
+    return {
+      name: this.name,
+      reset: () => {},
+      get: async () => {
+        const values: Array<{ labels: Record<string, string>; value: number }> = [];
+        if (this.values.size === 0 || this.plain > 0) values.push({ labels: {}, value: this.plain });
+        for (const v of this.values.values()) values.push({ labels: { ...v.labels }, value: v.value });
+        return { name: this.name, help: this.help, type: 'counter', aggregator: 'sum', values };
+      },
+    };
   }
 }
 
@@ -51,8 +73,18 @@ export class Gauge {
     private readonly read: () => number,
   ) {}
 
-  render(): string {
-    return `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} gauge\n${this.name} ${this.read()}\n`;
+  prom(): PromMetric {
+    return {
+      name: this.name,
+      reset: () => {},
+      get: async () => ({
+        name: this.name,
+        help: this.help,
+        type: 'gauge',
+        aggregator: 'sum',
+        values: [{ labels: {}, value: this.read() }],
+      }),
+    };
   }
 }
 
@@ -99,15 +131,24 @@ export class Histogram {
     return this.count;
   }
 
-  render(): string {
-    let out = `# HELP ${this.name} ${this.help}\n# TYPE ${this.name} histogram\n`;
-    let cum = 0;
-    this.buckets.forEach((b, i) => {
-      cum += this.counts[i]!;
-      out += `${this.name}_bucket{le="${b}"} ${cum}\n`;
-    });
-    out += `${this.name}_bucket{le="+Inf"} ${this.count}\n${this.name}_sum ${this.sum}\n${this.name}_count ${this.count}\n`;
-    return out;
+  prom(): PromMetric {
+    return {
+      name: this.name,
+      reset: () => {},
+      get: async () => {
+        const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> =
+          [];
+        let cum = 0;
+        this.buckets.forEach((b, i) => {
+          cum += this.counts[i]!;
+          values.push({ labels: { le: b }, value: cum, metricName: `${this.name}_bucket` });
+        });
+        values.push({ labels: { le: '+Inf' }, value: this.count, metricName: `${this.name}_bucket` });
+        values.push({ labels: {}, value: this.sum, metricName: `${this.name}_sum` });
+        values.push({ labels: {}, value: this.count, metricName: `${this.name}_count` });
+        return { name: this.name, help: this.help, type: 'histogram', aggregator: 'sum', values };
+      },
+    };
   }
 }
 
@@ -169,19 +210,27 @@ export class Metrics {
     'energy_ingest_alert_delivery_retries_total',
     'failed alert deliveries that were retried, by output',
   );
-  private readonly gauges: Gauge[] = [];
+  readonly writeRetries = new Counter(
+    'energy_ingest_write_retries_total',
+    'sink writes retried after a network error, 5xx, 429 or auth failure',
+  );
+  readonly batchSize = new Histogram(
+    'energy_ingest_batch_size_points',
+    'points per sink write (splits and bisections included)',
+    [1, 10, 100, 500, 1000, 2500, 5000, 10000],
+  );
+  readonly registry = new Registry();
 
-  gauge(name: string, help: string, read: () => number): void {
-    this.gauges.push(new Gauge(name, help, read));
-  }
-
-  render(): string {
-    return [
+  constructor() {
+    // the process metrics carry the prefix too: every name this daemon exports starts with energy_ingest_
+    collectDefaultMetrics({ register: this.registry, prefix: 'energy_ingest_' });
+    for (const m of [
       this.messagesReceived,
       this.readingsAccepted,
       this.messagesRejected,
       this.pointsWritten,
       this.writeErrors,
+      this.writeRetries,
       this.qos0Dropped,
       this.backpressureWaits,
       this.authRefused,
@@ -191,9 +240,20 @@ export class Metrics {
       this.alertDeliveryRetries,
       this.writeDuration,
       this.ingestLatency,
-      ...this.gauges,
-    ]
-      .map((m) => m.render())
-      .join('');
+      this.batchSize,
+    ])
+      this.registry.registerMetric(m.prom() as never);
+  }
+
+  gauge(name: string, help: string, read: () => number): void {
+    this.registry.registerMetric(new Gauge(name, help, read).prom() as never);
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  render(): Promise<string> {
+    return this.registry.metrics();
   }
 }

@@ -62,6 +62,7 @@ export class BatchWriter {
     for (;;) {
       if (this.aborted) throw new ShutdownAbort('writer stopped with unwritten points');
       const started = performance.now();
+      this.deps.metrics.batchSize.observe(points.length);
       const result = await this.deps.sink.write(points.map((p) => p.line));
       this.deps.metrics.writeDuration.observe((performance.now() - started) / 1000);
       switch (result.kind) {
@@ -81,6 +82,7 @@ export class BatchWriter {
         case 'retry': {
           attempt++;
           this.deps.metrics.writeErrors.inc({ kind: result.status ? `http_${result.status}` : 'network' });
+          this.deps.metrics.writeRetries.inc();
           this.failingSince ??= this.now();
           this.lastError = result.message;
           const delay = this.deps.retry.delayMs(attempt, result.retryAfterMs);
