@@ -11,6 +11,7 @@ declare -A need=(
   [mosquitto_sub]=mosquitto-clients
   [docker-compose]=docker-compose
   [openssl]=openssl
+  [chromium]=chromium
 )
 missing=()
 for bin in "${!need[@]}"; do

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { mergeRules } from './alerts/rules.js';
@@ -12,8 +14,10 @@ import { Limits } from './broker/limits.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
+import { LatestReadings } from './http/latest.js';
 import { Metrics } from './http/metrics.js';
 import { createHttpServer, type Guard, json } from './http/server.js';
+import { STATUS_PAGE } from './http/statusPage.js';
 import { canonicalBuildingKey, parseBuildingSegment } from './ingest/building.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
@@ -27,6 +31,15 @@ import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
+
+let bundle: Buffer | null = null;
+/** MQTT.js's browser build, for the status page (served by the daemon: no CDN) */
+function mqttBrowserBundle(): Buffer {
+  bundle ??= readFileSync(
+    join(dirname(createRequire(import.meta.url).resolve('mqtt/package.json')), 'dist', 'mqtt.min.js'),
+  );
+  return bundle;
+}
 
 /** PEM files of the TLS listener, read once at start (an unreadable file stops start-up, naming it). */
 function readTls(cfg: Config): { port: number; cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
@@ -86,6 +99,7 @@ export class App {
   private redis: Redis | null = null;
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
+  private readyTimer: NodeJS.Timeout | null = null;
   private authenticator: Authenticator | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
@@ -198,6 +212,7 @@ export class App {
     this.alerts.restore();
     const alerts = this.alerts;
 
+    const latest = new LatestReadings();
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
@@ -206,6 +221,7 @@ export class App {
       durableLog,
       rollups: this.rollups ?? undefined,
       alerts,
+      latest,
       deadLetter: (r) => deadLetter.append(r),
       metrics,
       log,
@@ -252,7 +268,27 @@ export class App {
           res.writeHead(200, { 'content-type': metrics.contentType });
           res.end(body);
         },
+        '/': (_req, res) => {
+          res.writeHead(200, {
+            'content-type': 'text/html; charset=utf-8',
+            'cache-control': 'no-store',
+            'content-security-policy':
+              "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:",
+            'x-content-type-options': 'nosniff',
+            'referrer-policy': 'no-referrer',
+          });
+          res.end(STATUS_PAGE);
+        },
+        '/assets/mqtt.min.js': (_req, res) => {
+          res.writeHead(200, {
+            'content-type': 'application/javascript; charset=utf-8',
+            'cache-control': 'public, max-age=3600',
+            'x-content-type-options': 'nosniff',
+          });
+          res.end(mqttBrowserBundle());
+        },
         '/api/status': (_req, res) => json(res, 200, this.status()),
+        '/api/latest': (_req, res) => json(res, 200, latest.snapshot()),
         '/api/alerts/active': (req, res) => {
           const building = new URL(req.url ?? '/', 'http://x').searchParams.get('building_id');
           const id = building ? parseBuildingSegment(building) : undefined;
@@ -311,6 +347,9 @@ export class App {
     });
     await this.broker.start();
     alerts.attachBroker(this.broker.aedesInstance);
+    await this.readiness();
+    this.readyTimer = setInterval(() => void this.readiness().catch(() => {}), 5000);
+    this.readyTimer.unref();
     this.mqttPort = this.broker.port;
     this.mqttTlsPort = this.broker.tlsPort;
     log.info(
@@ -352,6 +391,9 @@ export class App {
     const closed = this.broker?.enforceDevices(s.devices) ?? 0;
     if (closed) this.log.info({ closed }, 'disconnected clients of disabled or removed devices');
   }
+
+  /** the last /ready answer, refreshed every few seconds for /api/status (which must not probe each time) */
+  private lastReady: unknown = null;
 
   async readiness(): Promise<{ ready: boolean; body: unknown }> {
     const checks: Record<string, { ok: boolean; latency_ms?: number; error?: string }> = {
@@ -395,7 +437,7 @@ export class App {
       });
     }
     const ready = Object.values(checks).every((c) => c.ok) && this.writer?.failingSince == null;
-    return {
+    const result = {
       ready,
       body: {
         status: ready ? 'ready' : 'degraded',
@@ -405,6 +447,8 @@ export class App {
         last_write_error: this.writer?.lastError ?? null,
       },
     };
+    this.lastReady = result.body;
+    return result;
   }
 
   oldestUnsentAgeS(): number {
@@ -419,6 +463,9 @@ export class App {
       sink: this.sink?.name,
       connected_clients: this.broker?.connectedClients ?? 0,
       messages_received: m.messagesReceived.get(),
+      messages_rejected: m.messagesRejected.total(),
+      alerts_active: this.alerts?.activeCount ?? 0,
+      ready: this.lastReady,
       readings_accepted: m.readingsAccepted.get(),
       points_written: m.pointsWritten.get(),
       backlog_points: this.pipeline?.backlog ?? 0,
@@ -435,6 +482,7 @@ export class App {
   async stop(): Promise<void> {
     const deadline = Date.now() + this.cfg.pipeline.shutdownTimeoutMs;
     const { log } = this;
+    if (this.readyTimer) clearInterval(this.readyTimer);
     this.alerts?.detachBroker();
     await this.broker?.close();
     if (this.pipeline) {

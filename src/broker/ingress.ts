@@ -22,6 +22,8 @@ export interface IngressDeps {
   readonly rollups?: { record(readings: readonly Reading[], logEnd: number): void };
   /** alert evaluation, once per accepted reading; a promise only when events were produced */
   readonly alerts?: { evaluate(readings: readonly Reading[], receivedAtMs: number): void };
+  /** the newest reading per building and type (status page) */
+  readonly latest?: { record(readings: readonly Reading[], receivedAtMs: number): void };
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -126,6 +128,7 @@ export class Ingress {
     deps.rollups?.record(readings, appended.end);
     // evaluated here and nowhere else: the pipeline's replays and retries never reach the alerts
     deps.alerts?.evaluate(readings, receivedAtMs);
+    deps.latest?.record(readings, receivedAtMs);
     return appended.durable;
   }
 

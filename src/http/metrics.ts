@@ -47,6 +47,13 @@ export class Counter {
     else this.values.set(key, { labels, value: by });
   }
 
+  /** every series added up */
+  total(): number {
+    let n = this.plain;
+    for (const v of this.values.values()) n += v.value;
+    return n;
+  }
+
   get(labels?: Labels): number {
     if (labels === undefined) return this.plain;
     return this.values.get(labelText(labels))?.value ?? 0;

@@ -1,0 +1,297 @@
+// The live status page at `/`: one self-contained document (inline CSS and
+// script; the only other asset is MQTT.js's browser bundle, served by the
+// daemon at /assets/mqtt.min.js). Numbers come from /api/status (every
+// second) and /api/latest (every 3 s); alerts arrive live over MQTT on
+// WebSocket (/mqtt, retained = what is active), with /api/alerts/active as the
+// fallback when the broker refuses an anonymous browser.
+
+export const STATUS_PAGE = `<!doctype html>
+<html lang="ko">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>energy-ingest</title>
+<style>
+:root { --bg:#f5f6f8; --card:#fff; --ink:#1d2330; --mute:#6b7280; --line:#e5e7eb; --ok:#0f9d58; --bad:#d93025; --warn:#f29900; --accent:#1a73e8; }
+* { box-sizing: border-box; }
+body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", "Noto Sans KR", "Malgun Gothic", sans-serif; background:var(--bg); color:var(--ink); }
+header { display:flex; align-items:center; gap:12px; padding:12px 20px; background:var(--card); border-bottom:1px solid var(--line); position:sticky; top:0; z-index:1; }
+header h1 { font-size:16px; margin:0; font-weight:600; }
+.pill { padding:2px 10px; border-radius:999px; font-size:12px; font-weight:600; color:#fff; background:var(--mute); }
+.pill.ok { background:var(--ok); } .pill.bad { background:var(--bad); }
+header .spacer { flex:1; }
+header .meta { color:var(--mute); font-size:12px; }
+button.lang { border:1px solid var(--line); background:var(--card); border-radius:6px; padding:3px 8px; cursor:pointer; font:inherit; font-size:12px; }
+button.lang[aria-pressed=true] { background:var(--ink); color:#fff; }
+main { padding:16px 20px; max-width:1400px; margin:0 auto; display:grid; gap:16px; }
+.cards { display:grid; grid-template-columns:repeat(auto-fit, minmax(160px,1fr)); gap:12px; }
+.card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px 14px; }
+.card .label { color:var(--mute); font-size:12px; }
+.card .value { font-size:24px; font-weight:600; font-variant-numeric:tabular-nums; }
+.card .sub { color:var(--mute); font-size:12px; font-variant-numeric:tabular-nums; }
+.row { display:grid; grid-template-columns:2fr 1fr; gap:16px; }
+@media (max-width: 900px) { .row { grid-template-columns:1fr; } }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:12px 14px; min-width:0; }
+section h2 { font-size:13px; margin:0 0 8px; color:var(--mute); font-weight:600; text-transform:uppercase; letter-spacing:.03em; }
+canvas { width:100%; height:180px; display:block; }
+table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
+th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { color:var(--mute); font-weight:600; font-size:12px; }
+td.num { text-align:right; }
+.svc { display:flex; justify-content:space-between; padding:6px 0; border-bottom:1px solid var(--line); }
+.svc:last-child { border-bottom:0; }
+.dot { display:inline-block; width:8px; height:8px; border-radius:50%; margin-right:6px; background:var(--mute); }
+.dot.ok { background:var(--ok); } .dot.bad { background:var(--bad); }
+.err { color:var(--bad); font-size:12px; word-break:break-word; }
+.sev { font-size:11px; font-weight:700; padding:1px 6px; border-radius:4px; background:var(--warn); color:#fff; }
+.sev.critical { background:var(--bad); }
+.empty { color:var(--mute); padding:8px 0; }
+.scroll { max-height:420px; overflow:auto; }
+input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); border-radius:6px; font:inherit; margin-bottom:8px; }
+.chip { display:inline-block; margin:1px 6px 1px 0; white-space:nowrap; }
+.chip b { font-weight:600; }
+.legend { font-size:12px; color:var(--mute); }
+.legend i { display:inline-block; width:10px; height:3px; margin:0 4px 2px 10px; vertical-align:middle; }
+</style>
+</head>
+<body>
+<header>
+  <h1>energy-ingest</h1>
+  <span id="ready" class="pill" data-i18n="loading">…</span>
+  <span class="spacer"></span>
+  <span class="meta" id="live"></span>
+  <span class="meta" id="uptime"></span>
+  <button class="lang" data-lang="ko" aria-pressed="false" title="한국어">KO</button>
+  <button class="lang" data-lang="en" aria-pressed="false" title="English">EN</button>
+</header>
+<main>
+  <div class="cards">
+    <div class="card"><div class="label" data-i18n="rate"></div><div class="value" id="rate">0</div><div class="sub" id="rate-sub"></div></div>
+    <div class="card"><div class="label" data-i18n="received"></div><div class="value" id="received">0</div><div class="sub" id="rejected"></div></div>
+    <div class="card"><div class="label" data-i18n="written"></div><div class="value" id="written">0</div><div class="sub" id="latency"></div></div>
+    <div class="card"><div class="label" data-i18n="clients"></div><div class="value" id="clients">0</div><div class="sub" id="sink"></div></div>
+    <div class="card"><div class="label" data-i18n="backlog"></div><div class="value" id="backlog">0</div><div class="sub" id="log"></div></div>
+    <div class="card"><div class="label" data-i18n="alerts"></div><div class="value" id="alerts-count">0</div><div class="sub" id="alerts-source"></div></div>
+  </div>
+  <div class="row">
+    <section>
+      <h2 data-i18n="chart"></h2>
+      <canvas id="chart" width="900" height="180"></canvas>
+      <div class="legend"><i style="background:var(--accent)"></i><span data-i18n="accepted"></span><i style="background:var(--ok)"></i><span data-i18n="writtenS"></span></div>
+    </section>
+    <section>
+      <h2 data-i18n="services"></h2>
+      <div id="services"></div>
+    </section>
+  </div>
+  <section>
+    <h2 data-i18n="activeAlerts"></h2>
+    <div class="scroll">
+      <table><thead><tr><th data-i18n="severity"></th><th data-i18n="where"></th><th data-i18n="sensor"></th><th data-i18n="value"></th><th data-i18n="message"></th><th data-i18n="since"></th></tr></thead>
+      <tbody id="alerts"></tbody></table>
+      <div class="empty" id="alerts-empty" data-i18n="noAlerts"></div>
+    </div>
+  </section>
+  <section>
+    <h2 data-i18n="buildings"></h2>
+    <input type="search" id="filter" autocomplete="off">
+    <div class="scroll">
+      <table><thead><tr><th data-i18n="building"></th><th class="num" data-i18n="readings"></th><th data-i18n="lastSeen"></th><th data-i18n="latest"></th></tr></thead>
+      <tbody id="buildings"></tbody></table>
+      <div class="empty" id="buildings-note"></div>
+    </div>
+  </section>
+</main>
+<script src="/assets/mqtt.min.js"></script>
+<script>
+(function () {
+  'use strict';
+  var T = {
+    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
+    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago' }
+  };
+  var params = new URLSearchParams(location.search);
+  var lang = params.get('lang') || localStorage.getItem('ei-lang') || ((navigator.language || 'ko').indexOf('ko') === 0 ? 'ko' : 'en');
+  if (!T[lang]) lang = 'ko';
+  function t(key, vars) {
+    var s = (T[lang][key] || key);
+    if (vars) for (var k in vars) s = s.split('{' + k + '}').join(String(vars[k]));
+    return s;
+  }
+  function $(id) { return document.getElementById(id); }
+  function esc(s) { return String(s).replace(/[&<>"']/g, function (c) { return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]; }); }
+  function fmt(n) { return Number(n).toLocaleString(lang === 'ko' ? 'ko-KR' : 'en-US'); }
+  function applyLang() {
+    document.documentElement.lang = lang;
+    document.querySelectorAll('[data-i18n]').forEach(function (el) { el.textContent = t(el.getAttribute('data-i18n')); });
+    document.querySelectorAll('button.lang').forEach(function (b) { b.setAttribute('aria-pressed', String(b.getAttribute('data-lang') === lang)); });
+    $('filter').placeholder = t('filter');
+    renderAlerts(); renderBuildings(); if (lastStatus) renderStatus(lastStatus);
+  }
+  document.querySelectorAll('button.lang').forEach(function (b) {
+    b.addEventListener('click', function () { lang = b.getAttribute('data-lang'); localStorage.setItem('ei-lang', lang); applyLang(); });
+  });
+
+  // ---- numbers: /api/status every second --------------------------------
+  var history = [];
+  var prev = null;
+  var lastStatus = null;
+  function renderStatus(s) {
+    $('received').textContent = fmt(s.messages_received);
+    $('rejected').textContent = t('rejectedN', { n: fmt(s.messages_rejected || 0) });
+    $('written').textContent = fmt(s.points_written);
+    $('latency').textContent = t('p99', { s: (s.ingest_latency_p99_s || 0).toFixed(2) });
+    $('clients').textContent = fmt(s.connected_clients);
+    $('sink').textContent = s.sink ? t('sinkIs', { s: s.sink }) : '';
+    $('backlog').textContent = fmt(s.backlog_points);
+    $('log').textContent = t('logInfo', { mb: (s.log_bytes / 1048576).toFixed(1), age: s.oldest_unsent_age_s });
+    var up = s.uptime_s, h = Math.floor(up / 3600), m = Math.floor(up % 3600 / 60);
+    $('uptime').textContent = t('uptime', { t: (h ? h + 'h ' : '') + m + 'm ' + (up % 60) + 's' });
+    var r = s.ready;
+    if (r) {
+      $('ready').textContent = t(r.status === 'ready' ? 'ready' : 'degraded');
+      $('ready').className = 'pill ' + (r.status === 'ready' ? 'ok' : 'bad');
+      var html = '';
+      ['mqtt', 'influxdb', 'redis', 'postgres'].forEach(function (name) {
+        var c = r.checks[name];
+        var label = { mqtt: 'MQTT', influxdb: 'InfluxDB', redis: 'Redis', postgres: 'PostgreSQL' }[name];
+        if (!c) {
+          html += '<div class="svc"><span><span class="dot"></span>' + label + '</span><span class="sub">' + esc(name === 'influxdb' ? t('fileSink') : t('notConfigured')) + '</span></div>';
+          return;
+        }
+        html += '<div class="svc" data-service="' + name + '"><span><span class="dot ' + (c.ok ? 'ok' : 'bad') + '"></span>' + label +
+          (c.error ? '<div class="err">' + esc(c.error) + '</div>' : '') + '</span><span class="sub">' + (c.latency_ms !== undefined ? c.latency_ms + ' ms' : '') + '</span></div>';
+      });
+      $('services').innerHTML = html;
+    }
+  }
+  function poll() {
+    fetch('/api/status', { cache: 'no-store' }).then(function (res) { return res.json(); }).then(function (s) {
+      var now = performance.now();
+      if (prev) {
+        var dt = (now - prev.t) / 1000;
+        var acc = Math.max(0, (s.readings_accepted - prev.acc) / dt), wr = Math.max(0, (s.points_written - prev.wr) / dt);
+        history.push({ acc: acc, wr: wr });
+        if (history.length > 120) history.shift();
+        $('rate').textContent = fmt(Math.round(acc));
+        $('rate').setAttribute('data-value', String(Math.round(acc)));
+        $('rate-sub').textContent = t('writtenS') + ' ' + fmt(Math.round(wr)) + '/s';
+        draw();
+      }
+      prev = { t: now, acc: s.readings_accepted, wr: s.points_written };
+      lastStatus = s;
+      renderStatus(s);
+    }).catch(function () { $('ready').className = 'pill bad'; }).then(function () { setTimeout(poll, 1000); });
+  }
+
+  // ---- the chart: plain canvas, two lines ---------------------------------
+  function draw() {
+    var c = $('chart'), ctx = c.getContext('2d');
+    var dpr = window.devicePixelRatio || 1, w = c.clientWidth, h = c.clientHeight;
+    if (c.width !== w * dpr) { c.width = w * dpr; c.height = h * dpr; }
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    var max = 10;
+    history.forEach(function (p) { max = Math.max(max, p.acc, p.wr); });
+    max *= 1.15;
+    ctx.strokeStyle = '#e5e7eb'; ctx.fillStyle = '#6b7280'; ctx.font = '11px system-ui'; ctx.lineWidth = 1;
+    for (var i = 0; i <= 4; i++) {
+      var y = 8 + (h - 24) * i / 4;
+      ctx.beginPath(); ctx.moveTo(40, y); ctx.lineTo(w, y); ctx.stroke();
+      ctx.fillText(fmt(Math.round(max * (1 - i / 4))), 0, y + 4);
+    }
+    function line(key, color) {
+      ctx.strokeStyle = color; ctx.lineWidth = 2; ctx.beginPath();
+      history.forEach(function (p, i) {
+        var x = 40 + (w - 40) * (i + 120 - history.length) / 119, y = 8 + (h - 24) * (1 - p[key] / max);
+        if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+      });
+      ctx.stroke();
+    }
+    line('acc', '#1a73e8'); line('wr', '#0f9d58');
+  }
+
+  // ---- alerts: live over MQTT/WebSocket, retained = active ----------------
+  var alerts = {};
+  function renderAlerts() {
+    var list = Object.keys(alerts).map(function (k) { return alerts[k]; });
+    list.sort(function (a, b) { return a.raised_at < b.raised_at ? 1 : -1; });
+    $('alerts-count').textContent = String(list.length);
+    $('alerts-empty').style.display = list.length ? 'none' : '';
+    $('alerts').innerHTML = list.map(function (e) {
+      return '<tr data-rule="' + esc(e.rule_id) + '" data-building="' + esc(e.building_id) + '"><td><span class="sev ' + esc(e.severity) + '">' + esc(e.severity) + '</span></td><td>' + esc(e.building_id) + ' · ' + esc(e.floor) + ' · ' + esc(e.room) +
+        '</td><td>' + esc(e.sensor_type) + '</td><td>' + esc(e.value) + ' / ' + esc(e.threshold) + ' ' + esc(e.unit) + '</td><td>' + esc(e.message) + '</td><td>' + esc(new Date(e.raised_at).toLocaleTimeString(lang)) + '</td></tr>';
+    }).join('');
+  }
+  function onAlert(topic, body) {
+    if (!body) { delete alerts[topic]; renderAlerts(); return; }
+    try {
+      var e = JSON.parse(body);
+      if (e.state === 'raised') alerts[topic] = e; else delete alerts[topic];
+      renderAlerts();
+    } catch (err) { /* not an alert event */ }
+  }
+  var polling = null;
+  function pollAlerts() {
+    fetch('/api/alerts/active', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+      alerts = {};
+      j.alerts.forEach(function (e) { alerts['alerts/' + e.building_id + '/' + e.floor + '/' + e.room + '/' + e.sensor_type + '/' + e.rule_id] = e; });
+      renderAlerts();
+    }).catch(function () {});
+  }
+  function startPolling() {
+    if (polling) return;
+    $('alerts-source').textContent = t('polling');
+    pollAlerts(); polling = setInterval(pollAlerts, 2000);
+  }
+  function connectMqtt() {
+    if (!window.mqtt) return startPolling();
+    var url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/mqtt';
+    var client = window.mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 3000, clientId: 'status-page-' + Math.random().toString(16).slice(2, 10) });
+    client.on('connect', function () {
+      if (polling) { clearInterval(polling); polling = null; }
+      alerts = {}; renderAlerts();
+      $('alerts-source').textContent = t('live');
+      $('live').textContent = '● MQTT';
+      client.subscribe('alerts/#', { qos: 1 });
+    });
+    client.on('message', function (topic, payload) { onAlert(topic, payload.toString()); });
+    client.on('error', function () { client.end(true); startPolling(); });
+    client.on('close', function () { $('live').textContent = ''; });
+  }
+
+  // ---- buildings: /api/latest every 3 s, filtered and capped for 1,000+ ---
+  var buildings = [];
+  var MAX_ROWS = 200;
+  function renderBuildings() {
+    var q = $('filter').value.trim().toLowerCase();
+    var list = q ? buildings.filter(function (b) { return b.building_id.toLowerCase().indexOf(q) >= 0; }) : buildings;
+    var shown = list.slice(0, MAX_ROWS);
+    var now = Date.now();
+    $('buildings').innerHTML = shown.map(function (b) {
+      var chips = Object.keys(b.sensors).sort().map(function (type) {
+        var s = b.sensors[type];
+        return '<span class="chip">' + esc(type) + ' <b>' + esc(Math.round(s.value * 100) / 100) + '</b> ' + esc(s.unit) + '</span>';
+      }).join('');
+      return '<tr data-building="' + esc(b.building_id) + '"><td>' + esc(b.building_id) + '</td><td class="num">' + fmt(b.readings) + '</td><td>' +
+        t('ago', { s: Math.max(0, Math.round((now - Date.parse(b.last_at)) / 1000)) }) + '</td><td>' + chips + '</td></tr>';
+    }).join('');
+    $('buildings-note').textContent = buildings.length === 0 ? t('noBuildings') : (list.length > shown.length || q ? t('shown', { n: fmt(list.length), m: fmt(shown.length) }) : '');
+  }
+  function pollLatest() {
+    fetch('/api/latest', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+      buildings = j.buildings; renderBuildings();
+    }).catch(function () {}).then(function () { setTimeout(pollLatest, 3000); });
+  }
+  $('filter').addEventListener('input', renderBuildings);
+
+  applyLang();
+  poll();
+  pollLatest();
+  connectMqtt();
+  window.addEventListener('resize', draw);
+})();
+</script>
+</body>
+</html>
+`;
