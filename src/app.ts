@@ -24,6 +24,7 @@ import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
 import { MetadataSync } from './metadata/sync.js';
 import { DeadLetterWriter } from './pipeline/deadLetter.js';
+import { DrainProgress } from './pipeline/drainProgress.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { fullJitterBackoff } from './pipeline/retry.js';
@@ -169,10 +170,18 @@ export class App {
         maxRetriesPerRequest: 1,
         retryStrategy: (times) => Math.min(times * 200, 5000),
       });
-      this.redis.on('error', (err) => log.debug({ err: err.message }, 'redis error'));
-      const connected = this.redis
-        .connect()
-        .catch((err: unknown) => log.warn({ err: (err as Error).message }, 'Redis unreachable; will retry'));
+      // one line per transition, not per reconnect attempt
+      let redisUp: boolean | null = null;
+      this.redis.on('ready', () => {
+        if (redisUp === false) log.info('Redis reachable again');
+        redisUp = true;
+      });
+      this.redis.on('error', (err) => {
+        if (redisUp !== false)
+          log.warn({ err: err.message }, 'Redis unreachable; retrying in the background');
+        redisUp = false;
+      });
+      const connected = this.redis.connect().catch(() => {}); // reported by the 'error' handler above
       // give a healthy Redis its moment before the broker opens (session logins, first cache write);
       // a dead one costs one second at start, then the client keeps retrying in the background
       await Promise.race([connected, new Promise((r) => setTimeout(r, 1000).unref())]);
@@ -348,7 +357,25 @@ export class App {
     await this.broker.start();
     alerts.attachBroker(this.broker.aedesInstance);
     await this.readiness();
-    this.readyTimer = setInterval(() => void this.readiness().catch(() => {}), 5000);
+    const writer = this.writer;
+    const drain = new DrainProgress(
+      {
+        get bytesBehind() {
+          return pipeline.bytesBehind;
+        },
+        get pointsWritten() {
+          return metrics.pointsWritten.get();
+        },
+        get failing() {
+          return writer.failingSince !== null;
+        },
+      },
+      log,
+    );
+    this.readyTimer = setInterval(() => {
+      void this.readiness().catch(() => {});
+      drain.sample();
+    }, 5000);
     this.readyTimer.unref();
     this.mqttPort = this.broker.port;
     this.mqttTlsPort = this.broker.tlsPort;
@@ -506,6 +533,18 @@ export class App {
       http.closeAllConnections();
       await new Promise<void>((resolve) => http.close(() => resolve()));
     }
-    log.info('energy-ingest stopped');
+    const m = this.metrics;
+    log.info(
+      {
+        uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+        received: m.messagesReceived.get(),
+        accepted: m.readingsAccepted.get(),
+        written: m.pointsWritten.get(),
+        rejected: m.messagesRejected.total(),
+        qos0Dropped: m.qos0Dropped.get(),
+        alerts: m.alerts.total(),
+      },
+      'energy-ingest stopped',
+    );
   }
 }

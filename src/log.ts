@@ -1,6 +1,27 @@
 import { type Logger, pino } from 'pino';
+import pretty from 'pino-pretty';
 
-export function createLogger(level: string, destination?: NodeJS.WritableStream): Logger {
+/**
+ * pino JSON lines; human-readable ones (pino-pretty, in-process and
+ * synchronous so nothing is lost at exit) when `pretty` is true, or when it
+ * is unset and stdout is a terminal.
+ */
+export function createLogger(
+  level: string,
+  destination?: NodeJS.WritableStream,
+  prettyOpt?: boolean,
+): Logger {
+  const usePretty = prettyOpt ?? (destination === undefined && process.stdout.isTTY === true);
+  const dest = usePretty
+    ? pretty({
+        colorize: process.stdout.isTTY === true,
+        sync: true,
+        translateTime: 'SYS:HH:MM:ss.l',
+        singleLine: true,
+        ignore: 'pid,hostname,svc',
+        destination: destination ?? 1,
+      })
+    : destination;
   return pino(
     {
       level,
@@ -8,7 +29,7 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       // Secrets never reach a log line, even when an error object carries them.
       redact: { paths: ['password', '*.password', 'token', '*.token', 'url', '*.url'], censor: '***' },
     },
-    destination as Parameters<typeof pino>[1],
+    dest as Parameters<typeof pino>[1],
   );
 }
 

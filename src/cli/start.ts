@@ -4,7 +4,7 @@ import { createLogger } from '../log.js';
 
 /** Run until SIGTERM/SIGINT; a second signal exits at once. */
 export async function runStart(cfg: Config): Promise<void> {
-  const log = createLogger(cfg.log.level);
+  const log = createLogger(cfg.log.level, undefined, cfg.log.pretty);
   const app = new App(cfg, log);
   try {
     await app.start();

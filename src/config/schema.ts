@@ -184,6 +184,10 @@ export const SCHEMA = {
       default: 'info',
       env: 'LOG_LEVEL',
     },
+    pretty: {
+      kind: 'bool',
+      description: 'human-readable log lines instead of JSON; default: when stdout is a terminal',
+    },
   },
   auth: {
     allowAnonymous: {

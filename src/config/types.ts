@@ -47,7 +47,8 @@ export interface Config {
   readonly redis: { readonly url?: string };
   readonly postgres: { readonly url?: string };
   readonly dataDir: string;
-  readonly log: { readonly level: string };
+  /** pretty: undefined means "when stdout is a TTY" */
+  readonly log: { readonly level: string; readonly pretty?: boolean };
   readonly auth: {
     readonly allowAnonymous: boolean;
     readonly allowAnonymousExplicit: boolean;

@@ -79,6 +79,11 @@ export class Pipeline {
     return this.batch.length + this.queuedPoints;
   }
 
+  /** bytes of the durable log not yet written to the sink */
+  get bytesBehind(): number {
+    return this.log.endOffset - this.committed;
+  }
+
   get catchingUp(): boolean {
     return this.catchup !== null;
   }
