@@ -28,6 +28,7 @@ export interface AlertServiceOptions {
 
 const TICK_MS = 1000;
 const SAVE_SEEN_MS = 30_000;
+const REASSERT_MS = 60_000;
 
 export class AlertService {
   private readonly evaluator: AlertEvaluator;
@@ -139,6 +140,9 @@ export class AlertService {
         if (events.length) this.emit(events);
       }, TICK_MS),
       setInterval(() => void this.saveSeen(), SAVE_SEEN_MS),
+      // alerts:active:* rewritten from our state now and then: a FLUSHDB or an
+      // evicted key heals within a minute (HSET of what is active: idempotent)
+      setInterval(() => this.redisOut?.restoreActive(this.active()), REASSERT_MS),
     );
     for (const t of this.timers) t.unref();
   }

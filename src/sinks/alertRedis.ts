@@ -53,7 +53,7 @@ export class AlertRedisOutput {
     this.kick();
   }
 
-  /** Active alerts restored after a restart: the hash gets them again (idempotent). */
+  /** Active alerts written to the hash again (after a restart, and every minute): HSET is idempotent. */
   restoreActive(active: readonly AlertEvent[]): void {
     for (const e of active) this.markDirty(e);
     this.kick();
