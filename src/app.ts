@@ -168,6 +168,8 @@ export class App {
         lazyConnect: true,
         enableOfflineQueue: false,
         maxRetriesPerRequest: 1,
+        // a server that accepts but never answers (frozen, half-open TCP) must fail commands, not hang them
+        commandTimeout: 5000,
         retryStrategy: (times) => Math.min(times * 200, 5000),
       });
       // one line per transition, not per reconnect attempt

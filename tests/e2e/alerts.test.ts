@@ -334,6 +334,110 @@ describe('alert state across restarts and outages', () => {
   });
 });
 
+describe('alert state from Redis and a frozen Redis', () => {
+  let redisServer: RestartableService;
+  let redis: Redis;
+  const daemons: DaemonProcess[] = [];
+  beforeAll(async () => {
+    redisServer = await startRedis();
+    redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
+    redis.on('error', () => {});
+  });
+  afterAll(async () => {
+    for (const d of daemons) if (d.child.exitCode === null) d.child.kill('SIGKILL');
+    redisServer.resume();
+    redis.disconnect();
+    await redisServer.stop();
+  });
+
+  it('a fresh data directory takes the active alerts from alerts:active:* (same id, retained again)', async () => {
+    const cfg = configFile();
+    const first = await spawnDaemon({
+      DATA_DIR: tempDir('alerts-a'),
+      REDIS_URL: redisServer.url,
+      ENERGY_INGEST_CONFIG: cfg,
+    });
+    daemons.push(first);
+    await publishSeries(`mqtt://127.0.0.1:${first.mqttPort}`, 'sensors/6/1F/x/power', [6000], 0);
+    await eventually(
+      async () => (await redis.hlen('alerts:active:building_006')) === 1,
+      5000,
+      'active in Redis',
+    );
+    const [raised] = Object.values(await redis.hgetall('alerts:active:building_006')).map(
+      (v) => JSON.parse(v) as AlertEvent,
+    );
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    // a new container without the volume
+    const second = await spawnDaemon({
+      DATA_DIR: tempDir('alerts-b'),
+      REDIS_URL: redisServer.url,
+      ENERGY_INGEST_CONFIG: cfg,
+    });
+    daemons.push(second);
+    const url = `mqtt://127.0.0.1:${second.mqttPort}`;
+    const late = await subscriber(url);
+    await eventually(async () => late.got.length === 1, 5000, 'retained alert from Redis state');
+    expect(JSON.parse(late.got[0]!.payload)).toMatchObject({ id: raised!.id, state: 'raised' });
+    const streamBefore = await redis.xlen('alerts:stream');
+    await publishSeries(url, 'sensors/6/1F/x/power', [6500, 100], 1);
+    await eventually(
+      async () => (await redis.xlen('alerts:stream')) === streamBefore + 1,
+      5000,
+      'one cleared event',
+    );
+    const [[, fields]] = (await redis.xrevrange('alerts:stream', '+', '-', 'COUNT', 1)) as [
+      [string, string[]],
+    ];
+    expect(JSON.parse(fields[1]!)).toMatchObject({ id: raised!.id, state: 'cleared' });
+    await late.end();
+    second.child.kill('SIGTERM');
+    await second.exited;
+  });
+
+  it('a frozen Redis (SIGSTOP) does not slow ingestion; events arrive once it thaws', async () => {
+    const d = await spawnDaemon({
+      DATA_DIR: tempDir('alerts-frozen'),
+      REDIS_URL: redisServer.url,
+      ENERGY_INGEST_CONFIG: configFile(),
+    });
+    daemons.push(d);
+    const url = `mqtt://127.0.0.1:${d.mqttPort}`;
+    const before = await redis.xlen('alerts:stream');
+    redisServer.pause();
+    try {
+      const t0 = Date.now();
+      const c = await mqtt.connectAsync(url, { protocolVersion: 4 });
+      // 2,000 QoS 1 readings, one crossing in ten
+      for (let i = 0; i < 2000; i++) {
+        const value = i % 10 === 0 ? (i % 20 === 0 ? 9000 : 100) : 4000;
+        await c.publishAsync(
+          'sensors/9/1F/f/power',
+          JSON.stringify({ value, timestamp: BASE + 200_000 + i }),
+          { qos: 1 },
+        );
+      }
+      await c.endAsync();
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      const status = await d.status();
+      expect(status.readings_accepted).toBe(2000);
+    } finally {
+      redisServer.resume();
+    }
+    // 200 crossings: 100 episodes of power-warn and power-crit each raised and cleared
+    await eventually(
+      async () => (await redis.xlen('alerts:stream')) === before + 400,
+      20_000,
+      'all events delivered after the thaw',
+    );
+    expect(await redis.hlen('alerts:active:building_009')).toBe(0);
+    d.child.kill('SIGTERM');
+    await d.exited;
+  });
+});
+
 describe('rules from the alert_rules table', () => {
   let t: TestApp;
   let db: pg.Client;

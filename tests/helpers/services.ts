@@ -84,6 +84,10 @@ export interface RestartableService extends Service {
   crash(): Promise<void>;
   /** start it again on the same port with the same data */
   restart(): Promise<void>;
+  /** freeze the process (SIGSTOP): connections stay open, nothing answers — a server that is slow, not down */
+  pause(): void;
+  /** SIGCONT after pause() */
+  resume(): void;
 }
 
 /**
@@ -128,6 +132,8 @@ async function restartableServer(o: {
       await exited;
     },
     restart: launch,
+    pause: () => child?.kill('SIGSTOP'),
+    resume: () => child?.kill('SIGCONT'),
   };
 }
 
