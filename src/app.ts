@@ -424,23 +424,19 @@ export class App {
   /** the last /ready answer, refreshed every few seconds for /api/status (which must not probe each time) */
   private lastReady: unknown = null;
 
+  /** the most recent failure of each service, kept after it recovers (what went wrong, and when) */
+  private readonly lastErrors = new Map<string, { error: string; at: string }>();
+
   async readiness(): Promise<{ ready: boolean; body: unknown }> {
-    const checks: Record<string, { ok: boolean; latency_ms?: number; error?: string }> = {
+    type Check = {
+      ok: boolean;
+      latency_ms?: number;
+      error?: string;
+      last_error?: { error: string; at: string } | null;
+    };
+    const checks: Record<string, Check> = {
       mqtt: { ok: this.broker !== null && this.mqttPort > 0 },
     };
-    if (this.sink && this.cfg.influx.url) {
-      const t0 = performance.now();
-      try {
-        await this.sink.ping();
-        checks.influxdb = { ok: true, latency_ms: Math.round(performance.now() - t0) };
-      } catch (err) {
-        checks.influxdb = {
-          ok: false,
-          latency_ms: Math.round(performance.now() - t0),
-          error: (err as Error).message,
-        };
-      }
-    }
     const timed = async (name: string, probe: () => Promise<unknown>) => {
       const t0 = performance.now();
       try {
@@ -450,13 +446,24 @@ export class App {
         ]);
         checks[name] = { ok: true, latency_ms: Math.round(performance.now() - t0) };
       } catch (err) {
-        checks[name] = {
-          ok: false,
-          latency_ms: Math.round(performance.now() - t0),
-          error: (err as Error).message,
-        };
+        const error = (err as Error).message;
+        this.lastErrors.set(name, { error, at: new Date().toISOString() });
+        checks[name] = { ok: false, latency_ms: Math.round(performance.now() - t0), error };
       }
+      checks[name]!.last_error = this.lastErrors.get(name) ?? null;
     };
+    const sink = this.sink;
+    const writer = this.writer;
+    if (sink && this.cfg.influx.url) {
+      await timed('influxdb', async () => {
+        await sink.ping();
+        // answering /ping is not enough: a wrong token or a full disk refuses every write
+        if (writer?.failingSince != null)
+          throw new Error(
+            `writes failing since ${new Date(writer.failingSince).toISOString()}: ${writer.lastError ?? ''}`,
+          );
+      });
+    }
     if (this.redis) await timed('redis', () => this.redis!.ping());
     if (this.metadata) {
       const m = this.metadata;
