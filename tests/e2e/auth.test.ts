@@ -180,6 +180,11 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
     const ok = await fetch(`${t.httpUrl}/api/buildings`, { headers: basic('ops', 'hunter2') });
     expect(ok.status).toBe(200);
     expect(((await ok.json()) as { buildings: unknown[] }).buildings).toHaveLength(2);
+    // the status page, its asset and the alert list are behind the same login
+    for (const path of ['/', '/assets/mqtt.min.js', '/api/alerts/active', '/api/latest']) {
+      expect((await fetch(`${t.httpUrl}${path}`)).status).toBe(401);
+      expect((await fetch(`${t.httpUrl}${path}`, { headers: basic('ops', 'hunter2') })).status).toBe(200);
+    }
   });
 
   it('a reconnect storm after a power cut: 200 sensors at once, then again with the verified-credential cache', async () => {

@@ -1,11 +1,12 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Browser, chromium } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { migrate } from '../../src/metadata/migrations.js';
 import { mosquittoPub } from '../helpers/app.js';
 import { type DaemonProcess, spawnDaemon } from '../helpers/daemon.js';
-import { tempDir } from '../helpers/services.js';
+import { freshDatabase, tempDir } from '../helpers/services.js';
 
 // The status page in a real browser (Debian's Chromium through playwright-core):
 // live numbers from a running simulator, an alert raised by a threshold
@@ -139,4 +140,58 @@ describe('status page in Chromium', () => {
     expect(await late.locator('#alerts-empty').isVisible()).toBe(false);
     expect(errors).toEqual([]);
   }, 90_000);
+});
+
+describe('status page with anonymous access off', () => {
+  it('asks for a dashboard login, then shows alerts by polling when the broker refuses the anonymous browser', async () => {
+    const url = await freshDatabase(inject('postgresUrl'), 'status_page_auth');
+    await migrate(url);
+    const env = { ...process.env, DATABASE_URL: url };
+    execFileSync('node', [BIN, 'passwd', 'ops', '--role', 'dashboard'], { env, input: 'ops-pass\n' });
+    execFileSync('node', [BIN, 'passwd', 'gw', '--role', 'sensor'], { env, input: 'gw-password\n' });
+    const cfg = join(tempDir('status-auth-cfg'), 'config.yaml');
+    writeFileSync(cfg, 'alerts:\n  rules:\n    - { id: hot, sensor_type: temperature, above: 30 }\n');
+    const d = await spawnDaemon({
+      DATA_DIR: tempDir('status-auth'),
+      DATABASE_URL: url,
+      ALLOW_ANONYMOUS: 'false',
+      ENERGY_INGEST_CONFIG: cfg,
+    });
+    try {
+      expect((await fetch(`http://127.0.0.1:${d.httpPort}/`)).status).toBe(401);
+      const ctx = await browser.newContext({ httpCredentials: { username: 'ops', password: 'ops-pass' } });
+      const page = await ctx.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(`http://127.0.0.1:${d.httpPort}/?lang=ko`);
+      await expect
+        .poll(() => page.locator('#alerts-source').textContent(), { timeout: 10_000 })
+        .toBe('주기 조회');
+      await mosquittoPub(d.mqttPort, 'sensors/1/1F/lab/temperature', '{"value": 33}', 1, [
+        '-u',
+        'gw',
+        '-P',
+        'gw-password',
+      ]);
+      await expect
+        .poll(() => page.locator('#alerts tr[data-rule="hot"]').count(), { timeout: 10_000 })
+        .toBe(1);
+      // the Korean message the daemon wrote (alerts.locale defaults to ko)
+      expect(await page.locator('#alerts tr[data-rule="hot"]').textContent()).toContain(
+        '온도가 임계치를 초과했습니다',
+      );
+      await mosquittoPub(d.mqttPort, 'sensors/1/1F/lab/temperature', '{"value": 20}', 1, [
+        '-u',
+        'gw',
+        '-P',
+        'gw-password',
+      ]);
+      await expect.poll(() => page.locator('#alerts tr').count(), { timeout: 10_000 }).toBe(0);
+      expect(errors).toEqual([]);
+      await ctx.close();
+    } finally {
+      d.child.kill('SIGTERM');
+      await d.exited;
+    }
+  }, 60_000);
 });
