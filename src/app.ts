@@ -250,6 +250,16 @@ export class App {
       () => pipeline.backlog,
     );
     metrics.gauge('energy_ingest_log_bytes', 'bytes held by the durable log', () => durableLog.bytes);
+    metrics.counter(
+      'energy_ingest_dead_lettered_total',
+      'records written to DATA_DIR/deadletter',
+      () => deadLetter.written,
+    );
+    metrics.counter(
+      'energy_ingest_dead_letter_failures_total',
+      'rejections that could not be written to the dead letter (disk full?)',
+      () => deadLetter.failures,
+    );
     metrics.gauge(
       'energy_ingest_metadata_age_seconds',
       'age of the building/rule/device metadata in use',

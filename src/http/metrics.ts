@@ -73,11 +73,13 @@ export class Counter {
   }
 }
 
+/** A gauge, or a counter whose value lives elsewhere (type 'counter'), read at scrape time. */
 export class Gauge {
   constructor(
     readonly name: string,
     readonly help: string,
     private readonly read: () => number,
+    private readonly type: 'gauge' | 'counter' = 'gauge',
   ) {}
 
   prom(): PromMetric {
@@ -87,7 +89,7 @@ export class Gauge {
       get: async () => ({
         name: this.name,
         help: this.help,
-        type: 'gauge',
+        type: this.type,
         aggregator: 'sum',
         values: [{ labels: {}, value: this.read() }],
       }),
@@ -254,6 +256,11 @@ export class Metrics {
 
   gauge(name: string, help: string, read: () => number): void {
     this.registry.registerMetric(new Gauge(name, help, read).prom() as never);
+  }
+
+  /** a counter kept by its owner (read at scrape time) */
+  counter(name: string, help: string, read: () => number): void {
+    this.registry.registerMetric(new Gauge(name, help, read, 'counter').prom() as never);
   }
 
   get contentType(): string {

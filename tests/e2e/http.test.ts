@@ -50,6 +50,7 @@ describe('HTTP endpoints', () => {
       'energy_ingest_write_duration_seconds_bucket{le="0.005"}',
       'energy_ingest_ingest_latency_seconds_count',
       'energy_ingest_batch_size_points_bucket',
+      'energy_ingest_dead_lettered_total 1',
       'energy_ingest_metadata_age_seconds',
       'energy_ingest_log_oldest_unsent_age_seconds',
       'energy_ingest_process_resident_memory_bytes',
