@@ -253,8 +253,17 @@ describe('alert state across restarts and outages', () => {
     redis.on('error', () => {});
   });
 
-  async function daemon(dataDir: string, cfg: string): Promise<DaemonProcess> {
-    const d = await spawnDaemon({ DATA_DIR: dataDir, REDIS_URL: redisServer.url, ENERGY_INGEST_CONFIG: cfg });
+  async function daemon(
+    dataDir: string,
+    cfg: string,
+    env: Record<string, string> = {},
+  ): Promise<DaemonProcess> {
+    const d = await spawnDaemon({
+      DATA_DIR: dataDir,
+      REDIS_URL: redisServer.url,
+      ENERGY_INGEST_CONFIG: cfg,
+      ...env,
+    });
     daemons.push(d);
     return d;
   }
@@ -264,15 +273,23 @@ describe('alert state across restarts and outages', () => {
   it('kill -9 with an active alert: after the restart it is retained again and never raised twice', async () => {
     const dataDir = tempDir('alerts-restart');
     const cfg = configFile();
-    const first = await daemon(dataDir, cfg);
+    // readings stay unwritten until the kill, so the restart replays them from the durable log
+    const first = await daemon(dataDir, cfg, { EI_PIPELINE_FLUSH_INTERVAL_MS: '60000' });
     const url = `mqtt://127.0.0.1:${first.mqttPort}`;
     await publishSeries(url, 'sensors/3/2F/hall/power', [9000], 0);
     await eventually(async () => (await streamEvents()).length === 2, 5000, 'raised in Redis');
     first.child.kill('SIGKILL');
     await first.exited;
 
-    const second = await daemon(dataDir, cfg);
+    const second = await daemon(dataDir, cfg, { LOG_LEVEL: 'info' });
     const url2 = `mqtt://127.0.0.1:${second.mqttPort}`;
+    // the replay wrote the reading that raised the alerts again, and raised nothing
+    expect(second.output()).toContain('replaying the durable log');
+    await eventually(
+      async () => ((await second.status()).points_written ?? 0) >= 1,
+      5000,
+      'replayed reading written',
+    );
     const late = await subscriber(url2);
     await eventually(async () => late.got.length === 2, 5000, 'retained alerts after restart');
     const ids = late.got.map((m) => (JSON.parse(m.payload) as AlertEvent).id).sort();
