@@ -134,7 +134,7 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 
   // ---- numbers: /api/status every second --------------------------------
   var history = [];
-  var prev = null;
+  var samples = [];
   var lastStatus = null;
   function renderStatus(s) {
     $('received').textContent = fmt(s.messages_received);
@@ -168,7 +168,11 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
   function poll() {
     fetch('/api/status', { cache: 'no-store' }).then(function (res) { return res.json(); }).then(function (s) {
       var now = performance.now();
+      samples.push({ t: now, acc: s.readings_accepted, wr: s.points_written });
+      if (samples.length > 4) samples.shift();
+      var prev = samples.length > 1 ? samples[0] : null;
       if (prev) {
+        // over the last ~3 s: writes come in batches (every flush interval), a 1 s difference would saw-tooth
         var dt = (now - prev.t) / 1000;
         var acc = Math.max(0, (s.readings_accepted - prev.acc) / dt), wr = Math.max(0, (s.points_written - prev.wr) / dt);
         history.push({ acc: acc, wr: wr });
@@ -178,7 +182,6 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
         $('rate-sub').textContent = t('writtenS') + ' ' + fmt(Math.round(wr)) + '/s';
         draw();
       }
-      prev = { t: now, acc: s.readings_accepted, wr: s.points_written };
       lastStatus = s;
       renderStatus(s);
     }).catch(function () { $('ready').className = 'pill bad'; }).then(function () { setTimeout(poll, 1000); });

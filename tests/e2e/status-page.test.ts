@@ -121,7 +121,7 @@ describe('status page in Chromium', () => {
     await expect.poll(() => row.count(), { timeout: 5000 }).toBe(1);
     expect(await row.textContent()).toContain('Temperature exceeded the threshold');
     await expect.poll(() => page.locator('#alerts-count').textContent()).toBe('2');
-    await page.waitForTimeout(2500); // a couple of chart points for the screenshot
+    await page.waitForTimeout(6000); // some chart for the screenshot
     mkdirSync(join(ROOT, 'docs'), { recursive: true });
     await page.screenshot({ path: join(ROOT, 'docs', 'status-page.png'), fullPage: false });
 
