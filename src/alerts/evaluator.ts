@@ -113,7 +113,8 @@ export class AlertEvaluator {
   setRules(rules: readonly AlertRule[], nowMs: number): AlertEvent[] {
     this.rules = rules;
     this.bySensorType = new Map();
-    for (const r of rules) {
+    // id order gives a stable event order when one reading crosses several rules
+    for (const r of [...rules].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
       const list = this.bySensorType.get(r.sensorType);
       if (list) list.push(r);
       else this.bySensorType.set(r.sensorType, [r]);

@@ -182,7 +182,7 @@ export function mergeRules(
   return [...byId.values()].filter((r) => r.enabled);
 }
 
-/** Rules that apply to one series, in id order (stable event order). */
+/** Rules that apply to one series, in the order given (the evaluator passes them sorted by id). */
 export function matchingRules(
   rules: readonly AlertRule[],
   buildingId: number,
@@ -190,13 +190,11 @@ export function matchingRules(
   room: string,
   sensorType: string,
 ): AlertRule[] {
-  return rules
-    .filter(
-      (r) =>
-        r.sensorType === sensorType &&
-        (r.buildingId === null || r.buildingId === buildingId) &&
-        (r.floor === null || r.floor === floor) &&
-        (r.room === null || r.room === room),
-    )
-    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return rules.filter(
+    (r) =>
+      r.sensorType === sensorType &&
+      (r.buildingId === null || r.buildingId === buildingId) &&
+      (r.floor === null || r.floor === floor) &&
+      (r.room === null || r.room === room),
+  );
 }

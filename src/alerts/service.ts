@@ -40,6 +40,7 @@ export class AlertService {
     null;
   /** the raised event of each active alert by building and hash field (for /api and Redis repairs) */
   private readonly activeIndex = new Map<string, Map<string, AlertEvent>>();
+  private rulesKey = '';
 
   constructor(private readonly opts: AlertServiceOptions) {
     this.evaluator = new AlertEvaluator({ locale: opts.locale });
@@ -86,8 +87,13 @@ export class AlertService {
         for (const key of keys) {
           const fields = await redis.hgetall(key);
           for (const body of Object.values(fields)) {
-            const e = JSON.parse(body) as AlertEvent;
-            if (e.state !== 'raised') continue;
+            let e: AlertEvent;
+            try {
+              e = JSON.parse(body) as AlertEvent;
+            } catch {
+              continue; // not ours, or damaged: one bad field must not lose the others
+            }
+            if (e?.state !== 'raised' || typeof e.rule_id !== 'string') continue;
             const kind =
               e.type === 'sensor_offline'
                 ? 'offline'
@@ -107,6 +113,11 @@ export class AlertService {
 
   /** The effective rules changed (start-up, metadata reload). */
   setRules(rules: readonly AlertRule[]): void {
+    // every metadata load (cron, NOTIFY) passes the rules again: re-matching 100,000 series is
+    // a noticeable pause, so an unchanged rule set is not applied again
+    const key = JSON.stringify(rules);
+    if (key === this.rulesKey) return;
+    this.rulesKey = key;
     const events = this.evaluator.setRules(rules, Date.now());
     if (events.length) this.emit(events);
   }
