@@ -51,6 +51,8 @@ export class BatchWriter {
   /** consecutive failed attempts across batches, for readiness and logs */
   failingSince: number | null = null;
   lastError: string | null = null;
+  /** retries since the current outage began (reported when it ends) */
+  private outageRetries = 0;
 
   constructor(private readonly deps: WriterDeps) {
     this.now = deps.now ?? Date.now;
@@ -84,6 +86,7 @@ export class BatchWriter {
           this.deps.metrics.writeErrors.inc({ kind: result.status ? `http_${result.status}` : 'network' });
           this.deps.metrics.writeRetries.inc();
           this.failingSince ??= this.now();
+          this.outageRetries++;
           this.lastError = result.message;
           const delay = this.deps.retry.delayMs(attempt, result.retryAfterMs);
           if (attempt === 1 || attempt % 10 === 0) {
@@ -111,10 +114,11 @@ export class BatchWriter {
     for (const p of points) metrics.ingestLatency.observe((now - p.receivedAtMs) / 1000);
     if (this.failingSince !== null) {
       this.deps.log.info(
-        { sink: this.deps.sink.name, downForMs: now - this.failingSince },
+        { sink: this.deps.sink.name, downForMs: now - this.failingSince, retries: this.outageRetries },
         'writes recovered',
       );
       this.failingSince = null;
+      this.outageRetries = 0;
       this.lastError = null;
     }
   }
