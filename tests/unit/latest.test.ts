@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { LatestReadings } from '../../src/http/latest.js';
+import type { Reading } from '../../src/ingest/reading.js';
+
+function r(building: string, sensorType: string, value: number, ts: number): Reading {
+  return {
+    buildingId: Number(building.slice(9)),
+    building,
+    floor: '1F',
+    room: 'a',
+    sensorType,
+    value,
+    unit: 'W',
+    status: 'normal',
+    extra: [],
+    timestampMs: ts,
+  };
+}
+
+describe('latest readings for the status page', () => {
+  it('keeps the newest value per building and type; a late reading counts but does not replace it', () => {
+    const l = new LatestReadings();
+    l.record([r('building_001', 'power', 10, 2000), r('building_001', 'power', 5, 1000)], 3000);
+    l.record([r('building_002', 'co2', 400, 1000)], 3000);
+    const { buildings } = l.snapshot();
+    expect(
+      buildings.map((b) => [b.building_id, b.readings, b.sensors.power?.value ?? b.sensors.co2?.value]),
+    ).toEqual([
+      ['building_001', 2, 10],
+      ['building_002', 1, 400],
+    ]);
+  });
+
+  it('stays bounded under a flood of made-up buildings and types', () => {
+    const l = new LatestReadings();
+    for (let i = 0; i < 10_050; i++) l.record([r(`building_${i}`, 'power', 1, 1)], 1);
+    for (let t = 0; t < 100; t++) l.record([r('building_0', `type${t}`, 1, 1)], 1);
+    const s = l.snapshot();
+    expect(s.buildings).toHaveLength(10_000);
+    expect(s.overflow_readings).toBe(50);
+    expect(Object.keys(s.buildings.find((b) => b.building_id === 'building_0')!.sensors)).toHaveLength(32);
+  });
+});
