@@ -95,6 +95,11 @@ export class AlertJournal {
     this.lastActiveCount = active.length;
   }
 
+  /** Replace the journal by this active set (after a restore from Redis: the journal must know it too). */
+  replaceWith(active: readonly ActiveAlert[]): void {
+    this.rewrite(active);
+  }
+
   /** Append events; they are in the file (page cache) when this returns. */
   append(events: readonly ActiveAlert[]): void {
     const text = Buffer.from(events.map(serialize).join(''));

@@ -388,15 +388,30 @@ describe('alert state from Redis and a frozen Redis', () => {
     await first.exited;
 
     // a new container without the volume
+    const dataDir = tempDir('alerts-b');
     const second = await spawnDaemon({
-      DATA_DIR: tempDir('alerts-b'),
+      DATA_DIR: dataDir,
       REDIS_URL: redisServer.url,
       ENERGY_INGEST_CONFIG: cfg,
     });
     daemons.push(second);
-    const url = `mqtt://127.0.0.1:${second.mqttPort}`;
+    const lateOnSecond = await subscriber(`mqtt://127.0.0.1:${second.mqttPort}`);
+    await eventually(async () => lateOnSecond.got.length === 1, 5000, 'retained alert from Redis state');
+    expect(JSON.parse(lateOnSecond.got[0]!.payload)).toMatchObject({ id: raised!.id, state: 'raised' });
+    await lateOnSecond.end();
+    // killed again: its own journal now carries the alert it took from Redis
+    second.child.kill('SIGKILL');
+    await second.exited;
+    await redis.del('alerts:active:building_006');
+    const third = await spawnDaemon({
+      DATA_DIR: dataDir,
+      REDIS_URL: redisServer.url,
+      ENERGY_INGEST_CONFIG: cfg,
+    });
+    daemons.push(third);
+    const url = `mqtt://127.0.0.1:${third.mqttPort}`;
     const late = await subscriber(url);
-    await eventually(async () => late.got.length === 1, 5000, 'retained alert from Redis state');
+    await eventually(async () => late.got.length === 1, 5000, 'retained alert from the journal');
     expect(JSON.parse(late.got[0]!.payload)).toMatchObject({ id: raised!.id, state: 'raised' });
     const streamBefore = await redis.xlen('alerts:stream');
     await publishSeries(url, 'sensors/6/1F/x/power', [6500, 100], 1);
@@ -410,8 +425,8 @@ describe('alert state from Redis and a frozen Redis', () => {
     ];
     expect(JSON.parse(fields[1]!)).toMatchObject({ id: raised!.id, state: 'cleared' });
     await late.end();
-    second.child.kill('SIGTERM');
-    await second.exited;
+    third.child.kill('SIGTERM');
+    await third.exited;
   });
 
   it('a frozen Redis (SIGSTOP) does not slow ingestion; events arrive once it thaws', async () => {
