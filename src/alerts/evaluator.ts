@@ -414,8 +414,9 @@ export class AlertEvaluator {
         continue;
       }
       st.active = a;
-      // the restored episode's reading is the newest this series has shown
-      s.lastTs = Math.max(s.lastTs, Date.parse(e.timestamp));
+      // the reading that raised a threshold episode is the newest this series has shown (an offline
+      // event's time is the daemon's clock, not a reading's: it must not hide later readings)
+      if (a.kind !== 'offline') s.lastTs = Math.max(s.lastTs, Date.parse(e.timestamp));
     }
     return events;
   }
