@@ -102,6 +102,7 @@ export class AlertJournal {
 
   /** Append events; they are in the file (page cache) when this returns. */
   append(events: readonly ActiveAlert[]): void {
+    if (this.fd === null) return; // closed: shutting down
     const text = Buffer.from(events.map(serialize).join(''));
     try {
       let off = 0;
