@@ -1,7 +1,5 @@
 import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { mergeRules } from './alerts/rules.js';
@@ -16,9 +14,8 @@ import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { LatestReadings } from './http/latest.js';
 import { Metrics } from './http/metrics.js';
-import { createHttpServer, type Guard, json } from './http/server.js';
-import { STATUS_PAGE } from './http/statusPage.js';
-import { canonicalBuildingKey, parseBuildingSegment } from './ingest/building.js';
+import { routes } from './http/routes.js';
+import { createHttpServer, type Guard } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
@@ -32,15 +29,6 @@ import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
-
-let bundle: Buffer | null = null;
-/** MQTT.js's browser build, for the status page (served by the daemon: no CDN) */
-function mqttBrowserBundle(): Buffer {
-  bundle ??= readFileSync(
-    join(dirname(createRequire(import.meta.url).resolve('mqtt/package.json')), 'dist', 'mqtt.min.js'),
-  );
-  return bundle;
-}
 
 /** PEM files of the TLS listener, read once at start (an unreadable file stops start-up, naming it). */
 function readTls(cfg: Config): { port: number; cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
@@ -278,54 +266,14 @@ export class App {
     );
 
     this.http = createHttpServer(
-      {
-        '/health': (_req, res) => json(res, 200, { status: 'ok' }),
-        '/ready': async (_req, res) => {
-          const r = await this.readiness();
-          json(res, r.ready ? 200 : 503, r.body);
-        },
-        '/metrics': async (_req, res) => {
-          const body = await metrics.render();
-          res.writeHead(200, { 'content-type': metrics.contentType });
-          res.end(body);
-        },
-        '/': (_req, res) => {
-          res.writeHead(200, {
-            'content-type': 'text/html; charset=utf-8',
-            'cache-control': 'no-store',
-            'content-security-policy':
-              "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:",
-            'x-content-type-options': 'nosniff',
-            'referrer-policy': 'no-referrer',
-          });
-          res.end(STATUS_PAGE);
-        },
-        '/assets/mqtt.min.js': (_req, res) => {
-          res.writeHead(200, {
-            'content-type': 'application/javascript; charset=utf-8',
-            'cache-control': 'public, max-age=3600',
-            'x-content-type-options': 'nosniff',
-          });
-          res.end(mqttBrowserBundle());
-        },
-        '/api/status': (_req, res) => json(res, 200, this.status()),
-        '/api/latest': (_req, res) => json(res, 200, latest.snapshot()),
-        '/api/alerts/active': (req, res) => {
-          const building = new URL(req.url ?? '/', 'http://x').searchParams.get('building_id');
-          const id = building ? parseBuildingSegment(building) : undefined;
-          const key = id === undefined ? undefined : canonicalBuildingKey(id);
-          if (building && id === undefined)
-            return json(res, 400, { error: `building_id: "${building}" is not a building id` });
-          const active = alerts.active(key);
-          json(res, 200, { count: active.length, alerts: active });
-        },
-        '/api/buildings': (_req, res) =>
-          json(res, 200, {
-            source: this.snapshot.source,
-            loaded_at: this.snapshot.loadedAt,
-            buildings: this.snapshot.buildings,
-          }),
-      },
+      routes({
+        metrics,
+        readiness: () => this.readiness(),
+        status: () => this.status(),
+        latest: () => latest.snapshot(),
+        activeAlerts: (building) => alerts.active(building),
+        snapshot: () => this.snapshot,
+      }),
       this.httpGuard(),
       readHttpTls(cfg),
     );

@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { AlertEvent } from '../alerts/evaluator.js';
+import { canonicalBuildingKey, parseBuildingSegment } from '../ingest/building.js';
+import type { MetadataSnapshot } from '../metadata/snapshot.js';
+import type { Metrics } from './metrics.js';
+import { json, type Route } from './server.js';
+import { STATUS_PAGE } from './statusPage.js';
+
+// The HTTP routes of contract section 10, over what the app exposes. Which
+// of them need a login is the server's business (src/http/server.ts).
+
+export interface RouteDeps {
+  readonly metrics: Metrics;
+  readiness(): Promise<{ ready: boolean; body: unknown }>;
+  status(): unknown;
+  latest(): unknown;
+  activeAlerts(building?: string): AlertEvent[];
+  snapshot(): MetadataSnapshot;
+}
+
+const PAGE_HEADERS = {
+  'content-type': 'text/html; charset=utf-8',
+  'cache-control': 'no-store',
+  // scripts and connections to this origin only: the page works offline from any CDN
+  'content-security-policy':
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+let bundle: Buffer | null = null;
+/** MQTT.js's browser build, for the status page (served by the daemon: no CDN) */
+function mqttBrowserBundle(): Buffer {
+  bundle ??= readFileSync(
+    join(dirname(createRequire(import.meta.url).resolve('mqtt/package.json')), 'dist', 'mqtt.min.js'),
+  );
+  return bundle;
+}
+
+export function routes(d: RouteDeps): Record<string, Route> {
+  return {
+    '/health': (_req, res) => json(res, 200, { status: 'ok' }),
+    '/ready': async (_req, res) => {
+      const r = await d.readiness();
+      json(res, r.ready ? 200 : 503, r.body);
+    },
+    '/metrics': async (_req, res) => {
+      const body = await d.metrics.render();
+      res.writeHead(200, { 'content-type': d.metrics.contentType });
+      res.end(body);
+    },
+    '/': (_req, res) => {
+      res.writeHead(200, PAGE_HEADERS);
+      res.end(STATUS_PAGE);
+    },
+    '/assets/mqtt.min.js': (_req, res) => {
+      res.writeHead(200, {
+        'content-type': 'application/javascript; charset=utf-8',
+        'cache-control': 'public, max-age=3600',
+        'x-content-type-options': 'nosniff',
+      });
+      res.end(mqttBrowserBundle());
+    },
+    '/api/status': (_req, res) => json(res, 200, d.status()),
+    '/api/latest': (_req, res) => json(res, 200, d.latest()),
+    '/api/alerts/active': (req, res) => {
+      const building = new URL(req.url ?? '/', 'http://x').searchParams.get('building_id');
+      const id = building ? parseBuildingSegment(building) : undefined;
+      if (building && id === undefined)
+        return json(res, 400, { error: `building_id: "${building}" is not a building id` });
+      const active = d.activeAlerts(id === undefined ? undefined : canonicalBuildingKey(id));
+      json(res, 200, { count: active.length, alerts: active });
+    },
+    '/api/buildings': (_req, res) => {
+      const s = d.snapshot();
+      json(res, 200, { source: s.source, loaded_at: s.loadedAt, buildings: s.buildings });
+    },
+  };
+}
