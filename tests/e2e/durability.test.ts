@@ -265,12 +265,14 @@ describe('no acknowledged reading is lost', () => {
     await influx.crash();
     try {
       const pub = publishQos1(d.mqttPort, run, 30_000, 50);
-      // the budget (~1 MiB ≈ 4,000 readings) fills, then acknowledgements stop
+      // the budget (~1 MiB ≈ 4,000 readings) fills, then acknowledgements stop (and not merely
+      // stall for a moment under load: the daemon must say a publish is waiting for room)
       await eventually(
         async () => {
           const before = pub.acked.size;
           await new Promise((r) => setTimeout(r, 500));
-          return before > 0 && pub.acked.size === before && pub.acked.size < 30_000;
+          const waiting = metricValue(await d.metrics(), 'energy_ingest_backpressure_waits_total') > 0;
+          return waiting && before > 0 && pub.acked.size === before && pub.acked.size < 30_000;
         },
         20_000,
         'publisher paused',
