@@ -88,7 +88,6 @@ export interface EvaluatorOptions {
 }
 
 export class AlertEvaluator {
-  private rules: readonly AlertRule[] = [];
   private bySensorType = new Map<string, AlertRule[]>();
   private readonly series = new Map<string, SeriesState>();
   /** timer wheel: slot number → offline rule states due then; rescheduled lazily */
@@ -101,17 +100,12 @@ export class AlertEvaluator {
     this.newId = opts.newId ?? randomUUID;
   }
 
-  get ruleCount(): number {
-    return this.rules.length;
-  }
-
   /**
    * Swap the rule set. States of rules that stay (same id) are kept, so a
    * threshold edit does not re-raise; an active alert whose rule disappeared,
    * was disabled or changed kind is cleared, never left dangling.
    */
   setRules(rules: readonly AlertRule[], nowMs: number): AlertEvent[] {
-    this.rules = rules;
     this.bySensorType = new Map();
     // id order gives a stable event order when one reading crosses several rules
     for (const r of [...rules].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))) {
@@ -455,9 +449,5 @@ export class AlertEvaluator {
     const out: ActiveAlert[] = [];
     for (const s of this.series.values()) for (const st of s.rules) if (st.active) out.push(st.active);
     return out;
-  }
-
-  get seriesCount(): number {
-    return this.series.size;
   }
 }

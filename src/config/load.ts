@@ -199,8 +199,10 @@ function parseBuildings(raw: unknown, errors: string[]): BuildingMeta[] {
   return out;
 }
 
-// Top-level keys: the schema's sections plus the lists it does not describe field by field.
-const KNOWN_TOP_LEVEL = new Set([...Object.keys(SCHEMA), 'buildings']);
+// Lists the schema does not describe field by field: each is validated by its own parser.
+const LISTS = new Set(['buildings', 'alerts.rules']);
+// Top-level keys: the schema's sections plus the top-level lists.
+const KNOWN_TOP_LEVEL = new Set([...Object.keys(SCHEMA), ...[...LISTS].filter((l) => !l.includes('.'))]);
 
 function unknownKeys(doc: Plain, errors: string[]): void {
   const known = new Set([...fields()].map(([p]) => p));
@@ -208,9 +210,9 @@ function unknownKeys(doc: Plain, errors: string[]): void {
     for (const [k, v] of Object.entries(node)) {
       const path = prefix ? `${prefix}.${k}` : k;
       if (!prefix && !KNOWN_TOP_LEVEL.has(k)) errors.push(`${path}: unknown key`);
-      else if (path === 'buildings' || path.startsWith('alerts.rules')) continue;
+      else if (LISTS.has(path)) continue;
       else if (v && typeof v === 'object' && !Array.isArray(v) && !known.has(path)) walk(v as Plain, path);
-      else if (prefix && !known.has(path) && path !== 'alerts.rules') errors.push(`${path}: unknown key`);
+      else if (prefix && !known.has(path)) errors.push(`${path}: unknown key`);
     }
   };
   walk(doc, '');
