@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { canonicalBuildingKey } from '../ingest/building.js';
 import type { AlertRuleRow, Building, DeviceRow, MetadataSnapshot, Tenant } from './snapshot.js';
+import { inTransaction } from './transaction.js';
 
 // Every SQL statement of the metadata feature, in one place. Parameterised only.
 
@@ -18,13 +19,8 @@ export const pgTypes = {
 } as unknown as pg.CustomTypesConfig;
 
 export async function loadSnapshot(pool: pg.Pool): Promise<MetadataSnapshot> {
-  const client = await pool.connect();
-  // a server that dies between two statements errors the client itself: handled here, reported by the next query
-  const ignore = () => {};
-  client.on('error', ignore);
-  try {
-    // one consistent view of the four tables
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  // one consistent view of the four tables
+  return inTransaction(pool, 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', async (client) => {
     const buildings = await client.query<Omit<Building, 'key' | 'tenants'>>(
       'SELECT id, name, address, total_area, floors, building_type FROM buildings ORDER BY id',
     );
@@ -33,13 +29,12 @@ export async function loadSnapshot(pool: pg.Pool): Promise<MetadataSnapshot> {
     );
     const rules = await client.query<AlertRuleRow>(
       `SELECT id, sensor_type, building_id, floor, room, above, below, hysteresis, for_seconds,
-              offline_after_seconds, severity, message, enabled
-       FROM alert_rules ORDER BY id`,
+                offline_after_seconds, severity, message, enabled
+         FROM alert_rules ORDER BY id`,
     );
     const devices = await client.query<DeviceRow>(
       'SELECT id, username, password_hash, building_id, role, enabled FROM mqtt_devices ORDER BY id',
     );
-    await client.query('COMMIT');
     const byBuilding = new Map<number, Tenant[]>();
     for (const t of tenants.rows) {
       if (t.building_id === null) continue;
@@ -56,13 +51,7 @@ export async function loadSnapshot(pool: pg.Pool): Promise<MetadataSnapshot> {
       alertRules: rules.rows,
       devices: devices.rows,
     };
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.off('error', ignore);
-    client.release();
-  }
+  });
 }
 
 export async function ping(pool: pg.Pool): Promise<void> {

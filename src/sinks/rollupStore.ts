@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { inTransaction } from '../metadata/transaction.js';
 import type { RollupRow } from './rollups.js';
 
 // Every SQL statement of the roll-ups, in one place.
@@ -15,12 +16,7 @@ export async function flushRollups(
   rows: readonly RollupRow[],
   offset: number,
 ): Promise<void> {
-  const client = await pool.connect();
-  // a server that dies between two statements errors the client itself: handled here, reported by the next query
-  const ignore = () => {};
-  client.on('error', ignore);
-  try {
-    await client.query('BEGIN');
+  await inTransaction(pool, 'BEGIN', async (client) => {
     if (rows.length) {
       await client.query(
         `INSERT INTO sensor_rollups_hourly AS t (building_id, floor, room, sensor_type, hour, count, sum, min, max)
@@ -49,14 +45,7 @@ export async function flushRollups(
        ON CONFLICT (instance_id) DO UPDATE SET log_offset = EXCLUDED.log_offset, updated_at = EXCLUDED.updated_at`,
       [instanceId, offset],
     );
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.off('error', ignore);
-    client.release();
-  }
+  });
 }
 
 export async function rollupOffset(pool: pg.Pool, instanceId: string): Promise<number | undefined> {
