@@ -30,42 +30,33 @@ import { createSink } from './sinks/detect.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
 
-/** PEM files of the TLS listener, read once at start (an unreadable file stops start-up, naming it). */
+/** A PEM file named by the configuration, read once at start (unreadable: start-up stops, naming the key). */
+function readPem(key: string, path: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new IngestError(
+      'EI_CONFIG_INVALID',
+      `invalid configuration:\n  ${key}: cannot read ${path}: ${(err as Error).message}`,
+    );
+  }
+}
+
 function readTls(cfg: Config): { port: number; cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
   const t = cfg.mqtt.tls;
   if (t.port === undefined || !t.cert || !t.key) return undefined;
-  const read = (key: string, path: string) => {
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new IngestError(
-        'EI_CONFIG_INVALID',
-        `invalid configuration:\n  mqtt.tls.${key}: cannot read ${path}: ${(err as Error).message}`,
-      );
-    }
-  };
   return {
     port: t.port,
-    cert: read('cert', t.cert),
-    key: read('key', t.key),
-    ca: t.ca ? read('ca', t.ca) : undefined,
+    cert: readPem('mqtt.tls.cert', t.cert),
+    key: readPem('mqtt.tls.key', t.key),
+    ca: t.ca ? readPem('mqtt.tls.ca', t.ca) : undefined,
   };
 }
 
 function readHttpTls(cfg: Config): { cert: Buffer; key: Buffer } | undefined {
   const { cert, key } = cfg.http.tls;
   if (!cert || !key) return undefined;
-  const read = (name: string, path: string) => {
-    try {
-      return readFileSync(path);
-    } catch (err) {
-      throw new IngestError(
-        'EI_CONFIG_INVALID',
-        `invalid configuration:\n  http.tls.${name}: cannot read ${path}: ${(err as Error).message}`,
-      );
-    }
-  };
-  return { cert: read('cert', cert), key: read('key', key) };
+  return { cert: readPem('http.tls.cert', cert), key: readPem('http.tls.key', key) };
 }
 
 /*
