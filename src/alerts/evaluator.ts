@@ -40,6 +40,12 @@ export function alertField(e: Pick<AlertEvent, 'floor' | 'room' | 'sensor_type' 
   return `${e.floor}/${e.room}/${e.sensor_type}/${e.rule_id}`;
 }
 
+/** Which condition a raised event is about: an event carries its value and the threshold it crossed. */
+export function alertKind(e: AlertEvent): AlertKind {
+  if (e.type === 'sensor_offline') return 'offline';
+  return (e.value ?? 0) > (e.threshold ?? 0) ? 'above' : 'below';
+}
+
 export function alertTopic(e: AlertEvent): string {
   return `alerts/${e.building_id}/${alertField(e)}`;
 }

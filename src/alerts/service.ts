@@ -6,7 +6,7 @@ import type { Reading } from '../ingest/reading.js';
 import { fullJitterBackoff } from '../pipeline/retry.js';
 import { AlertMqttOutput } from '../sinks/alertMqtt.js';
 import { AlertRedisOutput } from '../sinks/alertRedis.js';
-import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField } from './evaluator.js';
+import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField, alertKind } from './evaluator.js';
 import { AlertJournal } from './journal.js';
 import type { Locale } from './messages.js';
 import type { AlertRule } from './rules.js';
@@ -94,13 +94,7 @@ export class AlertService {
               continue; // not ours, or damaged: one bad field must not lose the others
             }
             if (e?.state !== 'raised' || typeof e.rule_id !== 'string') continue;
-            const kind =
-              e.type === 'sensor_offline'
-                ? 'offline'
-                : (e.value ?? 0) > (e.threshold ?? 0)
-                  ? 'above'
-                  : 'below';
-            out.push({ kind, event: e });
+            out.push({ kind: alertKind(e), event: e });
           }
         }
       } while (cursor !== '0');
@@ -194,16 +188,11 @@ export class AlertService {
     }
     const journal = this.journal;
     if (journal) {
-      journal.append(events.map((event) => ({ kind: this.kindOf(event), event })));
+      journal.append(events.map((event) => ({ kind: alertKind(event), event })));
       journal.compactIfLarge(() => this.evaluator.active());
     }
     this.mqtt.deliver(events);
     this.redisOut?.deliver(events);
-  }
-
-  private kindOf(e: AlertEvent): ActiveAlert['kind'] {
-    if (e.type === 'sensor_offline') return 'offline';
-    return (e.value ?? 0) > (e.threshold ?? 0) ? 'above' : 'below';
   }
 
   private index(e: AlertEvent): void {
