@@ -133,7 +133,7 @@ export class AlertService {
       const active = this.evaluator.active().map((a) => a.event);
       for (const e of active) this.index(e);
       this.mqtt.republish(active);
-      this.redisOut?.restoreActive(active);
+      this.redisOut?.reassert(active);
       if (orphans.length) this.emit(orphans);
       if (r.active.length)
         this.opts.log.info(
@@ -149,7 +149,7 @@ export class AlertService {
       setInterval(() => void this.saveSeen(), SAVE_SEEN_MS),
       // alerts:active:* rewritten from our state now and then: a FLUSHDB or an
       // evicted key heals within a minute (HSET of what is active: idempotent)
-      setInterval(() => this.redisOut?.restoreActive(this.active()), REASSERT_MS),
+      setInterval(() => this.redisOut?.reassert(this.active()), REASSERT_MS),
     );
     for (const t of this.timers) t.unref();
   }

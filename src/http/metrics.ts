@@ -73,8 +73,8 @@ export class Counter {
   }
 }
 
-/** A gauge, or a counter whose value lives elsewhere (type 'counter'), read at scrape time. */
-export class Gauge {
+/** A value that lives elsewhere, read at scrape time: a gauge, or a counter its owner keeps. */
+export class Sampled {
   constructor(
     readonly name: string,
     readonly help: string,
@@ -239,12 +239,12 @@ export class Metrics {
   }
 
   gauge(name: string, help: string, read: () => number): void {
-    this.registry.registerMetric(new Gauge(name, help, read).prom() as never);
+    this.registry.registerMetric(new Sampled(name, help, read).prom() as never);
   }
 
   /** a counter kept by its owner (read at scrape time) */
   counter(name: string, help: string, read: () => number): void {
-    this.registry.registerMetric(new Gauge(name, help, read, 'counter').prom() as never);
+    this.registry.registerMetric(new Sampled(name, help, read, 'counter').prom() as never);
   }
 
   get contentType(): string {

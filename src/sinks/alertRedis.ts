@@ -54,7 +54,7 @@ export class AlertRedisOutput {
   }
 
   /** Active alerts written to the hash again (after a restart, and every minute): HSET is idempotent. */
-  restoreActive(active: readonly AlertEvent[]): void {
+  reassert(active: readonly AlertEvent[]): void {
     for (const e of active) this.markDirty(e);
     this.kick();
   }
