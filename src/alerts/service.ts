@@ -129,8 +129,9 @@ export class AlertService {
       const orphans = this.evaluator.restore(r.active, now);
       this.evaluator.restoreSeen(r.seen, now);
       // the journal holds exactly what continues (alerts from Redis included), before any new event
-      this.journal?.replaceWith(this.evaluator.active());
-      const active = this.evaluator.active().map((a) => a.event);
+      const continuing = this.evaluator.active();
+      this.journal?.replaceWith(continuing);
+      const active = continuing.map((a) => a.event);
       for (const e of active) this.index(e);
       this.mqtt.republish(active);
       this.redisOut?.reassert(active);
