@@ -5,6 +5,7 @@ import mqtt from 'mqtt';
 import { AlertEvaluator, type AlertEvent } from '../src/alerts/evaluator.js';
 import { type AlertRule, parseRule } from '../src/alerts/rules.js';
 import type { Reading } from '../src/ingest/reading.js';
+import { aReading } from '../tests/helpers/reading.js';
 import { tempDir } from '../tests/helpers/services.js';
 
 // Alert scenarios of `npm run bench`: publish → delivered latency through a
@@ -144,18 +145,18 @@ export function alertEvalCost(
     if ('errors' in r) throw new Error(r.errors.join('; '));
     rules.push(r.rule);
   }
-  const series: Reading[] = Array.from({ length: seriesCount }, (_, i) => ({
-    buildingId: 1 + (i % 100),
-    building: `building_${String(1 + (i % 100)).padStart(3, '0')}`,
-    floor: `${i % 10}F`,
-    room: `r${i}`,
-    sensorType: 'power',
-    value: 0,
-    unit: 'W',
-    status: 'normal',
-    extra: [],
-    timestampMs: 0,
-  }));
+  const series: Reading[] = Array.from({ length: seriesCount }, (_, i) =>
+    aReading({
+      buildingId: 1 + (i % 100),
+      building: `building_${String(1 + (i % 100)).padStart(3, '0')}`,
+      floor: `${i % 10}F`,
+      room: `r${i}`,
+      sensorType: 'power',
+      value: 0,
+      unit: 'W',
+      timestampMs: 0,
+    }),
+  );
   const run = (ruleSet: AlertRule[]) => {
     const ev = new AlertEvaluator({ locale: 'en' });
     ev.setRules(ruleSet, 0);

@@ -4,6 +4,7 @@ import { alertMessage, fillTemplate } from '../../src/alerts/messages.js';
 import { type AlertRule, mergeRules, parseConfigRules, parseRule } from '../../src/alerts/rules.js';
 import type { Reading } from '../../src/ingest/reading.js';
 import type { AlertRuleRow } from '../../src/metadata/snapshot.js';
+import { aReading } from '../helpers/reading.js';
 
 function rule(partial: Record<string, unknown>): AlertRule {
   const r = parseRule({ id: 'r', sensor_type: 'power', ...partial }, 'test');
@@ -13,19 +14,15 @@ function rule(partial: Record<string, unknown>): AlertRule {
 
 const T0 = Date.parse('2026-01-01T00:00:00Z');
 function reading(value: number, tsS: number, over: Partial<Reading> = {}): Reading {
-  return {
-    buildingId: 1,
-    building: 'building_001',
+  return aReading({
     floor: '3F',
     room: 'A',
     sensorType: 'power',
-    value,
     unit: 'W',
-    status: 'normal',
-    extra: [],
+    value,
     timestampMs: T0 + tsS * 1000,
     ...over,
-  };
+  });
 }
 
 function evaluator(rules: AlertRule[], locale: 'ko' | 'en' = 'en') {

@@ -1,20 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { LatestReadings } from '../../src/http/latest.js';
 import type { Reading } from '../../src/ingest/reading.js';
+import { aReading } from '../helpers/reading.js';
 
 function r(building: string, sensorType: string, value: number, ts: number): Reading {
-  return {
-    buildingId: Number(building.slice(9)),
+  const buildingId = Number(building.slice(9));
+  return aReading({
+    buildingId,
     building,
     floor: '1F',
     room: 'a',
     sensorType,
     value,
     unit: 'W',
-    status: 'normal',
-    extra: [],
     timestampMs: ts,
-  };
+  });
 }
 
 describe('latest readings for the status page', () => {

@@ -3,19 +3,9 @@ import { describe, expect, it } from 'vitest';
 import { encodeReading, escapeTag, quoteString, UnencodableError } from '../../src/ingest/lineProtocol.js';
 import { readLine } from '../../src/ingest/lineProtocolReader.js';
 import type { Reading } from '../../src/ingest/reading.js';
+import { aReading } from '../helpers/reading.js';
 
-const base: Reading = {
-  buildingId: 1,
-  building: 'building_001',
-  floor: '3',
-  room: 'office_301',
-  sensorType: 'temperature',
-  value: 23.5,
-  unit: 'celsius',
-  status: 'normal',
-  extra: [],
-  timestampMs: 1705314600000,
-};
+const base = aReading();
 
 // Label-like strings: printable, including every character the protocol cares about.
 const hostile = fc
