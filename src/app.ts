@@ -421,6 +421,7 @@ export class App {
         if (m.lastError) throw new Error(`last metadata load failed: ${m.lastError}`);
       });
     }
+    // the InfluxDB check already fails on failing writes; this also covers the file sink, which has no check
     const ready = Object.values(checks).every((c) => c.ok) && this.writer?.failingSince == null;
     const result = {
       ready,
