@@ -117,7 +117,8 @@ export function keepReorderedDeliveries(client: Client, remember = 4096): boolea
   };
   c.deliverQoS = (packet, cb) => {
     const qos = packet.qos ?? 0;
-    if (qos > 0 && typeof packet.topic === 'string') {
+    // the common case (a dashboard's sensors/# at QoS 1 and QoS 1 readings) needs no matching
+    if (qos > 0 && typeof packet.topic === 'string' && !allGrant(subscriptions, qos)) {
       const granted = grantedQoS(subscriptions, packet.topic);
       if (granted < qos) packet.qos = granted; // a per-delivery copy (Aedes's Packet), safe to change
     }
@@ -125,6 +126,11 @@ export function keepReorderedDeliveries(client: Client, remember = 4096): boolea
     if ((packet.qos ?? 0) > 0) dedupe(packet);
     deliverQoS(packet, cb);
   };
+  return true;
+}
+
+function allGrant(subscriptions: Record<string, { qos?: number }>, qos: number): boolean {
+  for (const filter in subscriptions) if ((subscriptions[filter]?.qos ?? 0) < qos) return false;
   return true;
 }
 
