@@ -102,9 +102,22 @@ export class App {
 
   async start(): Promise<void> {
     const { cfg, log, metrics } = this;
-    this.deadLetter = new DeadLetterWriter(cfg.dataDir, (err) =>
-      log.error({ err }, 'dead letter write failed'),
-    );
+    const dropLog = new RateLimitedLog(log);
+    this.deadLetter = new DeadLetterWriter({
+      dataDir: cfg.dataDir,
+      maxBytes: cfg.pipeline.deadLetterMaxBytes,
+      maxFileBytes: cfg.pipeline.deadLetterMaxFileBytes,
+      maxQueuedBytes: cfg.pipeline.deadLetterMaxQueuedBytes,
+      onError: (err) => log.error({ err }, 'dead letter write failed'),
+      onDrop: (reason, n) => {
+        metrics.deadLettersDropped.inc({ reason }, n);
+        dropLog.warn(
+          `deadletter-${reason}`,
+          { reason },
+          'dead letter dropped: over its disk budget or queue',
+        );
+      },
+    });
     await this.deadLetter.open();
     const deadLetter = this.deadLetter;
 
@@ -233,6 +246,11 @@ export class App {
       'energy_ingest_dead_lettered_total',
       'records written to DATA_DIR/deadletter',
       () => deadLetter.written,
+    );
+    metrics.gauge(
+      'energy_ingest_dead_letter_bytes',
+      'bytes held by DATA_DIR/deadletter',
+      () => deadLetter.diskBytes,
     );
     metrics.counter(
       'energy_ingest_dead_letter_failures_total',

@@ -63,6 +63,9 @@ export interface Config {
     readonly shutdownTimeoutMs: number;
     readonly retryMinMs: number;
     readonly retryMaxMs: number;
+    readonly deadLetterMaxBytes: number;
+    readonly deadLetterMaxFileBytes: number;
+    readonly deadLetterMaxQueuedBytes: number;
   };
   readonly ingest: {
     readonly maxFutureSkewS: number;

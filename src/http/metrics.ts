@@ -210,6 +210,10 @@ export class Metrics {
     'energy_ingest_qos0_dropped_total',
     'QoS 0 readings dropped because the pipeline was full',
   );
+  readonly deadLettersDropped = new Counter(
+    'energy_ingest_dead_letters_dropped_total',
+    'rejections not written to DATA_DIR/deadletter: over its disk budget or its write queue, by reason',
+  );
   readonly alerts = new Counter('energy_ingest_alerts_total', 'alert events, by state and severity');
   readonly alertDeliveryDropped = new Counter(
     'energy_ingest_alert_delivery_dropped_total',
