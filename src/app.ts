@@ -103,6 +103,15 @@ export class App {
   async start(): Promise<void> {
     const { cfg, log, metrics } = this;
     const dropLog = new RateLimitedLog(log);
+    // series beyond alerts.maxSeries in the latest-readings map and the roll-ups: counted, logged now and then
+    const untracked = (table: 'latest' | 'rollups') => {
+      metrics.seriesUntracked.inc({ table });
+      dropLog.warn(
+        `untracked-${table}`,
+        { table, maxSeries: cfg.alerts.maxSeries },
+        'alerts.maxSeries reached; readings of new series are not tracked here',
+      );
+    };
     this.deadLetter = new DeadLetterWriter({
       dataDir: cfg.dataDir,
       maxBytes: cfg.pipeline.deadLetterMaxBytes,
@@ -197,6 +206,8 @@ export class App {
         durableLog,
         backslashMode: this.sink.backslashMode,
         log,
+        maxRows: cfg.alerts.maxSeries,
+        onUntracked: () => untracked('rollups'),
       });
       await this.rollups.start();
     }
@@ -207,6 +218,8 @@ export class App {
       fsync: cfg.pipeline.durability === 'fsync',
       redis: this.redis,
       maxQueued: cfg.alerts.maxQueued,
+      maxSeries: cfg.alerts.maxSeries,
+      maxActivePerBuilding: cfg.alerts.maxActivePerBuilding,
       metrics,
       log,
     });
@@ -215,7 +228,10 @@ export class App {
     this.alerts.restore();
     const alerts = this.alerts;
 
-    const latest = new LatestReadings();
+    const latest = new LatestReadings({
+      maxSeries: cfg.alerts.maxSeries,
+      onUntracked: () => untracked('latest'),
+    });
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,

@@ -304,6 +304,21 @@ export const SCHEMA = {
       min: 100,
       max: 10000000,
     },
+    maxSeries: {
+      kind: 'int',
+      description:
+        'series (building/floor/room/type) tracked by the alert evaluator, the latest readings and the roll-up rows; new ones beyond are not tracked (counted)',
+      default: 100000,
+      min: 1,
+      max: 100000000,
+    },
+    maxActivePerBuilding: {
+      kind: 'int',
+      description: 'active alerts per building; further alerts are not raised (counted)',
+      default: 1000,
+      min: 1,
+      max: 10000000,
+    },
   },
 } as const satisfies SchemaNode;
 
