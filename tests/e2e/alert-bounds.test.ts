@@ -79,14 +79,14 @@ describe('alerts and series under 20,000 made-up rooms', () => {
     const deadline = Date.now() + 8000;
     while (Date.now() < deadline) {
       const t0 = Date.now();
-      await page.evaluate(() => document.querySelectorAll('#alerts tr').length);
+      await page.evaluate(() => Date.now()); // needs the page's main thread
       slowest = Math.max(slowest, Date.now() - t0);
       await new Promise((r) => setTimeout(r, 100));
     }
     const status = await eventually(
       async () => {
         const s = await daemon.status();
-        return s.alerts_active >= MAX_ACTIVE && s;
+        return (s.alerts_active ?? 0) >= MAX_ACTIVE && s;
       },
       20_000,
       'offline alerts raised',

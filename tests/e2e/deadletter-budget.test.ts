@@ -120,7 +120,11 @@ describe('dead letters under a flood of bad payloads', () => {
         await client.publishAsync('sensors/building_001/F1/r1/power', JSON.stringify({ value: i }), {
           qos: 1,
         });
-      await eventually(async () => (await d.status()).points_written >= 10, 15_000, 'good readings written');
+      await eventually(
+        async () => ((await d.status()).points_written ?? 0) >= 10,
+        15_000,
+        'good readings written',
+      );
     } finally {
       await client.endAsync(true);
     }
