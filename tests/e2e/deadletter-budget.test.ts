@@ -110,7 +110,7 @@ describe('dead letters under a flood of bad payloads', () => {
       expect(metricValue(metrics, 'energy_ingest_messages_rejected_total{reason="bad_json"}')).toBe(total);
       expect(slowest).toBeLessThan(5000);
       console.info(
-        `dead letters: ${after.bytes} bytes in ${after.files.length} files for ${total * SIZE} payload bytes; ` +
+        `dead letters: first ${first.bytes} bytes for ${SMALL * SIZE}; then ${after.bytes} bytes in ${after.files.length} files for ${total * SIZE} payload bytes; ` +
           `dropped ${metricValue(metrics, 'energy_ingest_dead_letters_dropped_total{reason="budget"}')} (budget), ` +
           `${metricValue(metrics, 'energy_ingest_dead_letters_dropped_total{reason="queue_full"}')} (queue); slowest /health ${slowest} ms`,
       );
