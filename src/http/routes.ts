@@ -83,8 +83,9 @@ export function routes(d: RouteDeps): Record<string, Route> {
         return json(res, 400, { error: `building_id: "${building}" is not a building id` });
       const offset = pageParam(params.get('offset'), 0, Number.MAX_SAFE_INTEGER);
       const limit = pageParam(params.get('limit'), DEFAULT_PAGE, MAX_PAGE);
-      if (offset === undefined || limit === undefined)
-        return json(res, 400, { error: 'offset and limit must be non-negative integers' });
+      // limit 0 would hand back next_offset === offset forever
+      if (offset === undefined || !limit)
+        return json(res, 400, { error: 'offset must be an integer ≥ 0 and limit an integer ≥ 1' });
       const active = d.activeAlerts(id === undefined ? undefined : canonicalBuildingKey(id));
       // count is every active alert; a bounded page of them (newest first), next_offset when more follow
       const page = active.slice(offset, offset + limit);

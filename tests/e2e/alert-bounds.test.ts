@@ -123,6 +123,8 @@ describe('alerts and series under 20,000 made-up rooms', () => {
     ).json()) as typeof body;
     expect(rest.alerts.length).toBe(500);
     expect(rest.next_offset).toBeUndefined();
+    expect((await fetch(`${base}/api/alerts/active?limit=0`)).status).toBe(400);
+    expect((await fetch(`${base}/api/alerts/active?offset=-1`)).status).toBe(400);
     const ids = new Set([...body.alerts, ...rest.alerts].map((e) => e.id));
     expect(ids.size).toBe(MAX_ACTIVE);
 
