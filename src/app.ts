@@ -102,9 +102,31 @@ export class App {
 
   async start(): Promise<void> {
     const { cfg, log, metrics } = this;
-    this.deadLetter = new DeadLetterWriter(cfg.dataDir, (err) =>
-      log.error({ err }, 'dead letter write failed'),
-    );
+    const dropLog = new RateLimitedLog(log);
+    // series beyond alerts.maxSeries in the latest-readings map and the roll-ups: counted, logged now and then
+    const untracked = (table: 'latest' | 'rollups') => {
+      metrics.seriesUntracked.inc({ table });
+      dropLog.warn(
+        `untracked-${table}`,
+        { table, maxSeries: cfg.alerts.maxSeries },
+        'alerts.maxSeries reached; readings of new series are not tracked here',
+      );
+    };
+    this.deadLetter = new DeadLetterWriter({
+      dataDir: cfg.dataDir,
+      maxBytes: cfg.pipeline.deadLetterMaxBytes,
+      maxFileBytes: cfg.pipeline.deadLetterMaxFileBytes,
+      maxQueuedBytes: cfg.pipeline.deadLetterMaxQueuedBytes,
+      onError: (err) => log.error({ err }, 'dead letter write failed'),
+      onDrop: (reason, n) => {
+        metrics.deadLettersDropped.inc({ reason }, n);
+        dropLog.warn(
+          `deadletter-${reason}`,
+          { reason },
+          'dead letter dropped: over its disk budget or queue',
+        );
+      },
+    });
     await this.deadLetter.open();
     const deadLetter = this.deadLetter;
 
@@ -184,6 +206,8 @@ export class App {
         durableLog,
         backslashMode: this.sink.backslashMode,
         log,
+        maxRows: cfg.alerts.maxSeries,
+        onUntracked: () => untracked('rollups'),
       });
       await this.rollups.start();
     }
@@ -194,6 +218,8 @@ export class App {
       fsync: cfg.pipeline.durability === 'fsync',
       redis: this.redis,
       maxQueued: cfg.alerts.maxQueued,
+      maxSeries: cfg.alerts.maxSeries,
+      maxActivePerBuilding: cfg.alerts.maxActivePerBuilding,
       metrics,
       log,
     });
@@ -202,7 +228,10 @@ export class App {
     this.alerts.restore();
     const alerts = this.alerts;
 
-    const latest = new LatestReadings();
+    const latest = new LatestReadings({
+      maxSeries: cfg.alerts.maxSeries,
+      onUntracked: () => untracked('latest'),
+    });
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
@@ -233,6 +262,11 @@ export class App {
       'energy_ingest_dead_lettered_total',
       'records written to DATA_DIR/deadletter',
       () => deadLetter.written,
+    );
+    metrics.gauge(
+      'energy_ingest_dead_letter_bytes',
+      'bytes held by DATA_DIR/deadletter',
+      () => deadLetter.diskBytes,
     );
     metrics.counter(
       'energy_ingest_dead_letter_failures_total',

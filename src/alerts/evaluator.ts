@@ -91,6 +91,12 @@ export interface EvaluatorOptions {
   /** offline wheel resolution; offline alerts fire at most this late */
   readonly slotMs?: number;
   readonly newId?: () => string;
+  /** series tracked at most; readings of further new series are not evaluated (counted) */
+  readonly maxSeries?: number;
+  /** active alerts per building at most; further raises are refused (counted) */
+  readonly maxActivePerBuilding?: number;
+  /** a new series beyond maxSeries, or a raise beyond maxActivePerBuilding (for metrics and logs) */
+  readonly onRefused?: (what: 'series' | 'active', building: string) => void;
 }
 
 export class AlertEvaluator {
@@ -100,10 +106,34 @@ export class AlertEvaluator {
   private readonly wheel = new Map<number, RuleState[]>();
   private readonly slotMs: number;
   private readonly newId: () => string;
+  private readonly maxSeries: number;
+  private readonly maxActivePerBuilding: number;
+  /** active alerts per building (the bound of maxActivePerBuilding) */
+  private readonly activeByBuilding = new Map<string, number>();
 
   constructor(private readonly opts: EvaluatorOptions) {
     this.slotMs = opts.slotMs ?? 1000;
     this.newId = opts.newId ?? randomUUID;
+    this.maxSeries = opts.maxSeries ?? Number.POSITIVE_INFINITY;
+    this.maxActivePerBuilding = opts.maxActivePerBuilding ?? Number.POSITIVE_INFINITY;
+  }
+
+  /** series tracked now */
+  get seriesCount(): number {
+    return this.series.size;
+  }
+
+  private countActive(building: string, by: 1 | -1): void {
+    const n = (this.activeByBuilding.get(building) ?? 0) + by;
+    if (n > 0) this.activeByBuilding.set(building, n);
+    else this.activeByBuilding.delete(building);
+  }
+
+  /** room for one more active alert in this building; counted when there is none */
+  private mayRaise(building: string): boolean {
+    if ((this.activeByBuilding.get(building) ?? 0) < this.maxActivePerBuilding) return true;
+    this.opts.onRefused?.('active', building);
+    return false;
   }
 
   /**
@@ -161,10 +191,25 @@ export class AlertEvaluator {
     return out;
   }
 
-  private seriesFor(building: string, buildingId: number, floor: string, room: string, sensorType: string) {
+  /**
+   * The state of one series, created on first sight; null beyond maxSeries
+   * (counted), unless `force`: state from a previous run is never dropped.
+   */
+  private seriesFor(
+    building: string,
+    buildingId: number,
+    floor: string,
+    room: string,
+    sensorType: string,
+    force = false,
+  ): SeriesState | null {
     const key = `${building}\n${floor}\n${room}\n${sensorType}`;
     let s = this.series.get(key);
     if (!s) {
+      if (!force && this.series.size >= this.maxSeries) {
+        this.opts.onRefused?.('series', building);
+        return null;
+      }
       s = {
         building,
         buildingId,
@@ -192,7 +237,7 @@ export class AlertEvaluator {
   evaluate(r: Reading, receivedAtMs: number): readonly AlertEvent[] {
     if (!this.bySensorType.has(r.sensorType)) return NO_EVENTS;
     const s = this.seriesFor(r.building, r.buildingId, r.floor, r.room, r.sensorType);
-    if (s.rules.length === 0) return NO_EVENTS;
+    if (!s || s.rules.length === 0) return NO_EVENTS;
     let events: AlertEvent[] | null = null;
     s.lastSeenMs = receivedAtMs;
     const inOrder = r.timestampMs > s.lastTs;
@@ -236,6 +281,8 @@ export class AlertEvaluator {
         st.pendingSince = r.timestampMs;
       }
       if (r.timestampMs - st.pendingSince! >= rule.forSeconds * 1000) {
+        // beyond the building's bound the episode is not raised; the next reading tries again
+        if (!this.mayRaise(s.building)) continue;
         st.pendingSince = null;
         st.pendingKind = null;
         events = add(events, this.raiseEvent(st, kind, v, r.unit, r.timestampMs));
@@ -273,7 +320,8 @@ export class AlertEvaluator {
         if (st.detached || st.slot !== slot) continue;
         st.slot = null;
         if (st.series.lastSeenMs + st.rule.offlineAfterSeconds! * 1000 > nowMs) this.schedule(st);
-        else if (!st.active) events.push(this.raiseOffline(st, nowMs));
+        // refused beyond the building's bound: not rescheduled, so tried again after its next reading
+        else if (!st.active && this.mayRaise(st.series.building)) events.push(this.raiseOffline(st, nowMs));
       }
     }
     return events;
@@ -312,6 +360,7 @@ export class AlertEvaluator {
       rule.message ? fillTemplate(rule.message, m) : alertMessage(this.opts.locale, kind, m),
     );
     st.active = { kind, event };
+    this.countActive(st.series.building, 1);
     return event;
   }
 
@@ -325,6 +374,7 @@ export class AlertEvaluator {
       : alertMessage(this.opts.locale, 'offline', m);
     const event = this.event(st, 'sensor_offline', silent, rule.offlineAfterSeconds, 's', at, message);
     st.active = { kind: 'offline', event };
+    this.countActive(st.series.building, 1);
     return event;
   }
 
@@ -393,6 +443,7 @@ export class AlertEvaluator {
   private clear(st: RuleState, value: number | null, atMs: number, why: 'value' | 'rule' = 'value') {
     const active = st.active!;
     st.active = null;
+    this.countActive(st.series.building, -1);
     return this.clearEvent(st.series, active, value, atMs, why);
   }
 
@@ -406,13 +457,14 @@ export class AlertEvaluator {
     for (const a of actives) {
       const e = a.event;
       const buildingId = Number(/(\d+)$/.exec(e.building_id)?.[1] ?? Number.NaN);
-      const s = this.seriesFor(e.building_id, buildingId, e.floor, e.room, e.sensor_type);
+      const s = this.seriesFor(e.building_id, buildingId, e.floor, e.room, e.sensor_type, true)!;
       const st = s.rules.find((x) => x.rule.id === e.rule_id);
       const kindFits = st && (a.kind === 'offline') === (st.rule.offlineAfterSeconds !== null);
       if (!st || !kindFits) {
         events.push(this.clearEvent(s, a, e.value, nowMs, 'rule'));
         continue;
       }
+      if (!st.active) this.countActive(s.building, 1);
       st.active = a;
       // the reading that raised a threshold episode is the newest this series has shown (an offline
       // event's time is the daemon's clock, not a reading's: it must not hide later readings)
@@ -432,7 +484,7 @@ export class AlertEvaluator {
   ): void {
     for (const x of series) {
       const buildingId = Number(/(\d+)$/.exec(x.building)?.[1] ?? Number.NaN);
-      const s = this.seriesFor(x.building, buildingId, x.floor, x.room, x.sensorType);
+      const s = this.seriesFor(x.building, buildingId, x.floor, x.room, x.sensorType, true)!;
       if (s.lastSeenMs > 0) continue;
       s.lastSeenMs = nowMs;
       for (const st of s.rules)

@@ -3,6 +3,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Metrics } from '../http/metrics.js';
 import type { Reading } from '../ingest/reading.js';
+import { RateLimitedLog } from '../log.js';
 import { fullJitterBackoff } from '../pipeline/retry.js';
 import { AlertMqttOutput } from '../sinks/alertMqtt.js';
 import { AlertRedisOutput } from '../sinks/alertRedis.js';
@@ -22,6 +23,8 @@ export interface AlertServiceOptions {
   readonly fsync: boolean;
   readonly redis: Redis | null;
   readonly maxQueued: number;
+  readonly maxSeries: number;
+  readonly maxActivePerBuilding: number;
   readonly metrics: Metrics;
   readonly log: Logger;
 }
@@ -43,7 +46,30 @@ export class AlertService {
   private rulesKey = '';
 
   constructor(private readonly opts: AlertServiceOptions) {
-    this.evaluator = new AlertEvaluator({ locale: opts.locale });
+    const refusals = new RateLimitedLog(opts.log);
+    this.evaluator = new AlertEvaluator({
+      locale: opts.locale,
+      maxSeries: opts.maxSeries,
+      maxActivePerBuilding: opts.maxActivePerBuilding,
+      // beyond the bounds nothing existing is dropped: new series are not watched, new alerts not raised
+      onRefused: (what, building) => {
+        if (what === 'series') {
+          opts.metrics.seriesUntracked.inc({ table: 'alerts' });
+          refusals.warn(
+            'alerts-series',
+            { maxSeries: opts.maxSeries, building },
+            'alerts: alerts.maxSeries reached; readings of new series are not evaluated',
+          );
+        } else {
+          opts.metrics.alertsRefused.inc({ reason: 'max_active_per_building' });
+          refusals.warn(
+            'alerts-active',
+            { maxActivePerBuilding: opts.maxActivePerBuilding, building },
+            'alerts: alerts.maxActivePerBuilding reached in this building; alert not raised',
+          );
+        }
+      },
+    });
     this.mqtt = new AlertMqttOutput(opts.metrics, opts.log);
     this.redisOut = opts.redis
       ? new AlertRedisOutput({
@@ -217,6 +243,10 @@ export class AlertService {
     let n = 0;
     for (const m of this.activeIndex.values()) n += m.size;
     return n;
+  }
+
+  get seriesCount(): number {
+    return this.evaluator.seriesCount;
   }
 
   get redisQueued(): number {

@@ -244,6 +244,25 @@ export const SCHEMA = {
       max: 600000,
     },
     retryMaxMs: { kind: 'int', description: 'largest retry backoff', default: 60000, min: 1, max: 3600000 },
+    deadLetterMaxBytes: {
+      kind: 'bytes',
+      description:
+        'disk budget of DATA_DIR/deadletter; earlier days deleted first, then new records dropped (counted)',
+      default: 100 * 1024 ** 2,
+      min: 1024 * 1024,
+    },
+    deadLetterMaxFileBytes: {
+      kind: 'bytes',
+      description: 'a dead-letter day file is rotated to YYYY-MM-DD.N.jsonl past this size',
+      default: 16 * 1024 ** 2,
+      min: 64 * 1024,
+    },
+    deadLetterMaxQueuedBytes: {
+      kind: 'bytes',
+      description: 'dead-letter records waiting to be written; beyond it rejections are dropped (counted)',
+      default: 8 * 1024 ** 2,
+      min: 256 * 1024,
+    },
   },
   ingest: {
     maxFutureSkewS: {
@@ -283,6 +302,21 @@ export const SCHEMA = {
         'alert events held for Redis while it is down or slow; beyond it the oldest are dropped (counted)',
       default: 100000,
       min: 100,
+      max: 10000000,
+    },
+    maxSeries: {
+      kind: 'int',
+      description:
+        'series (building/floor/room/type) tracked by the alert evaluator, the latest readings and the roll-up rows; new ones beyond are not tracked (counted)',
+      default: 100000,
+      min: 1,
+      max: 100000000,
+    },
+    maxActivePerBuilding: {
+      kind: 'int',
+      description: 'active alerts per building; further alerts are not raised (counted)',
+      default: 1000,
+      min: 1,
       max: 10000000,
     },
   },

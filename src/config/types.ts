@@ -63,6 +63,9 @@ export interface Config {
     readonly shutdownTimeoutMs: number;
     readonly retryMinMs: number;
     readonly retryMaxMs: number;
+    readonly deadLetterMaxBytes: number;
+    readonly deadLetterMaxFileBytes: number;
+    readonly deadLetterMaxQueuedBytes: number;
   };
   readonly ingest: {
     readonly maxFutureSkewS: number;
@@ -74,6 +77,8 @@ export interface Config {
   readonly alerts: {
     readonly locale: 'ko' | 'en';
     readonly maxQueued: number;
+    readonly maxSeries: number;
+    readonly maxActivePerBuilding: number;
     /** `alerts.rules`, validated; alert_rules rows win on the same id */
     readonly rules: readonly AlertRule[];
   };

@@ -2,7 +2,15 @@ import type { Reading } from '../ingest/reading.js';
 
 // The newest reading per building and sensor type, for the status page
 // (`GET /api/latest`). Bounded: a flood of made-up building ids or sensor
-// types cannot grow it past MAX_BUILDINGS × MAX_TYPES entries.
+// types cannot grow it past MAX_BUILDINGS × MAX_TYPES entries, nor past
+// `maxSeries` (alerts.maxSeries) entries in all; readings beyond are counted.
+
+export interface LatestOptions {
+  /** entries (building × sensor type) at most */
+  readonly maxSeries?: number;
+  /** a reading whose building or type could not be added */
+  readonly onUntracked?: () => void;
+}
 
 const MAX_BUILDINGS = 10_000;
 const MAX_TYPES = 32;
@@ -32,13 +40,21 @@ export class LatestReadings {
   private readonly buildings = new Map<string, BuildingEntry>();
   /** readings of buildings beyond the bound: counted, not itemised */
   private overflow = 0;
+  /** entries over all buildings */
+  private entries = 0;
+  private readonly maxSeries: number;
+
+  constructor(private readonly opts: LatestOptions = {}) {
+    this.maxSeries = opts.maxSeries ?? Number.POSITIVE_INFINITY;
+  }
 
   record(readings: readonly Reading[], receivedAtMs: number): void {
     for (const r of readings) {
       let b = this.buildings.get(r.building);
       if (!b) {
-        if (this.buildings.size >= MAX_BUILDINGS) {
+        if (this.buildings.size >= MAX_BUILDINGS || this.entries >= this.maxSeries) {
           this.overflow++;
+          this.opts.onUntracked?.();
           continue;
         }
         b = { readings: 0, lastAt: 0, types: new Map() };
@@ -54,7 +70,10 @@ export class LatestReadings {
         t.floor = r.floor;
         t.room = r.room;
         t.ts = r.timestampMs;
-      } else if (b.types.size < MAX_TYPES) {
+      } else if (b.types.size >= MAX_TYPES || this.entries >= this.maxSeries) {
+        this.opts.onUntracked?.();
+      } else {
+        this.entries++;
         b.types.set(r.sensorType, {
           value: r.value,
           unit: r.unit,

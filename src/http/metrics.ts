@@ -210,6 +210,18 @@ export class Metrics {
     'energy_ingest_qos0_dropped_total',
     'QoS 0 readings dropped because the pipeline was full',
   );
+  readonly deadLettersDropped = new Counter(
+    'energy_ingest_dead_letters_dropped_total',
+    'rejections not written to DATA_DIR/deadletter: over its disk budget or its write queue, by reason',
+  );
+  readonly seriesUntracked = new Counter(
+    'energy_ingest_series_untracked_total',
+    'readings of new series not tracked because alerts.maxSeries was reached, by table (alerts, latest, rollups)',
+  );
+  readonly alertsRefused = new Counter(
+    'energy_ingest_alerts_refused_total',
+    'alerts not raised because alerts.maxActivePerBuilding were active in that building, by reason',
+  );
   readonly alerts = new Counter('energy_ingest_alerts_total', 'alert events, by state and severity');
   readonly alertDeliveryDropped = new Counter(
     'energy_ingest_alert_delivery_dropped_total',

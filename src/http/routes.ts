@@ -20,6 +20,16 @@ export interface RouteDeps {
   snapshot(): MetadataSnapshot;
 }
 
+/** /api/alerts/active answers one page: `limit` alerts (default, at most MAX_PAGE) from `offset` */
+const DEFAULT_PAGE = 500;
+const MAX_PAGE = 5000;
+
+function pageParam(v: string | null, def: number, max: number): number | undefined {
+  if (v === null) return def;
+  if (!/^\d{1,9}$/.test(v)) return undefined;
+  return Math.min(Number(v), max);
+}
+
 const PAGE_HEADERS = {
   'content-type': 'text/html; charset=utf-8',
   'cache-control': 'no-store',
@@ -66,12 +76,25 @@ export function routes(d: RouteDeps): Record<string, Route> {
     '/api/status': (_req, res) => json(res, 200, d.status()),
     '/api/latest': (_req, res) => json(res, 200, d.latest()),
     '/api/alerts/active': (req, res) => {
-      const building = new URL(req.url ?? '/', 'http://x').searchParams.get('building_id');
+      const params = new URL(req.url ?? '/', 'http://x').searchParams;
+      const building = params.get('building_id');
       const id = building ? parseBuildingSegment(building) : undefined;
       if (building && id === undefined)
         return json(res, 400, { error: `building_id: "${building}" is not a building id` });
+      const offset = pageParam(params.get('offset'), 0, Number.MAX_SAFE_INTEGER);
+      const limit = pageParam(params.get('limit'), DEFAULT_PAGE, MAX_PAGE);
+      // limit 0 would hand back next_offset === offset forever
+      if (offset === undefined || !limit)
+        return json(res, 400, { error: 'offset must be an integer ≥ 0 and limit an integer ≥ 1' });
       const active = d.activeAlerts(id === undefined ? undefined : canonicalBuildingKey(id));
-      json(res, 200, { count: active.length, alerts: active });
+      // count is every active alert; a bounded page of them (newest first), next_offset when more follow
+      const page = active.slice(offset, offset + limit);
+      const body: { count: number; alerts: AlertEvent[]; next_offset?: number } = {
+        count: active.length,
+        alerts: page,
+      };
+      if (offset + page.length < active.length) body.next_offset = offset + page.length;
+      json(res, 200, body);
     },
     '/api/buildings': (_req, res) => {
       const s = d.snapshot();

@@ -90,6 +90,7 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
       <table><thead><tr><th data-i18n="severity"></th><th data-i18n="where"></th><th data-i18n="sensor"></th><th data-i18n="value"></th><th data-i18n="message"></th><th data-i18n="since"></th></tr></thead>
       <tbody id="alerts"></tbody></table>
       <div class="empty" id="alerts-empty" data-i18n="noAlerts"></div>
+      <div class="empty" id="alerts-more"></div>
     </div>
   </section>
   <section>
@@ -107,8 +108,8 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 (function () {
   'use strict';
   var T = {
-    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
-    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago' }
+    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
+    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago' }
   };
   var params = new URLSearchParams(location.search);
   var lang = params.get('lang') || localStorage.getItem('ei-lang') || ((navigator.language || 'ko').indexOf('ko') === 0 ? 'ko' : 'en');
@@ -215,29 +216,94 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
   }
 
   // ---- alerts: live over MQTT/WebSocket, retained = active ----------------
-  var alerts = {};
+  // One event touches one row (insert, update or delete), never the whole
+  // table: re-rendering 20,000 rows per message froze the page. At most
+  // ALERT_ROWS rows are shown, newest first; the rest are counted below.
+  var ALERT_ROWS = 200;
+  var alerts = {};           // topic -> raised event
+  var order = [];            // topics, newest first (raised_at, then topic)
+  var rowOf = {};            // topic -> its <tr>, for the shown ones
+  var polledTotal = null;    // polling: the server's count (only one page is fetched)
+  function comesBefore(a, b) {
+    var ea = alerts[a], eb = alerts[b];
+    if (ea.raised_at !== eb.raised_at) return ea.raised_at > eb.raised_at;
+    return a < b;
+  }
+  function position(topic) {
+    var lo = 0, hi = order.length;
+    while (lo < hi) { var mid = (lo + hi) >> 1; if (comesBefore(order[mid], topic)) lo = mid + 1; else hi = mid; }
+    return lo;
+  }
+  function alertRow(topic) {
+    var e = alerts[topic];
+    var tr = document.createElement('tr');
+    tr.setAttribute('data-rule', String(e.rule_id));
+    tr.setAttribute('data-building', String(e.building_id));
+    tr.setAttribute('data-room', String(e.room));
+    tr.innerHTML = '<td><span class="sev ' + esc(e.severity) + '">' + esc(e.severity) + '</span></td><td>' + esc(e.building_id) + ' · ' + esc(e.floor) + ' · ' + esc(e.room) +
+      '</td><td>' + esc(e.sensor_type) + '</td><td>' + esc(e.value) + ' / ' + esc(e.threshold) + ' ' + esc(e.unit) + '</td><td>' + esc(e.message) + '</td><td>' + esc(new Date(e.raised_at).toLocaleTimeString(lang)) + '</td>';
+    rowOf[topic] = tr;
+    return tr;
+  }
+  function alertMeta() {
+    var total = polledTotal !== null ? polledTotal : order.length;
+    var shown = Math.min(order.length, ALERT_ROWS);
+    $('alerts-count').textContent = String(total);
+    $('alerts-empty').style.display = total ? 'none' : '';
+    $('alerts-more').textContent = total > shown ? t('moreAlerts', { n: fmt(total - shown) }) : '';
+  }
+  // the whole table at once: language switch, reconnect, a polled page
   function renderAlerts() {
-    var list = Object.keys(alerts).map(function (k) { return alerts[k]; });
-    list.sort(function (a, b) { return a.raised_at < b.raised_at ? 1 : -1; });
-    $('alerts-count').textContent = String(list.length);
-    $('alerts-empty').style.display = list.length ? 'none' : '';
-    $('alerts').innerHTML = list.map(function (e) {
-      return '<tr data-rule="' + esc(e.rule_id) + '" data-building="' + esc(e.building_id) + '"><td><span class="sev ' + esc(e.severity) + '">' + esc(e.severity) + '</span></td><td>' + esc(e.building_id) + ' · ' + esc(e.floor) + ' · ' + esc(e.room) +
-        '</td><td>' + esc(e.sensor_type) + '</td><td>' + esc(e.value) + ' / ' + esc(e.threshold) + ' ' + esc(e.unit) + '</td><td>' + esc(e.message) + '</td><td>' + esc(new Date(e.raised_at).toLocaleTimeString(lang)) + '</td></tr>';
-    }).join('');
+    order = Object.keys(alerts);
+    order.sort(function (a, b) { return comesBefore(a, b) ? -1 : comesBefore(b, a) ? 1 : 0; });
+    rowOf = {};
+    var body = $('alerts'), frag = document.createDocumentFragment();
+    for (var i = 0; i < order.length && i < ALERT_ROWS; i++) frag.appendChild(alertRow(order[i]));
+    body.textContent = '';
+    body.appendChild(frag);
+    alertMeta();
+  }
+  function removeAlert(topic) {
+    if (!alerts[topic]) return;
+    var i = position(topic);
+    order.splice(i, 1);
+    delete alerts[topic];
+    var tr = rowOf[topic];
+    if (tr) {
+      tr.remove();
+      delete rowOf[topic];
+      // the first hidden one moves up into the last shown row
+      if (order.length >= ALERT_ROWS) $('alerts').appendChild(alertRow(order[ALERT_ROWS - 1]));
+    }
+  }
+  function addAlert(topic, e) {
+    alerts[topic] = e;
+    var i = position(topic);
+    order.splice(i, 0, topic);
+    if (i >= ALERT_ROWS) return;
+    var body = $('alerts');
+    body.insertBefore(alertRow(topic), body.children[i] || null);
+    if (body.children.length > ALERT_ROWS) {
+      var last = body.lastElementChild;
+      delete rowOf[order[ALERT_ROWS]];
+      last.remove();
+    }
   }
   function onAlert(topic, body) {
-    if (!body) { delete alerts[topic]; renderAlerts(); return; }
+    if (!body) { removeAlert(topic); alertMeta(); return; }
     try {
       var e = JSON.parse(body);
-      if (e.state === 'raised') alerts[topic] = e; else delete alerts[topic];
-      renderAlerts();
+      removeAlert(topic);
+      if (e.state === 'raised') addAlert(topic, e);
+      alertMeta();
     } catch (err) { /* not an alert event */ }
   }
   var polling = null;
   function pollAlerts() {
-    fetch('/api/alerts/active', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+    // one page: the first ALERT_ROWS, newest first, and the count of all
+    fetch('/api/alerts/active?limit=' + ALERT_ROWS, { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
       alerts = {};
+      polledTotal = j.count;
       j.alerts.forEach(function (e) { alerts['alerts/' + e.building_id + '/' + e.floor + '/' + e.room + '/' + e.sensor_type + '/' + e.rule_id] = e; });
       renderAlerts();
     }).catch(function () {});
@@ -253,7 +319,7 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
     var client = window.mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 3000, clientId: 'status-page-' + Math.random().toString(16).slice(2, 10) });
     client.on('connect', function () {
       if (polling) { clearInterval(polling); polling = null; }
-      alerts = {}; renderAlerts();
+      alerts = {}; polledTotal = null; renderAlerts();
       $('alerts-source').textContent = t('live');
       $('live').textContent = '● MQTT';
       client.subscribe('alerts/#', { qos: 1 });

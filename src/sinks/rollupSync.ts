@@ -18,6 +18,10 @@ export interface RollupSyncOptions {
   readonly durableLog: DurableLog;
   readonly backslashMode: BackslashMode;
   readonly log: Logger;
+  /** roll-up rows (series × hour) held in memory at most (alerts.maxSeries) */
+  readonly maxRows?: number;
+  /** a reading not counted because maxRows rows are held */
+  readonly onUntracked?: () => void;
 }
 
 /**
@@ -29,14 +33,16 @@ export interface RollupSyncOptions {
  * flushes (rows stay in memory, merged); ingestion never waits for it.
  */
 export class RollupSync {
-  private readonly agg = new RollupAggregator();
+  private readonly agg: RollupAggregator;
   private pool: pg.Pool | null = null;
   private timer: NodeJS.Timeout | null = null;
   private instanceId = '';
   private flushing: Promise<void> | null = null;
   lastError: string | null = null;
 
-  constructor(private readonly opts: RollupSyncOptions) {}
+  constructor(private readonly opts: RollupSyncOptions) {
+    this.agg = new RollupAggregator({ maxRows: opts.maxRows, onUntracked: opts.onUntracked });
+  }
 
   async start(): Promise<void> {
     const { log, durableLog } = this.opts;

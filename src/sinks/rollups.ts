@@ -30,8 +30,19 @@ export interface RollupInput {
 
 const HOUR = 3_600_000;
 
+export interface RollupBounds {
+  /** rows (series × hour) held at most; readings that would add a row beyond are not counted */
+  readonly maxRows?: number;
+  readonly onUntracked?: () => void;
+}
+
 export class RollupAggregator {
   private rows = new Map<string, RollupRow>();
+  private readonly maxRows: number;
+
+  constructor(private readonly bounds: RollupBounds = {}) {
+    this.maxRows = bounds.maxRows ?? Number.POSITIVE_INFINITY;
+  }
   /** log offset up to which every record's readings are in `rows` (or already flushed) */
   offset = 0;
 
@@ -48,6 +59,9 @@ export class RollupAggregator {
       row.sum += r.value;
       if (r.value < row.min) row.min = r.value;
       if (r.value > row.max) row.max = r.value;
+    } else if (this.rows.size >= this.maxRows) {
+      // memory stays bounded while PostgreSQL is away or a flood invents series (counted, logged)
+      this.bounds.onUntracked?.();
     } else {
       this.rows.set(key, {
         buildingId: r.buildingId,
