@@ -301,6 +301,7 @@ export class App {
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,
+      bounds: cfg.mqtt,
       ingress,
       log,
       httpServer: this.http,
