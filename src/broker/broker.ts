@@ -22,6 +22,7 @@ export interface BrokerBounds {
   readonly maxOfflineMessagesPerSession: number;
   readonly maxOfflineBytesPerSession: number;
   readonly sessionExpirySeconds: number;
+  readonly maxPersistentSessions: number;
   readonly maxRetainedMessages: number;
   readonly maxRetainedBytes: number;
   readonly maxRetainedPayloadBytes: number;
@@ -196,7 +197,20 @@ export class Broker {
           callback(null, null);
           return;
         }
-        callback(null, sub);
+        if (client.clean) {
+          callback(null, sub);
+          return;
+        }
+        // A persistent session's subscriptions make the broker queue for it while
+        // it is away: their number is capped (each queue is, by the offline budget).
+        store.roomForSession(client.id, bounds.maxPersistentSessions).then(
+          (room) => {
+            if (room) return callback(null, sub);
+            this.refuse('too_many_sessions', client.id, who, 'too many persistent sessions', sub.topic);
+            callback(null, null);
+          },
+          () => callback(null, null),
+        );
       },
     });
     this.aedes = aedes;

@@ -53,6 +53,8 @@ interface MemoryPersistence {
   storeRetained(packet: StoredPacket): Promise<void>;
   cleanSubscriptions(client: { id: string }): Promise<unknown>;
   cleanIncoming?(client: { id: string }): Promise<unknown>;
+  subscriptionsByClient(client: { id: string }): Promise<unknown[]>;
+  countOffline(): Promise<{ clientsCount: number }>;
   delWill(client: { id: string }): Promise<unknown>;
   [method: string]: unknown;
 }
@@ -109,6 +111,16 @@ export class BoundedPersistence {
     let n = 0;
     for (const q of this.outgoing.values()) n += q.items.length;
     return n;
+  }
+
+  /**
+   * May this persistent session store (more) subscriptions? Yes when it holds
+   * some already, or fewer than `max` sessions hold any.
+   */
+  async roomForSession(clientId: string, max: number): Promise<boolean> {
+    const p = this.persistence;
+    if ((await p.subscriptionsByClient({ id: clientId })).length > 0) return true;
+    return (await p.countOffline()).clientsCount < max;
   }
 
   /** Forget a persistent session: its subscriptions, queue, inbound QoS 2 state and will. */

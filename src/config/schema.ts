@@ -113,6 +113,13 @@ export const SCHEMA = {
       default: 86400,
       min: 1,
     },
+    maxPersistentSessions: {
+      kind: 'int',
+      description:
+        'persistent sessions (clean session 0) holding subscriptions; a further one gets SUBACK 0x80',
+      default: 100,
+      min: 1,
+    },
     maxRetainedMessages: {
       kind: 'int',
       description: 'retained messages stored (daemon alerts not counted); beyond it a retain is not stored',

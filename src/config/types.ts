@@ -25,6 +25,7 @@ export interface Config {
     readonly maxOfflineMessagesPerSession: number;
     readonly maxOfflineBytesPerSession: number;
     readonly sessionExpirySeconds: number;
+    readonly maxPersistentSessions: number;
     readonly maxRetainedMessages: number;
     readonly maxRetainedBytes: number;
     readonly maxRetainedPayloadBytes: number;

@@ -269,6 +269,35 @@ describe('item 5: offline persistent sessions are bounded and expire', () => {
       await t.stop();
     }
   });
+  it('persistent sessions holding subscriptions are capped by mqtt.maxPersistentSessions (SUBACK 0x80); clean sessions are not', async () => {
+    const t = await startApp({ EI_MQTT_MAX_PERSISTENT_SESSIONS: '2', EI_MQTT_SESSION_EXPIRY_SECONDS: '1' });
+    const clients: MqttClient[] = [];
+    try {
+      const granted = async (clientId: string, clean: boolean) => {
+        const c = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4, clientId, clean });
+        clients.push(c);
+        // MQTT.js rejects a SUBACK 0x80 (failure)
+        return c.subscribeAsync('sensors/#', { qos: 1 }).then(
+          (g) => g[0]!.qos,
+          (err: Error) => (/Subscribe error/.test(err.message) ? 128 : -1),
+        );
+      };
+      expect(await granted('keep-1', false)).toBe(1);
+      expect(await granted('keep-2', false)).toBe(1);
+      expect(await granted('keep-3', false)).toBe(128);
+      expect(await granted('clean-1', true)).toBe(1);
+      expect(t.app.metrics.authRefused.get({ reason: 'too_many_sessions' })).toBe(1);
+      // a session that already holds subscriptions may add more
+      expect((await clients[0]!.subscribeAsync('alerts/#', { qos: 1 }))[0]!.qos).toBe(1);
+      // once one expires there is room again
+      await clients[1]!.endAsync();
+      await eventually(async () => t.app.metrics.sessionsExpired.get() === 1, 10_000, 'session expired');
+      expect(await granted('keep-4', false)).toBe(1);
+    } finally {
+      await Promise.all(clients.map((c) => c.endAsync(true)));
+      await t.stop();
+    }
+  });
 });
 
 const ALERT_RULES = `
