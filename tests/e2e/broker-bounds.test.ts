@@ -165,6 +165,55 @@ describe('item 4: a subscriber that stops reading slows nobody down', () => {
       await t.stop();
     }
   });
+  it('the same over WebSocket: a stalled subscriber is cut off, publishers keep getting PUBACKs', async () => {
+    const t = await startApp({
+      EI_INGEST_ACCEPT_UNKNOWN_BUILDINGS: 'true',
+      EI_PIPELINE_DURABILITY: 'relaxed',
+      EI_MQTT_MAX_QUEUED_BYTES_PER_CLIENT: '1MiB',
+    });
+    const clients: MqttClient[] = [];
+    let ws: WebSocket | undefined;
+    try {
+      const pub = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4, clientId: 'pub' });
+      const filler = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4, clientId: 'filler' });
+      clients.push(pub, filler);
+      const sock = new WebSocket(`ws://127.0.0.1:${t.app.httpPort}/mqtt`, 'mqtt');
+      ws = sock;
+      const parser = mqttPacket.parser({ protocolVersion: 4 });
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', reject);
+        sock.once('open', () => {
+          sock.send(mqttPacket.generate(connectPacket('ws-stalled')));
+          sock.send(
+            mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: '#', qos: 0 }] }),
+          );
+        });
+        parser.on('packet', (p: Packet) => {
+          if (p.cmd !== 'suback') return;
+          // stop reading: the underlying TCP socket is no longer read
+          (sock as unknown as { _socket: Socket })._socket.pause();
+          resolve();
+        });
+        sock.on('message', (d: Buffer) => parser.parse(d));
+      });
+      const big = Buffer.alloc(16 * 1024, 0x61);
+      await eventually(
+        async () => {
+          for (let i = 0; i < 40; i++) filler.publish('bulk/x', big, { qos: 0 });
+          await pace(pub, 20, 5_000);
+          return t.app.metrics.slowConsumersDisconnected.get() === 1;
+        },
+        30_000,
+        'WebSocket subscriber disconnected',
+      );
+      const after = await pace(pub, 500, 15_000);
+      expect(after.ms).toBeLessThan(15_000);
+    } finally {
+      ws?.terminate();
+      await Promise.all(clients.map((c) => c.endAsync(true)));
+      await t.stop();
+    }
+  });
 });
 
 describe('item 5: offline persistent sessions are bounded and expire', () => {
