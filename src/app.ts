@@ -335,6 +335,7 @@ export class App {
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,
+      bounds: cfg.mqtt,
       ingress,
       log,
       httpServer: this.http,

@@ -13,6 +13,24 @@ import type { Authenticator } from './auth.js';
 import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
 import type { Limits } from './limits.js';
+import { BoundedPersistence } from './persistence.js';
+import { boundOutgoingQueue } from './slowConsumers.js';
+
+/** Memory bounds of the broker's queues and stores (issue 11; config keys of the same names under mqtt.) */
+export interface BrokerBounds {
+  readonly maxQueuedBytesPerClient: number;
+  readonly maxOfflineMessagesPerSession: number;
+  readonly maxOfflineBytesPerSession: number;
+  readonly sessionExpirySeconds: number;
+  readonly maxPersistentSessions: number;
+  readonly maxRetainedMessages: number;
+  readonly maxRetainedBytes: number;
+  readonly maxRetainedPayloadBytes: number;
+  /** mqtt.maxPayloadBytes: also the largest retained payload on sensors/ */
+  readonly maxPayloadBytes: number;
+  readonly sensorsMayRetain: boolean;
+  readonly maxPendingWebSocketConnections: number;
+}
 
 export interface BrokerOptions {
   readonly host: string;
@@ -30,6 +48,7 @@ export interface BrokerOptions {
   /** larger MQTT packets close the connection (payloads above mqtt.maxPayloadBytes but below this are dead-lettered) */
   readonly maxPacketBytes: number;
   readonly connectTimeoutMs: number;
+  readonly bounds: BrokerBounds;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
@@ -58,6 +77,13 @@ export class Broker {
   private readonly deviceLogins = new Set<string>();
   private tcp: NetServer | null = null;
   private wss: WebSocketServer | null = null;
+  private store: BoundedPersistence | null = null;
+  /** persistent sessions whose client is gone → since when (for mqtt.sessionExpirySeconds) */
+  private readonly idleSessions = new Map<string, number>();
+  private expiryTimer: NodeJS.Timeout | null = null;
+  /** WebSocket clients that have not been sent a CONNACK yet */
+  private readonly pendingWs = new Set<Client>();
+  private queueGuardWarned = false;
   port = 0;
 
   constructor(private readonly opts: BrokerOptions) {}
@@ -72,9 +98,39 @@ export class Broker {
   }
 
   async start(): Promise<void> {
-    const { log, ingress } = this.opts;
+    const { log, ingress, metrics, bounds } = this.opts;
+    const store = new BoundedPersistence({
+      maxMessagesPerSession: bounds.maxOfflineMessagesPerSession,
+      maxBytesPerSession: bounds.maxOfflineBytesPerSession,
+      maxRetainedMessages: bounds.maxRetainedMessages,
+      maxRetainedBytes: bounds.maxRetainedBytes,
+      maxRetainedPayloadBytes: bounds.maxRetainedPayloadBytes,
+      maxSensorPayloadBytes: bounds.maxPayloadBytes,
+      onOfflineDropped: (n) => metrics.offlineDropped.inc(undefined, n),
+      onRetainedRefused: (reason, topic) => {
+        metrics.retainedRefused.inc({ reason });
+        this.opts.refusals.warn(
+          `retain:${reason}`,
+          { topic: topic.slice(0, 200), reason },
+          'retained message not stored (still delivered)',
+        );
+      },
+    });
+    this.store = store;
+    metrics.gauge('energy_ingest_retained_messages', 'retained messages stored (alerts excluded)', () =>
+      this.store ? this.store.retainedMessages : 0,
+    );
+    metrics.gauge(
+      'energy_ingest_retained_bytes',
+      'bytes of retained messages stored (alerts excluded)',
+      () => (this.store ? this.store.retainedBytes : 0),
+    );
+    metrics.gauge('energy_ingest_session_queued_messages', 'messages queued for persistent sessions', () =>
+      this.store ? this.store.queuedMessages : 0,
+    );
     const aedes = await Aedes.createBroker({
       ...AEDES_LIMITS,
+      persistence: store.persistence,
       maxTopicLevels: this.opts.maxTopicLevels,
       connectTimeout: this.opts.connectTimeoutMs,
       ...connectHooks(
@@ -108,6 +164,12 @@ export class Broker {
             callback(new Error(verdict.reason));
             return;
           }
+          // Sensors report readings; a retained reading per topic is state nobody
+          // asked for (and memory an attacker with one sensor's password could fill).
+          if (packet.retain && who?.role === 'sensor' && !bounds.sensorsMayRetain) {
+            packet.retain = false;
+            metrics.retainedRefused.inc({ reason: 'sensor' });
+          }
         }
         const wait = client ? this.opts.limits.throttleMs(client) : 0;
         if (wait > 0) {
@@ -135,7 +197,20 @@ export class Broker {
           callback(null, null);
           return;
         }
-        callback(null, sub);
+        if (client.clean) {
+          callback(null, sub);
+          return;
+        }
+        // A persistent session's subscriptions make the broker queue for it while
+        // it is away: their number is capped (each queue is, by the offline budget).
+        store.roomForSession(client.id, bounds.maxPersistentSessions).then(
+          (room) => {
+            if (room) return callback(null, sub);
+            this.refuse('too_many_sessions', client.id, who, 'too many persistent sessions', sub.topic);
+            callback(null, null);
+          },
+          () => callback(null, null),
+        );
       },
     });
     this.aedes = aedes;
@@ -145,6 +220,14 @@ export class Broker {
     aedes.on('connectionError', (client, err) =>
       log.debug({ clientId: client?.id, err: err.message }, 'connection error'),
     );
+    aedes.on('connackSent', (_packet, client) => this.pendingWs.delete(client));
+    aedes.on('client', (client) => this.idleSessions.delete(client.id));
+    aedes.on('clientDisconnect', (client) => {
+      if (!client.clean) this.idleSessions.set(client.id, Date.now());
+    });
+    const expiryMs = bounds.sessionExpirySeconds * 1000;
+    this.expiryTimer = setInterval(() => this.expireSessions(expiryMs), Math.min(60_000, expiryMs / 2));
+    this.expiryTimer.unref();
 
     this.tcp = createServer((socket) => {
       socket.setNoDelay(true);
@@ -179,6 +262,20 @@ export class Broker {
     this.wss = new WebSocketServer({
       server: this.opts.httpServer,
       path: '/mqtt',
+      // ws buffers a whole message before MQTT sees a byte of it: no message may exceed one MQTT packet
+      maxPayload: this.opts.maxPacketBytes,
+      // Connections that have not completed CONNECT cost memory and belong to
+      // nobody yet: beyond the cap the upgrade is answered 503.
+      verifyClient: (_info, cb) => {
+        if (this.pendingWs.size < bounds.maxPendingWebSocketConnections) return cb(true);
+        metrics.webSocketRefused.inc();
+        this.opts.refusals.warn(
+          'ws:pending',
+          { pending: this.pendingWs.size },
+          'WebSocket upgrade refused: too many connections without CONNACK',
+        );
+        cb(false, 503, 'Too many pending connections');
+      },
       // MQTT-over-WebSocket clients offer "mqtt" (3.1.1) or "mqttv3.1"; answer with what they offered.
       handleProtocols: (protocols) =>
         protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
@@ -186,7 +283,10 @@ export class Broker {
     this.wss.on('connection', (ws, req) => {
       const stream = createWebSocketStream(ws);
       stream.on('error', () => stream.destroy());
-      this.adopt(aedes.handle(stream, req), stream);
+      const client = aedes.handle(stream, req);
+      this.pendingWs.add(client);
+      ws.once('close', () => this.pendingWs.delete(client));
+      this.adopt(client, stream);
     });
     log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
   }
@@ -207,6 +307,36 @@ export class Broker {
       );
     }
     this.guardPacketSize(client, stream);
+    const max = this.opts.bounds.maxQueuedBytesPerClient;
+    const bounded = boundOutgoingQueue(client, max, (queued) => {
+      this.opts.metrics.slowConsumersDisconnected.inc();
+      this.opts.refusals.warn(
+        'slow_consumer',
+        { clientId: client.id, queued, limit: max },
+        'client does not read its socket: disconnected (mqtt.maxQueuedBytesPerClient)',
+      );
+    });
+    if (!bounded && !this.queueGuardWarned) {
+      this.queueGuardWarned = true;
+      this.opts.log.warn('slow consumer guard unavailable with this Aedes version');
+    }
+  }
+
+  /** Forget persistent sessions disconnected longer than mqtt.sessionExpirySeconds. */
+  private expireSessions(expiryMs: number): void {
+    const store = this.store;
+    const aedes = this.aedes;
+    if (!store || !aedes) return;
+    const now = Date.now();
+    for (const [id, since] of this.idleSessions) {
+      if (now - since < expiryMs) continue;
+      this.idleSessions.delete(id);
+      if ((aedes as unknown as { clients: Record<string, Client> }).clients[id]) continue; // back meanwhile
+      store.expire(id).then(
+        () => this.opts.metrics.sessionsExpired.inc(),
+        (err: unknown) => this.opts.log.warn({ clientId: id, err: String(err) }, 'session expiry failed'),
+      );
+    }
   }
 
   private guardPacketSize(client: Client, stream: { destroy(): void }): void {
@@ -289,6 +419,8 @@ export class Broker {
 
   /** No new connections, then every client closed (stop order of the composition root). */
   async close(): Promise<void> {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    this.expiryTimer = null;
     const listenersClosed = this.stopListening();
     const aedes = this.aedes;
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));

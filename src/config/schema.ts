@@ -89,6 +89,67 @@ export const SCHEMA = {
       min: 16,
       max: 16 * 1024 * 1024,
     },
+    maxQueuedBytesPerClient: {
+      kind: 'bytes',
+      description: 'bytes waiting to be sent to one client; beyond it the client is disconnected',
+      default: 8 * 1024 * 1024,
+      min: 64 * 1024,
+    },
+    maxOfflineMessagesPerSession: {
+      kind: 'int',
+      description: 'QoS 1/2 messages queued per persistent session (clean session 0); the oldest are dropped',
+      default: 1000,
+      min: 1,
+    },
+    maxOfflineBytesPerSession: {
+      kind: 'bytes',
+      description: 'bytes (topic + payload) queued per persistent session; the oldest are dropped',
+      default: 1024 * 1024,
+      min: 1024,
+    },
+    sessionExpirySeconds: {
+      kind: 'int',
+      description: 'a persistent session disconnected this long is removed with its subscriptions and queue',
+      default: 86400,
+      min: 1,
+    },
+    maxPersistentSessions: {
+      kind: 'int',
+      description:
+        'persistent sessions (clean session 0) holding subscriptions; a further one gets SUBACK 0x80',
+      default: 100,
+      min: 1,
+    },
+    maxRetainedMessages: {
+      kind: 'int',
+      description: 'retained messages stored (daemon alerts not counted); beyond it a retain is not stored',
+      default: 10000,
+      min: 1,
+    },
+    maxRetainedBytes: {
+      kind: 'bytes',
+      description:
+        'bytes of retained messages stored (daemon alerts not counted); beyond it a retain is not stored',
+      default: 16 * 1024 * 1024,
+      min: 1024,
+    },
+    maxRetainedPayloadBytes: {
+      kind: 'bytes',
+      description: 'largest retained payload outside sensors/ (on sensors/: mqtt.maxPayloadBytes)',
+      default: 65536,
+      min: 16,
+    },
+    sensorsMayRetain: {
+      kind: 'bool',
+      description: 'store retained messages of role sensor (otherwise ingested and relayed, not retained)',
+      default: false,
+    },
+    maxPendingWebSocketConnections: {
+      kind: 'int',
+      description: 'WebSocket connections without CONNACK yet; more are refused with HTTP 503',
+      default: 100,
+      min: 1,
+    },
     tls: {
       port: port('MQTT over TLS listener port; TLS is off while unset', undefined, 'MQTT_TLS_PORT'),
       cert: {

@@ -21,6 +21,16 @@ export interface Config {
     readonly maxSubscriptionsPerClient: number;
     readonly maxMessagesPerSecond: number;
     readonly maxTopicLevels: number;
+    readonly maxQueuedBytesPerClient: number;
+    readonly maxOfflineMessagesPerSession: number;
+    readonly maxOfflineBytesPerSession: number;
+    readonly sessionExpirySeconds: number;
+    readonly maxPersistentSessions: number;
+    readonly maxRetainedMessages: number;
+    readonly maxRetainedBytes: number;
+    readonly maxRetainedPayloadBytes: number;
+    readonly sensorsMayRetain: boolean;
+    readonly maxPendingWebSocketConnections: number;
     readonly tls: {
       readonly port?: number;
       readonly cert?: string;

@@ -235,6 +235,27 @@ export class Metrics {
     'energy_ingest_write_retries_total',
     'sink writes retried after a network error, 5xx, 429 or auth failure',
   );
+  // the broker's memory bounds (issue 11)
+  readonly slowConsumersDisconnected = new Counter(
+    'energy_ingest_slow_consumers_disconnected_total',
+    'clients disconnected because more than mqtt.maxQueuedBytesPerClient waited for them',
+  );
+  readonly offlineDropped = new Counter(
+    'energy_ingest_offline_messages_dropped_total',
+    'oldest messages dropped from persistent sessions beyond their count or byte budget',
+  );
+  readonly sessionsExpired = new Counter(
+    'energy_ingest_sessions_expired_total',
+    'persistent sessions removed after mqtt.sessionExpirySeconds disconnected',
+  );
+  readonly retainedRefused = new Counter(
+    'energy_ingest_retained_refused_total',
+    'retained messages not stored (still delivered live), by reason: sensor, too_large, count, bytes',
+  );
+  readonly webSocketRefused = new Counter(
+    'energy_ingest_websocket_refused_total',
+    'WebSocket upgrades refused (503) beyond mqtt.maxPendingWebSocketConnections',
+  );
   readonly batchSize = new Histogram(
     'energy_ingest_batch_size_points',
     'points per sink write (splits and bisections included)',
