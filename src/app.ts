@@ -24,7 +24,7 @@ import { DeadLetterWriter } from './pipeline/deadLetter.js';
 import { DrainProgress } from './pipeline/drainProgress.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { fullJitterBackoff } from './pipeline/retry.js';
+import { jitteredBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
@@ -124,7 +124,8 @@ export class App {
 
     this.writer = new BatchWriter({
       sink: this.sink,
-      retry: fullJitterBackoff(cfg.pipeline.retryMinMs, cfg.pipeline.retryMaxMs),
+      retry: jitteredBackoff({ minMs: cfg.pipeline.retryMinMs, maxMs: cfg.pipeline.retryMaxMs }),
+      probeIntervalMs: cfg.pipeline.probeIntervalMs,
       metrics,
       log,
       deadLetter: (r) => deadLetter.append(r),

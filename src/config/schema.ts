@@ -238,12 +238,26 @@ export const SCHEMA = {
     },
     retryMinMs: {
       kind: 'int',
-      description: 'first retry backoff ceiling',
+      description: 'first sink write retry delay (backoff doubles from here, with jitter)',
       default: 1000,
       min: 1,
       max: 600000,
     },
-    retryMaxMs: { kind: 'int', description: 'largest retry backoff', default: 60000, min: 1, max: 3600000 },
+    retryMaxMs: {
+      kind: 'int',
+      description: 'largest sink write retry delay',
+      default: 30000,
+      min: 1,
+      max: 3600000,
+    },
+    probeIntervalMs: {
+      kind: 'int',
+      description:
+        'while sink writes fail, ping the sink this often; when it answers again, sleeping retries resume at once',
+      default: 2000,
+      min: 100,
+      max: 60000,
+    },
   },
   ingest: {
     maxFutureSkewS: {

@@ -63,6 +63,7 @@ export interface Config {
     readonly shutdownTimeoutMs: number;
     readonly retryMinMs: number;
     readonly retryMaxMs: number;
+    readonly probeIntervalMs: number;
   };
   readonly ingest: {
     readonly maxFutureSkewS: number;
