@@ -8,7 +8,7 @@ import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { VerifiedCache } from './broker/credentials.js';
 import { Ingress } from './broker/ingress.js';
-import { Limits } from './broker/limits.js';
+import { capConnections, fileDescriptorLimit, Limits, SocketBudget } from './broker/limits.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
@@ -102,9 +102,26 @@ export class App {
 
   async start(): Promise<void> {
     const { cfg, log, metrics } = this;
-    this.deadLetter = new DeadLetterWriter(cfg.dataDir, (err) =>
-      log.error({ err }, 'dead letter write failed'),
-    );
+    const ioLog = new RateLimitedLog(log);
+    /** a file or socket error on the hot path: retried by its owner, counted and logged here, never fatal */
+    const ioError = (op: string, err: unknown) => {
+      const code = (err as NodeJS.ErrnoException)?.code ?? 'unknown';
+      metrics.ioErrors.inc({ op, code });
+      ioLog.warn(`io:${op}:${code}`, { op, code }, `${op} failed (retrying): ${(err as Error)?.message}`);
+    };
+    const cap = capConnections(cfg.mqtt.maxConnections, fileDescriptorLimit(), cfg.mqtt.fdReserve);
+    if (cap.cappedFrom !== undefined) {
+      log.warn(
+        {
+          configured: cap.cappedFrom,
+          effective: cap.maxConnections,
+          fdLimit: cap.fdLimit,
+          reserve: cfg.mqtt.fdReserve,
+        },
+        `mqtt.maxConnections ${cap.cappedFrom} capped at ${cap.maxConnections}: the file descriptor limit (RLIMIT_NOFILE ${cap.fdLimit}) minus mqtt.fdReserve ${cfg.mqtt.fdReserve}; raise the limit (ulimit -n, LimitNOFILE=) for more connections`,
+      );
+    }
+    this.deadLetter = new DeadLetterWriter(cfg.dataDir, (err) => ioError('dead_letter_append', err));
     await this.deadLetter.open();
     const deadLetter = this.deadLetter;
 
@@ -135,10 +152,16 @@ export class App {
       durability: cfg.pipeline.durability,
       maxBytes: cfg.pipeline.maxLogBytes,
       log,
+      onIoError: ioError,
       softSinks: [ROLLUP_SINK],
     });
     const durableLog = this.durableLog;
-    this.pipeline = new Pipeline({ ...cfg.pipeline, sinkName: 'influx' }, this.writer, durableLog, log);
+    this.pipeline = new Pipeline(
+      { ...cfg.pipeline, sinkName: 'influx', onReadError: (err) => ioError('log_read', err) },
+      this.writer,
+      durableLog,
+      log,
+    );
     const pipeline = this.pipeline;
     pipeline.start();
 
@@ -270,6 +293,8 @@ export class App {
       readHttpTls(cfg),
     );
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
+    // accept() failing (EMFILE when descriptors run out) must not end the process
+    this.http.on('error', (err) => ioError('accept', err));
 
     if (cfg.auth.allowAnonymous && cfg.auth.allowAnonymousExplicit && !isLoopbackOnly(cfg)) {
       log.warn(
@@ -298,7 +323,9 @@ export class App {
       metrics,
       refusals,
       tls: readTls(cfg),
-      limits: new Limits(cfg.mqtt),
+      limits: new Limits({ ...cfg.mqtt, maxConnections: cap.maxConnections }),
+      // room for connections still in CONNECT or being refused, inside the fd reserve
+      socketBudget: new SocketBudget(cap.maxConnections + Math.ceil(cfg.mqtt.fdReserve / 4)),
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,

@@ -36,6 +36,14 @@ export const SCHEMA = {
       default: 10000,
       min: 1,
     },
+    fdReserve: {
+      kind: 'int',
+      description:
+        'file descriptors kept for the log, sinks, HTTP, pools and connections being refused: maxConnections is capped at the fd limit minus this (warned at start)',
+      default: 256,
+      min: 16,
+      max: 1000000,
+    },
     connectRatePerIp: {
       kind: 'int',
       description: 'new MQTT connections per source address per 10 s; more get CONNACK 0x03',

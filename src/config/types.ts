@@ -16,6 +16,7 @@ export interface Config {
     readonly maxPacketBytes: number;
     readonly connectTimeoutMs: number;
     readonly maxConnections: number;
+    readonly fdReserve: number;
     readonly connectRatePerIp: number;
     readonly maxClientIdBytes: number;
     readonly maxSubscriptionsPerClient: number;

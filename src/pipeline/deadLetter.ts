@@ -1,6 +1,7 @@
 import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RejectReason } from '../ingest/reading.js';
+import { retryPolicy } from './retry.js';
 
 // {dataDir}/deadletter/YYYY-MM-DD.jsonl, one JSON object per rejected message
 // (contract section 6). Appends are queued and written in order; each record
@@ -16,6 +17,9 @@ export interface DeadLetterRecord {
 }
 
 const MAX_PAYLOAD = 64 * 1024;
+/** errors worth another append: the fd table (or the kernel's) is full for now */
+const TRANSIENT = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EINTR', 'EBUSY']);
+const RETRY = retryPolicy('diskIo');
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 export function formatDeadLetter(r: DeadLetterRecord): string {
@@ -86,12 +90,22 @@ export class DeadLetterWriter {
         const byDay = new Map<string, typeof batch>();
         for (const p of batch) byDay.set(p.day, [...(byDay.get(p.day) ?? []), p]);
         for (const [day, items] of byDay) {
-          try {
-            await appendFile(this.pathFor(day), `${items.map((p) => p.line).join('\n')}\n`);
-            this.written += items.length;
-          } catch (err) {
-            this.failures += items.length;
-            this.onError(err as Error);
+          const text = `${items.map((p) => p.line).join('\n')}\n`;
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await appendFile(this.pathFor(day), text);
+              this.written += items.length;
+              break;
+            } catch (err) {
+              this.onError(err as Error);
+              // out of descriptors is a moment (a connection flood), so wait and append again
+              // (the publishers wait on this); anything else, or for too long: counted as lost
+              if (!TRANSIENT.has((err as NodeJS.ErrnoException).code ?? '') || attempt >= 12) {
+                this.failures += items.length;
+                break;
+              }
+              await new Promise((r) => setTimeout(r, RETRY.delayMs(attempt)));
+            }
           }
         }
         for (const w of waiters) w();
