@@ -22,7 +22,7 @@ it('a reading whose append fails is not acknowledged at QoS 1 (QoS 0 has nothing
   const durableLog = await DurableLog.open({ dir, durability: 'fsync', maxBytes: 16 * 1024 * 1024, log });
   await durableLog.close(); // every append now throws
   const ingress = new Ingress({
-    limits: { maxPayloadBytes: 65536, maxFutureSkewS: 300, maxAgeS: 604800, acceptUnknownBuildings: true },
+    limits: { maxPayloadBytes: 65536, maxFutureSkewS: 300, maxAgeS: 604800 },
     buildings: new KnownBuildings(true),
     backslashMode: 'escape',
     pipeline: { offer() {} } as unknown as Pipeline,
