@@ -128,6 +128,25 @@ it('under prlimit --nofile=300: capped connections, CONNACK 0x03 beyond, no cras
   expect((await fetch(`http://127.0.0.1:${d.httpPort}/health`)).ok).toBe(true);
   expect(await publishAll(publisher, 'capped', 2000)).toBe(2000);
 
+  // 1b. sockets that never send CONNECT are closed on accept beyond the socket budget (cap + reserve/4),
+  //     not held for connectTimeoutMs
+  const silent = Array.from({ length: 120 }, () => {
+    const s = netConnect(d.mqttPort, '127.0.0.1');
+    s.on('error', () => {});
+    sockets.push(s);
+    return new Promise<boolean>((resolve) => {
+      s.on('close', () => resolve(true));
+      setTimeout(() => resolve(false), 3000);
+    });
+  });
+  const closedAtOnce = (await Promise.all(silent)).filter(Boolean).length;
+  expect(closedAtOnce).toBeGreaterThanOrEqual(120 - 64);
+  expect(closedAtOnce).toBeLessThan(120);
+  expect(metricValue(await d.metrics(), 'energy_ingest_auth_refused_total{reason="too_many_sockets"}')).toBe(
+    closedAtOnce,
+  );
+  for (const s of sockets.splice(0)) s.destroy();
+
   // 2. descriptors run out anyway: idle HTTP connections take every one left (topped up while
   //    the daemon frees some, e.g. its idle InfluxDB connections)
   const fill = () => {
