@@ -198,7 +198,7 @@ it('under prlimit --nofile=300: capped connections, CONNACK 0x03 beyond, no cras
     `accepted ${accepted} of ${codes.length} connections; ${exhaustedSamples} samples at the fd limit;`,
     m
       .split('\n')
-      .filter((l) => /^energy_ingest_(io_errors|auth_refused)_total/.test(l))
+      .filter((l) => /^energy_ingest_(io_errors|auth_refused|write_errors)_total/.test(l))
       .join('; '),
   );
   expect(metricValue(m, 'energy_ingest_auth_refused_total{reason="too_many_connections"}')).toBeGreaterThan(

@@ -5,7 +5,7 @@ import type { DeadLetterRecord } from '../../src/pipeline/deadLetter.js';
 import { fullJitterBackoff, retryPolicy } from '../../src/pipeline/retry.js';
 import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
-import { classifyStatus, parseRetryAfter } from '../../src/sinks/sink.js';
+import { classifyStatus, networkMessage, parseRetryAfter } from '../../src/sinks/sink.js';
 
 /** A fake sink (unit tests use fakes of the sink interface; e2e tests use real servers). */
 class FakeSink implements Sink {
@@ -193,5 +193,13 @@ describe('sink write retries: 1 s to 30 s, and a probe that resumes at once', ()
     expect(calls).toBe(1);
     writer.abort();
     expect(await done).toBeInstanceOf(Error);
+  });
+});
+
+describe('network errors name their cause', () => {
+  it('"fetch failed" carries the code undici hides in cause (EMFILE: out of descriptors)', () => {
+    const err = new TypeError('fetch failed', { cause: Object.assign(new Error('x'), { code: 'EMFILE' }) });
+    expect(networkMessage(err)).toBe('network: fetch failed (EMFILE)');
+    expect(networkMessage(new Error('socket hang up'))).toBe('network: socket hang up');
   });
 });
