@@ -324,8 +324,7 @@ export class App {
       refusals,
       tls: readTls(cfg),
       limits: new Limits({ ...cfg.mqtt, maxConnections: cap.maxConnections }),
-      // room for connections still in CONNECT or being refused, inside the fd reserve
-      socketBudget: new SocketBudget(cap.maxConnections + Math.ceil(cfg.mqtt.fdReserve / 4)),
+      socketBudget: cap.maxSockets !== undefined ? new SocketBudget(cap.maxSockets) : undefined,
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,

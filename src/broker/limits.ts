@@ -44,6 +44,12 @@ export interface ConnectionCap {
   /** set when the fd limit lowered the configured value (the start warning says so) */
   readonly cappedFrom?: number;
   readonly fdLimit: number | null;
+  /**
+   * open MQTT sockets at most (undefined: no fd limit known): the fd limit
+   * minus three quarters of the reserve, so a quarter of it is for sockets
+   * still in CONNECT or being refused with 0x03, beyond the connection cap
+   */
+  readonly maxSockets?: number;
 }
 
 /**
@@ -55,9 +61,10 @@ export interface ConnectionCap {
 export function capConnections(configured: number, fdLimit: number | null, reserve: number): ConnectionCap {
   if (fdLimit === null) return { maxConnections: configured, fdLimit };
   const room = Math.max(1, fdLimit - reserve);
+  const maxSockets = Math.max(1, fdLimit - Math.ceil((reserve * 3) / 4));
   return room < configured
-    ? { maxConnections: room, cappedFrom: configured, fdLimit }
-    : { maxConnections: configured, fdLimit };
+    ? { maxConnections: room, cappedFrom: configured, fdLimit, maxSockets }
+    : { maxConnections: configured, fdLimit, maxSockets };
 }
 
 /**

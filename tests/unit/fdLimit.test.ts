@@ -25,8 +25,13 @@ describe('connections capped by the file-descriptor limit', () => {
       maxConnections: 44,
       cappedFrom: 10_000,
       fdLimit: 300,
+      maxSockets: 300 - 192, // a quarter of the reserve for sockets in CONNECT or being refused
     });
-    expect(capConnections(10_000, 1_048_576, 256)).toEqual({ maxConnections: 10_000, fdLimit: 1_048_576 });
+    expect(capConnections(10_000, 1_048_576, 256)).toEqual({
+      maxConnections: 10_000,
+      fdLimit: 1_048_576,
+      maxSockets: 1_048_576 - 192,
+    });
     expect(capConnections(10_000, 100, 256).maxConnections).toBe(1);
     expect(capConnections(500, null, 256)).toEqual({ maxConnections: 500, fdLimit: null });
   });
