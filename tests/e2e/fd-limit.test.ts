@@ -191,7 +191,9 @@ it('under prlimit --nofile=300: capped connections, CONNACK 0x03 beyond, no cras
   // 3. the connections go away: everything acknowledged reaches InfluxDB, nothing crashed
   for (const s of sockets.splice(0)) s.destroy();
   await eventually(async () => (await fetch(`http://127.0.0.1:${d.httpPort}/health`)).ok, 10_000, '/health');
+  expect(await publishAll(publisher, 'after', 1000)).toBe(1000);
   await eventually(async () => (await storedCount('capped')) === 2000, 30_000, 'capped readings stored');
+  await eventually(async () => (await storedCount('after')) === 1000, 30_000, 'later readings stored');
   await eventually(async () => (await storedCount('exhausted')) === 10_000, 30_000, 'all readings stored');
   const m = await d.metrics();
   console.log(
