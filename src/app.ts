@@ -8,7 +8,7 @@ import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { VerifiedCache } from './broker/credentials.js';
 import { Ingress } from './broker/ingress.js';
-import { Limits } from './broker/limits.js';
+import { capConnections, fileDescriptorLimit, Limits, SocketBudget } from './broker/limits.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
@@ -24,7 +24,7 @@ import { DeadLetterWriter } from './pipeline/deadLetter.js';
 import { DrainProgress } from './pipeline/drainProgress.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { fullJitterBackoff } from './pipeline/retry.js';
+import { jitteredBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
@@ -102,11 +102,29 @@ export class App {
 
   async start(): Promise<void> {
     const { cfg, log, metrics } = this;
-    const dropLog = new RateLimitedLog(log);
+    const ioLog = new RateLimitedLog(log);
+    /** a file or socket error on the hot path: retried by its owner, counted and logged here, never fatal */
+    const ioError = (op: string, err: unknown) => {
+      const code = (err as NodeJS.ErrnoException)?.code ?? 'unknown';
+      metrics.ioErrors.inc({ op, code });
+      ioLog.warn(`io:${op}:${code}`, { op, code }, `${op} failed (retrying): ${(err as Error)?.message}`);
+    };
+    const cap = capConnections(cfg.mqtt.maxConnections, fileDescriptorLimit(), cfg.mqtt.fdReserve);
+    if (cap.cappedFrom !== undefined) {
+      log.warn(
+        {
+          configured: cap.cappedFrom,
+          effective: cap.maxConnections,
+          fdLimit: cap.fdLimit,
+          reserve: cfg.mqtt.fdReserve,
+        },
+        `mqtt.maxConnections ${cap.cappedFrom} capped at ${cap.maxConnections}: the file descriptor limit (RLIMIT_NOFILE ${cap.fdLimit}) minus mqtt.fdReserve ${cfg.mqtt.fdReserve}; raise the limit (ulimit -n, LimitNOFILE=) for more connections`,
+      );
+    }
     // series beyond alerts.maxSeries in the latest-readings map and the roll-ups: counted, logged now and then
     const untracked = (table: 'latest' | 'rollups') => {
       metrics.seriesUntracked.inc({ table });
-      dropLog.warn(
+      ioLog.warn(
         `untracked-${table}`,
         { table, maxSeries: cfg.alerts.maxSeries },
         'alerts.maxSeries reached; readings of new series are not tracked here',
@@ -117,14 +135,10 @@ export class App {
       maxBytes: cfg.pipeline.deadLetterMaxBytes,
       maxFileBytes: cfg.pipeline.deadLetterMaxFileBytes,
       maxQueuedBytes: cfg.pipeline.deadLetterMaxQueuedBytes,
-      onError: (err) => log.error({ err }, 'dead letter write failed'),
+      onError: (err) => ioError('dead_letter_append', err),
       onDrop: (reason, n) => {
         metrics.deadLettersDropped.inc({ reason }, n);
-        dropLog.warn(
-          `deadletter-${reason}`,
-          { reason },
-          'dead letter dropped: over its disk budget or queue',
-        );
+        ioLog.warn(`deadletter-${reason}`, { reason }, 'dead letter dropped: over its disk budget or queue');
       },
     });
     await this.deadLetter.open();
@@ -146,7 +160,8 @@ export class App {
 
     this.writer = new BatchWriter({
       sink: this.sink,
-      retry: fullJitterBackoff(cfg.pipeline.retryMinMs, cfg.pipeline.retryMaxMs),
+      retry: jitteredBackoff({ minMs: cfg.pipeline.retryMinMs, maxMs: cfg.pipeline.retryMaxMs }),
+      probeIntervalMs: cfg.pipeline.probeIntervalMs,
       metrics,
       log,
       deadLetter: (r) => deadLetter.append(r),
@@ -156,10 +171,16 @@ export class App {
       durability: cfg.pipeline.durability,
       maxBytes: cfg.pipeline.maxLogBytes,
       log,
+      onIoError: ioError,
       softSinks: [ROLLUP_SINK],
     });
     const durableLog = this.durableLog;
-    this.pipeline = new Pipeline({ ...cfg.pipeline, sinkName: 'influx' }, this.writer, durableLog, log);
+    this.pipeline = new Pipeline(
+      { ...cfg.pipeline, sinkName: 'influx', onReadError: (err) => ioError('log_read', err) },
+      this.writer,
+      durableLog,
+      log,
+    );
     const pipeline = this.pipeline;
     pipeline.start();
 
@@ -303,6 +324,8 @@ export class App {
       readHttpTls(cfg),
     );
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
+    // accept() failing (EMFILE when descriptors run out) must not end the process
+    this.http.on('error', (err) => ioError('accept', err));
 
     if (cfg.auth.allowAnonymous && cfg.auth.allowAnonymousExplicit && !isLoopbackOnly(cfg)) {
       log.warn(
@@ -331,7 +354,8 @@ export class App {
       metrics,
       refusals,
       tls: readTls(cfg),
-      limits: new Limits(cfg.mqtt),
+      limits: new Limits({ ...cfg.mqtt, maxConnections: cap.maxConnections }),
+      socketBudget: cap.maxSockets !== undefined ? new SocketBudget(cap.maxSockets) : undefined,
       maxTopicLevels: cfg.mqtt.maxTopicLevels,
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,

@@ -1,5 +1,5 @@
 import type { Server as HttpServer } from 'node:http';
-import { createServer, type Server as NetServer } from 'node:net';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions, type Client } from 'aedes';
 import type { Logger } from 'pino';
@@ -12,7 +12,7 @@ import { canPublish, canSubscribe, type Principal } from './acl.js';
 import type { Authenticator } from './auth.js';
 import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
-import type { Limits } from './limits.js';
+import type { Limits, SocketBudget } from './limits.js';
 import { BoundedPersistence } from './persistence.js';
 import { boundOutgoingQueue } from './slowConsumers.js';
 
@@ -49,6 +49,8 @@ export interface BrokerOptions {
   readonly maxPacketBytes: number;
   readonly connectTimeoutMs: number;
   readonly bounds: BrokerBounds;
+  /** open MQTT sockets (TCP + TLS) at most; more are closed on accept (the fd cap, limits.ts) */
+  readonly socketBudget?: SocketBudget;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
 }
 
@@ -230,10 +232,12 @@ export class Broker {
     this.expiryTimer.unref();
 
     this.tcp = createServer((socket) => {
+      if (!this.admitSocket(socket)) return;
       socket.setNoDelay(true);
       this.adopt(aedes.handle(socket), socket);
     });
     this.port = await listen(this.tcp, this.opts.host, this.opts.port, 'MQTT');
+    this.tcp.on('error', (err) => this.listenerError('MQTT', err));
 
     const tlsOpts = this.opts.tls;
     if (tlsOpts) {
@@ -255,7 +259,10 @@ export class Broker {
         },
       );
       this.tlsServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
+      // counted from the raw TCP accept, before the handshake spends anything on it
+      this.tlsServer.on('connection', (raw: Socket) => void this.admitSocket(raw));
       this.tlsPort = await listen(this.tlsServer, this.opts.host, tlsOpts.port, 'MQTT/TLS');
+      this.tlsServer.on('error', (err) => this.listenerError('MQTT/TLS', err));
       log.info({ host: this.opts.host, port: this.tlsPort }, 'MQTT/TLS listener up');
     }
 
@@ -280,6 +287,10 @@ export class Broker {
       handleProtocols: (protocols) =>
         protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
     });
+    // ws re-emits the HTTP server's errors (an accept failing with EMFILE); an
+    // 'error' without a listener would end the process. Counted and logged by
+    // the composition root's own listener on the HTTP server.
+    this.wss.on('error', () => {});
     this.wss.on('connection', (ws, req) => {
       const stream = createWebSocketStream(ws);
       stream.on('error', () => stream.destroy());
@@ -289,6 +300,36 @@ export class Broker {
       this.adopt(client, stream);
     });
     log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
+  }
+
+  /**
+   * The socket budget (limits.ts): false when the socket was closed at once
+   * because too many MQTT sockets are open (each holds a file descriptor).
+   */
+  private admitSocket(socket: Socket): boolean {
+    const budget = this.opts.socketBudget;
+    if (!budget) return true;
+    if (!budget.take()) {
+      socket.destroy();
+      this.refuse('too_many_sockets', '', undefined, `${budget.max} MQTT sockets open`, '');
+      return false;
+    }
+    socket.once('close', () => budget.release());
+    return true;
+  }
+
+  /**
+   * A listener's error after it is up: accept() failing (EMFILE, ENFILE when
+   * descriptors run out; libuv then closes the pending connection). The
+   * listener keeps accepting; without this handler the error would end the process.
+   */
+  private listenerError(what: string, err: NodeJS.ErrnoException): void {
+    this.opts.metrics.ioErrors.inc({ op: 'accept', code: err.code ?? 'unknown' });
+    this.opts.refusals.warn(
+      `listener:${what}`,
+      { listener: what, code: err.code ?? null },
+      `${what} listener: ${err.message}`,
+    );
   }
 
   /**

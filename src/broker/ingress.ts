@@ -165,23 +165,24 @@ export class Ingress {
     packet: InboundPublish,
     callback: (err?: Error | null) => void,
   ): void => {
+    // A failure here must not take the broker down, and must not acknowledge a
+    // QoS 1/2 reading that may not be in the log: that client's connection is
+    // closed instead (the error to Aedes), and it sends the message again.
+    const failed = (err: unknown) => {
+      this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
+      callback(packet.qos > 0 ? (err instanceof Error ? err : new Error(String(err))) : null);
+    };
     let wait: Promise<unknown> | undefined;
     try {
       wait = this.receive(packet, client?.id ?? null);
     } catch (err) {
-      // A bug must not take the broker down; the message is logged and acknowledged.
-      this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
+      failed(err);
+      return;
     }
     if (!wait) {
       callback(null);
       return;
     }
-    wait.then(
-      () => callback(null),
-      (err: unknown) => {
-        this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
-        callback(null);
-      },
-    );
+    wait.then(() => callback(null), failed);
   };
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { Client, ConnectPacket } from 'aedes';
 import type { Refusal } from './conformance.js';
 
@@ -16,6 +17,81 @@ export interface LimitOptions {
 }
 
 const WINDOW_MS = 10_000;
+
+/**
+ * The soft RLIMIT_NOFILE of this process (Node has no API for it; Node itself
+ * raises the soft limit to the hard one at start, so this is what we really
+ * have). null where /proc is missing: no cap is applied then.
+ */
+export function fileDescriptorLimit(limitsText?: string): number | null {
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/limits', 'utf8');
+    } catch {
+      return null;
+    }
+  }
+  const m = /^Max open files\s+(\S+)/m.exec(text);
+  if (!m || m[1] === 'unlimited') return null;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) && n > 0 ? n : null;
+}
+
+export interface ConnectionCap {
+  /** what admission enforces: min(configured, fd limit − reserve), at least 1 */
+  readonly maxConnections: number;
+  /** set when the fd limit lowered the configured value (the start warning says so) */
+  readonly cappedFrom?: number;
+  readonly fdLimit: number | null;
+  /**
+   * open MQTT sockets at most (undefined: no fd limit known): the fd limit
+   * minus three quarters of the reserve, so a quarter of it is for sockets
+   * still in CONNECT or being refused with 0x03, beyond the connection cap
+   */
+  readonly maxSockets?: number;
+}
+
+/**
+ * Contract section 7: mqtt.maxConnections is capped by what the fd limit leaves
+ * after `reserve` descriptors for the durable log, sinks, HTTP, pools and the
+ * sockets still in CONNECT or being refused. Every connection holds one
+ * descriptor; past the limit, accept() and the log's next segment would fail.
+ */
+export function capConnections(configured: number, fdLimit: number | null, reserve: number): ConnectionCap {
+  if (fdLimit === null) return { maxConnections: configured, fdLimit };
+  const room = Math.max(1, fdLimit - reserve);
+  const maxSockets = Math.max(1, fdLimit - Math.ceil((reserve * 3) / 4));
+  return room < configured
+    ? { maxConnections: room, cappedFrom: configured, fdLimit, maxSockets }
+    : { maxConnections: configured, fdLimit, maxSockets };
+}
+
+/**
+ * Open MQTT sockets (TCP and TLS listeners together, counted from accept, so
+ * connections still in CONNECT are included). Beyond `max` a new socket is
+ * closed at once, before it can hold a descriptor for connectTimeoutMs: the
+ * hard bound under the CONNACK 0x03 admission, which only sees CONNECTs.
+ */
+export class SocketBudget {
+  private open = 0;
+  constructor(readonly max: number) {}
+
+  /** false: destroy the socket now. Otherwise release() when it closes. */
+  take(): boolean {
+    if (this.open >= this.max) return false;
+    this.open++;
+    return true;
+  }
+
+  release(): void {
+    this.open--;
+  }
+
+  get size(): number {
+    return this.open;
+  }
+}
 
 export class Limits {
   private readonly connects = new Map<string, { start: number; count: number }>();

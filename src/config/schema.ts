@@ -36,6 +36,14 @@ export const SCHEMA = {
       default: 10000,
       min: 1,
     },
+    fdReserve: {
+      kind: 'int',
+      description:
+        'file descriptors kept for the log, sinks, HTTP, pools and connections being refused: maxConnections is capped at the fd limit minus this (warned at start)',
+      default: 256,
+      min: 16,
+      max: 1000000,
+    },
     connectRatePerIp: {
       kind: 'int',
       description: 'new MQTT connections per source address per 10 s; more get CONNACK 0x03',
@@ -299,12 +307,11 @@ export const SCHEMA = {
     },
     retryMinMs: {
       kind: 'int',
-      description: 'first retry backoff ceiling',
+      description: 'first sink write retry delay (backoff doubles from here, with jitter)',
       default: 1000,
       min: 1,
       max: 600000,
     },
-    retryMaxMs: { kind: 'int', description: 'largest retry backoff', default: 60000, min: 1, max: 3600000 },
     deadLetterMaxBytes: {
       kind: 'bytes',
       description:
@@ -323,6 +330,21 @@ export const SCHEMA = {
       description: 'dead-letter records waiting to be written; beyond it rejections are dropped (counted)',
       default: 8 * 1024 ** 2,
       min: 256 * 1024,
+    },
+    retryMaxMs: {
+      kind: 'int',
+      description: 'largest sink write retry delay',
+      default: 30000,
+      min: 1,
+      max: 3600000,
+    },
+    probeIntervalMs: {
+      kind: 'int',
+      description:
+        'while sink writes fail, ping the sink this often; when it answers again, sleeping retries resume at once',
+      default: 2000,
+      min: 100,
+      max: 60000,
     },
   },
   ingest: {

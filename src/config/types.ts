@@ -16,6 +16,7 @@ export interface Config {
     readonly maxPacketBytes: number;
     readonly connectTimeoutMs: number;
     readonly maxConnections: number;
+    readonly fdReserve: number;
     readonly connectRatePerIp: number;
     readonly maxClientIdBytes: number;
     readonly maxSubscriptionsPerClient: number;
@@ -76,6 +77,7 @@ export interface Config {
     readonly deadLetterMaxBytes: number;
     readonly deadLetterMaxFileBytes: number;
     readonly deadLetterMaxQueuedBytes: number;
+    readonly probeIntervalMs: number;
   };
   readonly ingest: {
     readonly maxFutureSkewS: number;

@@ -256,6 +256,14 @@ export class Metrics {
     'energy_ingest_websocket_refused_total',
     'WebSocket upgrades refused (503) beyond mqtt.maxPendingWebSocketConnections',
   );
+  readonly sinkProbes = new Counter(
+    'energy_ingest_sink_probes_total',
+    'cheap round trips (InfluxDB /ping, file writability) made while sink writes fail, by result',
+  );
+  readonly ioErrors = new Counter(
+    'energy_ingest_io_errors_total',
+    'file and socket errors on the hot path (retried, never fatal), by operation and code',
+  );
   readonly batchSize = new Histogram(
     'energy_ingest_batch_size_points',
     'points per sink write (splits and bisections included)',

@@ -1,6 +1,7 @@
 import { appendFile, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RejectReason } from '../ingest/reading.js';
+import { retryPolicy } from './retry.js';
 
 // {dataDir}/deadletter/YYYY-MM-DD.jsonl, one JSON object per rejected message
 // (contract section 6). Appends are queued and written in order.
@@ -30,6 +31,10 @@ export interface DeadLetterRecord {
 }
 
 export type DeadLetterDropReason = 'budget' | 'queue_full';
+
+/** errors worth another append: the fd table (or the kernel's) is full for now */
+const TRANSIENT = new Set(['EMFILE', 'ENFILE', 'EAGAIN', 'EINTR', 'EBUSY']);
+const RETRY = retryPolicy('diskIo');
 
 const MAX_PAYLOAD = 64 * 1024;
 /** payload bytes kept per record while the files hold more than half their budget */
@@ -207,15 +212,24 @@ export class DeadLetterWriter {
       const n = chunk.length;
       chunk = [];
       chunkBytes = 0;
-      try {
-        await appendFile(this.pathFor(day), text);
-        f.bytes += Buffer.byteLength(text);
-        this.diskBytes += Buffer.byteLength(text);
-        this.written += n;
-      } catch (err) {
-        this.failures += n;
-        this.opts.onError(err as Error);
-        await this.resync(f);
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await appendFile(this.pathFor(day), text);
+          f.bytes += Buffer.byteLength(text);
+          this.diskBytes += Buffer.byteLength(text);
+          this.written += n;
+          return;
+        } catch (err) {
+          this.opts.onError(err as Error);
+          await this.resync(f);
+          // out of descriptors is a moment (a connection flood), so wait and append again
+          // (the publishers wait on this); anything else, or for too long: counted as lost
+          if (!TRANSIENT.has((err as NodeJS.ErrnoException).code ?? '') || attempt >= 12) {
+            this.failures += n;
+            return;
+          }
+          await new Promise((r) => setTimeout(r, RETRY.delayMs(attempt)));
+        }
       }
     };
     for (const line of lines) {

@@ -3,6 +3,7 @@ import { type FileHandle, open, readFile, rename, rm, truncate, writeFile } from
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
+import { retryPolicy } from './retry.js';
 
 /*
  * The local durable log (contract section 7): every accepted reading is
@@ -54,7 +55,16 @@ export interface DurableLogOptions {
    * never stop ingestion. The InfluxDB sink is never soft.
    */
   readonly softSinks?: readonly string[];
+  /**
+   * A file error on the hot path (append, fsync, roll, commit file): the log
+   * retries it itself and never throws it at the caller; this counts and logs
+   * (rate-limited) what happened. Default: a plain warn.
+   */
+  readonly onIoError?: (op: string, err: unknown) => void;
 }
+
+/** Local file retries (EMFILE, ENOSPC, EIO): short, the fd table or the disk usually recovers quickly. */
+const DISK_RETRY = retryPolicy('diskIo');
 
 const HEADER = 8;
 const SEGMENT_RE = /^(\d{20})\.seg$/;
@@ -197,9 +207,18 @@ export class DurableLog {
   private commitTimer: NodeJS.Timeout | null = null;
   private persisting: Promise<void> = Promise.resolve();
   private closed = false;
+  /** a failed roll is tried again from here on; meanwhile the current segment keeps growing */
+  private rollRetryAt = 0;
+  private rollFailures = 0;
+  private commitFailures = 0;
   readonly segmentBytes: number;
   /** number of write+fsync rounds, for the group-commit test and metrics */
   syncs = 0;
+
+  private ioError(op: string, err: unknown): void {
+    if (this.opts.onIoError) this.opts.onIoError(op, err);
+    else this.opts.log.warn({ err, op }, 'durable log: file error, retrying');
+  }
 
   private constructor(private readonly opts: DurableLogOptions) {
     this.segmentBytes =
@@ -316,6 +335,11 @@ export class DurableLog {
     }
   }
 
+  /**
+   * Never rejects: every file error is retried here (the records already have
+   * offsets and their publishers wait), so nothing on this path can become an
+   * unhandled rejection that ends the process.
+   */
   private async flushLoop(): Promise<void> {
     // setImmediate first: every append of the current I/O round joins this group
     await new Promise((r) => setImmediate(r));
@@ -340,10 +364,11 @@ export class DurableLog {
         // cut off any partial write and try the same bytes again. Their
         // publishers stay unacknowledged meanwhile; so do new ones behind them.
         failures++;
+        this.ioError(needsSync ? 'log_append_fsync' : 'log_append', err);
         if (failures === 1 || failures % 30 === 0)
           this.opts.log.error({ err, failures }, 'durable log write failed; retrying');
         await this.fh!.truncate(seg.size).catch(() => {});
-        await new Promise((r) => setTimeout(r, Math.min(1000 * failures, 10_000)));
+        await new Promise((r) => setTimeout(r, DISK_RETRY.delayMs(failures)));
         this.pending = [...bufs, ...this.pending];
         this.pendingBytes += size;
         this.pendingNeedsSync ||= needsSync;
@@ -357,16 +382,39 @@ export class DurableLog {
       this.writtenEnd += size;
       for (const w of waiters) w.resolve();
       for (const w of this.writtenWaiters.splice(0)) w();
-      if (seg.size >= this.segmentBytes) await this.roll();
+      if (seg.size >= this.segmentBytes && Date.now() >= this.rollRetryAt) await this.tryRoll();
     }
     this.flushing = null;
   }
 
+  /**
+   * Roll on the hot path. Opening the next segment needs a descriptor, which
+   * may be exactly what is missing (EMFILE under a connection flood): then the
+   * current segment stays open and keeps taking records (it may grow past
+   * segmentBytes), and the roll is tried again after a short backoff. Nothing
+   * waits on a roll, so nothing stalls.
+   */
+  private async tryRoll(): Promise<void> {
+    try {
+      await this.roll();
+      this.rollFailures = 0;
+      this.rollRetryAt = 0;
+    } catch (err) {
+      this.rollFailures++;
+      this.rollRetryAt = Date.now() + DISK_RETRY.delayMs(this.rollFailures);
+      this.ioError('log_roll', err);
+    }
+  }
+
+  /** The next segment is opened before the current one is closed, so a failed open leaves a usable log. */
   private async roll(): Promise<void> {
-    await this.fh?.close();
     const base = this.writtenEnd;
-    this.fh = await open(join(this.opts.dir, segName(base)), 'a');
+    const next = await open(join(this.opts.dir, segName(base)), 'a');
+    const prev = this.fh;
+    this.fh = next;
     this.segments.push({ base, size: 0 });
+    // every byte of prev is written (and synced when anyone waited on it); a close error loses nothing
+    await prev?.close().catch((err: unknown) => this.ioError('log_close', err));
   }
 
   /** Resolves once more data has been written after `offset` (for readers that caught up). */
@@ -416,12 +464,29 @@ export class DurableLog {
   commit(sink: string, offset: number): void {
     if (offset <= (this.committedBySink.get(sink) ?? -1)) return;
     this.committedBySink.set(sink, offset);
+    this.scheduleCommit(100);
+  }
+
+  /**
+   * A failed commit-file write (EMFILE, ENOSPC) is tried again on its own:
+   * segment deletion, and so the disk budget that paused publishers wait on,
+   * depends on it even when no further batch finishes to trigger it.
+   */
+  private scheduleCommit(delayMs: number): void {
+    if (this.closed) return;
     this.commitTimer ??= setTimeout(() => {
       this.commitTimer = null;
-      this.persistCommits().catch((err: unknown) =>
-        this.opts.log.error({ err }, 'durable log: commit failed'),
+      this.persistCommits().then(
+        () => {
+          this.commitFailures = 0;
+        },
+        (err: unknown) => {
+          this.commitFailures++;
+          this.ioError('log_commit', err);
+          this.scheduleCommit(DISK_RETRY.delayMs(this.commitFailures));
+        },
       );
-    }, 100);
+    }, delayMs);
   }
 
   /** Serialised: a timer-driven persist and the one at close must not race on the same temp file. */

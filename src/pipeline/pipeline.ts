@@ -1,6 +1,7 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import type { DurableLog, StoredRecord } from './durableLog.js';
+import { retryPolicy } from './retry.js';
 import { type BatchWriter, type Point, ShutdownAbort } from './writer.js';
 
 export interface PipelineOptions {
@@ -9,7 +10,11 @@ export interface PipelineOptions {
   readonly maxInflightBatches: number;
   /** name under which the durable log keeps this sink's committed offset */
   readonly sinkName: string;
+  /** a segment could not be read (EMFILE, EIO): retried after a short backoff; this counts and logs it */
+  readonly onReadError?: (err: unknown) => void;
 }
+
+const READ_RETRY = retryPolicy('diskIo');
 
 interface Batch {
   readonly points: Point[];
@@ -149,6 +154,7 @@ export class Pipeline {
 
   private async catchupLoop(): Promise<void> {
     const readBytes = Math.max(256 * 1024, this.opts.batchSize * 256);
+    let readFailures = 0;
     while (!this.stopping && this.nextOffset < this.log.endOffset) {
       if (this.full) {
         await this.queue.onSizeLessThan(this.maxQueued);
@@ -159,7 +165,19 @@ export class Pipeline {
         continue;
       }
       const from = Math.max(this.nextOffset, this.log.firstOffset);
-      const records: StoredRecord[] = await this.log.read(from, readBytes);
+      let records: StoredRecord[];
+      try {
+        records = await this.log.read(from, readBytes);
+        readFailures = 0;
+      } catch (err) {
+        // opening a segment needs a descriptor: under fd exhaustion wait and read again
+        // (without this the reader would fail, restart at once and spin)
+        readFailures++;
+        if (this.opts.onReadError) this.opts.onReadError(err);
+        else this.logger.warn({ err }, 'durable log read failed; retrying');
+        await new Promise((r) => setTimeout(r, READ_RETRY.delayMs(readFailures)));
+        continue;
+      }
       if (records.length === 0) {
         // nothing readable at this offset (a gap left by a dropped corrupt record): skip to what is written
         this.logger.warn({ from, to: this.log.written }, 'durable log: skipping unreadable bytes');

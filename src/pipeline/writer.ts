@@ -33,6 +33,18 @@ export interface WriterDeps {
   readonly log: Logger;
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly now?: () => number;
+  /**
+   * While writes fail, sink.ping() every this often; when the server answers
+   * again after not answering, every sleeping retry is woken (contract section
+   * 7: writing resumes within 5 s). 0: no probe.
+   */
+  readonly probeIntervalMs?: number;
+}
+
+interface Sleeper {
+  readonly wake: () => void;
+  /** false for a Retry-After wait: the server asked for it, a probe must not cut it short */
+  readonly wakeable: boolean;
 }
 
 /**
@@ -46,8 +58,11 @@ export interface WriterDeps {
  */
 export class BatchWriter {
   private readonly now: () => number;
-  private abortWaiters = new Set<() => void>();
+  private readonly sleepers = new Set<Sleeper>();
   private aborted = false;
+  private probing: Promise<void> | null = null;
+  /** the sink did not answer (a network error or a failed ping) since it last did */
+  private sinkDown = false;
   /** consecutive failed attempts across batches, for readiness and logs */
   failingSince: number | null = null;
   lastError: string | null = null;
@@ -89,6 +104,8 @@ export class BatchWriter {
           this.outageRetries++;
           this.lastError = result.message;
           const delay = this.deps.retry.delayMs(attempt, result.retryAfterMs);
+          // no status: the server did not answer at all, so a ping that succeeds means it is back
+          if (result.status === undefined) this.sinkDown = true;
           if (attempt === 1 || attempt % 10 === 0) {
             this.deps.log.warn(
               {
@@ -101,7 +118,9 @@ export class BatchWriter {
               `write failed, will retry: ${result.message.slice(0, 300)}`,
             );
           }
-          await this.sleep(delay);
+          const sleep = this.sleep(delay, result.retryAfterMs === undefined);
+          this.startProbe();
+          await sleep;
         }
       }
     }
@@ -111,6 +130,7 @@ export class BatchWriter {
     const { metrics } = this.deps;
     metrics.pointsWritten.inc(undefined, points.length);
     const now = this.now();
+    this.sinkDown = false;
     for (const p of points) metrics.ingestLatency.observe((now - p.receivedAtMs) / 1000);
     if (this.failingSince !== null) {
       this.deps.log.info(
@@ -143,21 +163,67 @@ export class BatchWriter {
     });
   }
 
-  private sleep(ms: number): Promise<void> {
+  private sleep(ms: number, wakeable = false): Promise<void> {
     return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.abortWaiters.delete(done);
-        resolve();
+      const sleeper: Sleeper = {
+        wakeable,
+        wake: () => {
+          clearTimeout(timer);
+          this.sleepers.delete(sleeper);
+          resolve();
+        },
       };
-      const timer = setTimeout(done, ms);
-      this.abortWaiters.add(done);
+      const timer = setTimeout(sleeper.wake, ms);
+      this.sleepers.add(sleeper);
     });
+  }
+
+  /**
+   * One probe loop while some retry sleeps: a cheap round trip (InfluxDB
+   * /ping, the file sink's writability check) every probeIntervalMs. A
+   * backoff sleep can reach 30 s; the probe is what lets writing resume within
+   * a few seconds of the server answering, without retrying whole batches
+   * against a server that is still down.
+   */
+  private startProbe(): void {
+    const every = this.deps.probeIntervalMs ?? 0;
+    if (every <= 0 || this.probing) return;
+    const waiting = () => [...this.sleepers].some((s) => s.wakeable);
+    this.probing = (async () => {
+      while (!this.aborted && waiting()) {
+        await this.sleep(every);
+        if (this.aborted || !waiting()) break;
+        let ok = false;
+        try {
+          await this.deps.sink.ping();
+          ok = true;
+        } catch {
+          // still down: the next probe will tell
+        }
+        this.deps.metrics.sinkProbes.inc({ result: ok ? 'ok' : 'failed' });
+        if (!ok) {
+          this.sinkDown = true;
+          continue;
+        }
+        if (!this.sinkDown) continue; // it answers pings but refuses writes (5xx, 429, 401): keep backing off
+        this.sinkDown = false;
+        const woken = [...this.sleepers].filter((s) => s.wakeable);
+        this.deps.log.info(
+          { sink: this.deps.sink.name, retries: woken.length },
+          'sink answers again; retrying now',
+        );
+        for (const s of woken) s.wake();
+      }
+    })()
+      .catch((err: unknown) => this.deps.log.error({ err }, 'sink probe failed unexpectedly'))
+      .finally(() => {
+        this.probing = null;
+      });
   }
 
   /** Wake every backoff sleep and make pending deliveries give up (shutdown deadline). */
   abort(): void {
     this.aborted = true;
-    for (const w of [...this.abortWaiters]) w();
+    for (const s of [...this.sleepers]) s.wake();
   }
 }

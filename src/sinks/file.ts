@@ -39,8 +39,14 @@ export class FileSink implements Sink {
     return done;
   }
 
+  /**
+   * Cheap writability check (the writer's probe while appends fail): opening
+   * today's file for append needs a free descriptor and write permission, and
+   * an empty append writes nothing.
+   */
   async ping(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
+    await appendFile(this.pathFor(), '');
   }
 
   async close(): Promise<void> {}

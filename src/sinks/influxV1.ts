@@ -1,6 +1,6 @@
 import { IngestError } from '../errors.js';
 import type { BackslashMode } from '../ingest/lineProtocol.js';
-import { classifyStatus, type Sink, type WriteResult } from './sink.js';
+import { classifyStatus, networkMessage, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV1Options {
   readonly url: string;
@@ -75,7 +75,7 @@ export class InfluxV1Sink implements Sink {
         signal: AbortSignal.timeout(this.opts.timeoutMs),
       });
     } catch (err) {
-      return { kind: 'retry', message: `network: ${(err as Error).message}` };
+      return { kind: 'retry', message: networkMessage(err) };
     }
     if (res.status === 204 || res.status === 200) {
       await res.body?.cancel();

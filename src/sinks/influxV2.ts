@@ -1,6 +1,6 @@
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { IngestError } from '../errors.js';
-import { classifyStatus, parseRetryAfter, type Sink, type WriteResult } from './sink.js';
+import { classifyStatus, networkMessage, parseRetryAfter, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV2Options {
   readonly url: string;
@@ -92,7 +92,7 @@ export class InfluxV2Sink implements Sink {
         }
         return result;
       }
-      return { kind: 'retry', message: `network: ${(err as Error).message}` };
+      return { kind: 'retry', message: networkMessage(err) };
     }
   }
 

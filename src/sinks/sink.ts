@@ -52,3 +52,14 @@ export function parseRetryAfter(header: string | null | undefined, now = Date.no
   const at = Date.parse(trimmed);
   return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
 }
+
+/**
+ * A network error's text with its cause: undici reports every failure as
+ * "fetch failed", and the reason (ECONNREFUSED, EMFILE when this process is
+ * out of descriptors, a timeout) is only in `cause`.
+ */
+export function networkMessage(err: unknown): string {
+  const e = err as Error & { cause?: { code?: string; message?: string } };
+  const cause = e?.cause?.code ?? e?.cause?.message;
+  return `network: ${e?.message ?? String(err)}${cause ? ` (${cause})` : ''}`;
+}

@@ -18,10 +18,13 @@ export interface DaemonProcess {
 export async function spawnDaemon(
   env: Record<string, string>,
   ports?: { mqttPort: number; httpPort: number },
+  /** a command that execs the daemon, e.g. ['prlimit', '--nofile=300:300', '--'] (same pid) */
+  wrapper: readonly string[] = [],
 ): Promise<DaemonProcess> {
   const mqttPort = ports?.mqttPort ?? (await freePort());
   const httpPort = ports?.httpPort ?? (await freePort());
-  const child = spawn('node', [BIN, 'start'], {
+  const argv = [...wrapper, 'node', BIN, 'start'];
+  const child = spawn(argv[0]!, argv.slice(1), {
     env: {
       ...process.env,
       MQTT_PORT: String(mqttPort),

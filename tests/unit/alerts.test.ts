@@ -273,13 +273,14 @@ describe('offline detection', () => {
     expect(ev.seenSeries()).toHaveLength(1);
   });
 
-  it('stays cheap with 100,000 series: each reading is a field update, the wheel touches due slots only', () => {
+  // Its cost is measured by the bench (alert evaluation row), not timed here: a loaded CI machine
+  // took 13 s for what takes 0.3 s alone.
+  it('100,000 series: ticks before the deadline raise nothing, the due tick raises every one once', () => {
     const ev = evaluator([rule({ id: 'off', offline_after_seconds: 60 })]);
     for (let i = 0; i < 100_000; i++) ev.evaluate(reading(1, 0, { room: `r${i}` }), T0);
-    const t = performance.now();
     for (let s = 1; s <= 59; s++) expect(ev.tick(T0 + s * 1000)).toEqual([]);
     expect(ev.tick(T0 + 60_000)).toHaveLength(100_000);
-    expect(performance.now() - t).toBeLessThan(2000);
+    expect(ev.tick(T0 + 61_000)).toEqual([]);
   });
 });
 

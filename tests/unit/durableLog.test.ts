@@ -1,4 +1,13 @@
-import { appendFileSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -177,6 +186,40 @@ describe('durable log', () => {
     await log.persistCommits();
     await waiting;
     expect(log.full).toBe(false);
+    await log.close();
+  });
+});
+
+describe('file errors on the hot path', () => {
+  it('a segment roll that cannot open the next file keeps the current one, retries later, and never rejects', async () => {
+    const d = dir();
+    const errors: string[] = [];
+    const log = await DurableLog.open({
+      dir: d,
+      durability: 'fsync',
+      maxBytes: 64 * 1024 * 1024,
+      segmentBytes: 1024,
+      log: silent,
+      onIoError: (op, err) => errors.push(`${op}:${(err as NodeJS.ErrnoException).code}`),
+    });
+    const big = rec(1, ['x'.repeat(2000)]);
+    const size = encodeRecord(big).length;
+    // the next segment's name is taken by a directory: open(…, 'a') fails (EISDIR), as it would with EMFILE
+    const blocker = join(d, `${String(size).padStart(20, '0')}.seg`);
+    mkdirSync(blocker);
+    await log.append(big).durable;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(errors).toEqual(['log_roll:EISDIR']);
+    // appends go on into the current segment
+    await log.append(rec(2)).durable;
+    rmSync(blocker, { recursive: true });
+    await new Promise((r) => setTimeout(r, 150)); // past the roll's retry backoff
+    await log.append(rec(3)).durable;
+    await log.append(rec(4)).durable;
+    expect(segmentFiles(d).length).toBe(2);
+    const back = await log.read(0, 1024 * 1024);
+    const rest = await log.read(back.at(-1)!.end, 1024 * 1024);
+    expect([...back, ...rest].map((r) => r.record.receivedAtMs)).toEqual([1001, 1002, 1003, 1004]);
     await log.close();
   });
 });

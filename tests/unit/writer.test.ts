@@ -2,10 +2,10 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/http/metrics.js';
 import type { DeadLetterRecord } from '../../src/pipeline/deadLetter.js';
-import { fullJitterBackoff } from '../../src/pipeline/retry.js';
+import { fullJitterBackoff, retryPolicy } from '../../src/pipeline/retry.js';
 import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
-import { classifyStatus, parseRetryAfter } from '../../src/sinks/sink.js';
+import { classifyStatus, networkMessage, parseRetryAfter } from '../../src/sinks/sink.js';
 
 /** A fake sink (unit tests use fakes of the sink interface; e2e tests use real servers). */
 class FakeSink implements Sink {
@@ -123,5 +123,83 @@ describe('batch write transaction', () => {
     expect(dead.map((d) => d.reason)).toEqual(['sink_rejected', 'sink_rejected']);
     expect(dead[0]?.detail).toContain('400');
     expect(metrics.messagesRejected.get({ reason: 'sink_rejected' })).toBe(2);
+  });
+});
+
+describe('sink write retries: 1 s to 30 s, and a probe that resumes at once', () => {
+  it('the sinkWrite policy waits between 1 s and 30 s, growing, with jitter', () => {
+    const hi = retryPolicy('sinkWrite', () => 0.999_999);
+    const lo = retryPolicy('sinkWrite', () => 0);
+    expect(lo.delayMs(1)).toBe(1000);
+    expect(hi.delayMs(1)).toBe(1000);
+    expect(lo.delayMs(3)).toBe(2000);
+    expect(hi.delayMs(3)).toBeCloseTo(4000, -1);
+    for (let a = 1; a < 40; a++) {
+      expect(lo.delayMs(a)).toBeGreaterThanOrEqual(1000);
+      expect(hi.delayMs(a)).toBeLessThanOrEqual(30_000);
+    }
+    expect(lo.delayMs(30)).toBe(15_000);
+    expect(lo.delayMs(1, 600_000)).toBe(30_000); // Retry-After never beyond the ceiling
+  });
+
+  it('a sleeping retry is woken when the sink answers a ping again after not answering', async () => {
+    let up = false;
+    const sink = new FakeSink(() =>
+      up ? { kind: 'ok' } : { kind: 'retry', message: 'network: fetch failed' },
+    );
+    let pings = 0;
+    sink.ping = async () => {
+      pings++;
+      if (!up) throw new Error('connect ECONNREFUSED');
+    };
+    const metrics = new Metrics();
+    const writer = new BatchWriter({
+      sink,
+      // a retry sleeps 60 s: only the probe can bring the write back within the test
+      retry: { delayMs: () => 60_000 },
+      probeIntervalMs: 50,
+      metrics,
+      log: pino({ level: 'silent' }),
+      deadLetter: async () => {},
+    });
+    const t0 = Date.now();
+    const done = writer.deliver(points(['a']));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(pings).toBeGreaterThan(0);
+    up = true;
+    await done;
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(sink.stored).toEqual(['a']);
+    expect(metrics.sinkProbes.get({ result: 'failed' })).toBeGreaterThan(0);
+    expect(metrics.sinkProbes.get({ result: 'ok' })).toBe(1);
+  });
+
+  it('a server that answers pings but refuses writes (503) keeps its backoff: the probe does not wake it', async () => {
+    let calls = 0;
+    const sink = new FakeSink(() => {
+      calls++;
+      return { kind: 'retry', status: 503, message: 'unavailable' };
+    });
+    const writer = new BatchWriter({
+      sink,
+      retry: { delayMs: () => 60_000 },
+      probeIntervalMs: 20,
+      metrics: new Metrics(),
+      log: pino({ level: 'silent' }),
+      deadLetter: async () => {},
+    });
+    const done = writer.deliver(points(['a'])).catch((e: unknown) => e);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(calls).toBe(1);
+    writer.abort();
+    expect(await done).toBeInstanceOf(Error);
+  });
+});
+
+describe('network errors name their cause', () => {
+  it('"fetch failed" carries the code undici hides in cause (EMFILE: out of descriptors)', () => {
+    const err = new TypeError('fetch failed', { cause: Object.assign(new Error('x'), { code: 'EMFILE' }) });
+    expect(networkMessage(err)).toBe('network: fetch failed (EMFILE)');
+    expect(networkMessage(new Error('socket hang up'))).toBe('network: socket hang up');
   });
 });
