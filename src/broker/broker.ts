@@ -148,8 +148,15 @@ export class Broker {
           );
         },
         (client, packet) => {
-          const r = this.opts.limits.admit(client, packet, this.aedes?.connectedClients ?? 0);
+          // Aedes counts a client once it is registered, after authentication: a burst of CONNECTs
+          // would all see the same count, so the admitted ones still authenticating count too
+          const r = this.opts.limits.admit(
+            client,
+            packet,
+            (this.aedes?.connectedClients ?? 0) + this.admitting,
+          );
           if (r) this.refuse(r.reason, client.id ?? packet.clientId, undefined, r.reason, '');
+          else this.holdAdmission(client);
           return r;
         },
       ),
@@ -339,6 +346,22 @@ export class Broker {
    * is cut off. (Relies on Aedes's per-client mqtt-packet parser, pinned with
    * Aedes 1.x; without it the guard stays off and says so once.)
    */
+  /** Admitted clients not yet registered by Aedes (see the admission hook). */
+  private admitting = 0;
+
+  private holdAdmission(client: Client): void {
+    this.admitting++;
+    let held = true;
+    const release = () => {
+      if (!held) return;
+      held = false;
+      this.admitting--;
+    };
+    const c = client as unknown as NodeJS.EventEmitter & { conn?: NodeJS.EventEmitter };
+    c.once('connected', release);
+    c.conn?.once('close', release);
+  }
+
   /** Per-connection fixes, applied before the client can subscribe. */
   private adopt(client: Client, stream: { destroy(): void }): void {
     if (!keepReorderedDeliveries(client) && !this.reorderWarned) {
