@@ -236,6 +236,7 @@ export class App {
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
       backslashMode: this.sink.backslashMode,
+      newlines: this.sink.newlines,
       pipeline,
       durableLog,
       rollups: this.rollups ?? undefined,

@@ -54,7 +54,8 @@ function readYaml(path: string): Plain {
 }
 
 function deepMerge(base: Plain, over: Plain): Plain {
-  const out: Plain = { ...base };
+  // prototype-free: a "__proto__" key in a file is reported as unknown, never merged into a prototype
+  const out: Plain = Object.assign(Object.create(null) as Plain, base);
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
     if (v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)) {
