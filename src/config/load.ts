@@ -53,7 +53,8 @@ function readYaml(path: string): Plain {
   return doc as Plain;
 }
 
-function deepMerge(base: Plain, over: Plain): Plain {
+/** exported for its test */
+export function deepMerge(base: Plain, over: Plain): Plain {
   // prototype-free: a "__proto__" key in a file is reported as unknown, never merged into a prototype
   const out: Plain = Object.assign(Object.create(null) as Plain, base);
   for (const [k, v] of Object.entries(over)) {
