@@ -235,6 +235,10 @@ export class Metrics {
     'energy_ingest_write_retries_total',
     'sink writes retried after a network error, 5xx, 429 or auth failure',
   );
+  readonly sinkRowsInvalid = new Counter(
+    'energy_ingest_sink_rows_invalid_total',
+    "rows a server other than InfluxDB (VictoriaMetrics) answered 204 to but dropped, from its vm_rows_invalid_total (every writer's)",
+  );
   readonly batchSize = new Histogram(
     'energy_ingest_batch_size_points',
     'points per sink write (splits and bisections included)',

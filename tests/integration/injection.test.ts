@@ -12,6 +12,7 @@ import type { Reading } from '../../src/ingest/reading.js';
 import { InfluxV1Sink } from '../../src/sinks/influxV1.js';
 import { InfluxV2Sink } from '../../src/sinks/influxV2.js';
 import { deadLetters, startApp, type TestApp } from '../helpers/app.js';
+import { metricValue } from '../helpers/daemon.js';
 import { eventually, influxQuery, type Service, startVictoria, victoriaExport } from '../helpers/services.js';
 
 // Issue 12 items 1, 6 and 7, attacked as a sensor would: with a real MQTT
@@ -56,6 +57,7 @@ afterAll(async () => {
 
 describe('line-protocol injection through string fields (issue 12 item 1)', () => {
   it('VictoriaMetrics: the forged line stores no building_002 point, the reading is stored, nothing is counted invalid', async () => {
+    const invalidBefore = await rowsInvalid(vm.url);
     const t = await startApp({ INFLUX_URL: vm.url, INFLUX_API: 'v2', INFLUX_TOKEN: 'tok' });
     try {
       const ts = Date.now() - 5000;
@@ -82,7 +84,40 @@ describe('line-protocol injection through string fields (issue 12 item 1)', () =
       expect(deadLetters(t.dataDir).map((d) => [d.reason, d.topic])).toEqual([
         ['bad_value', 'sensors/building_001/1/lobby/energy'],
       ]);
-      expect(await rowsInvalid(vm.url)).toBe(0);
+      expect(await rowsInvalid(vm.url)).toBe(invalidBefore);
+    } finally {
+      await t.stop();
+    }
+  });
+
+  it('a row VictoriaMetrics drops behind a 204 is counted in energy_ingest_sink_rows_invalid_total', async () => {
+    const t = await startApp({
+      INFLUX_URL: vm.url,
+      INFLUX_API: 'v2',
+      INFLUX_TOKEN: 'tok',
+      EI_INFLUX_INVALID_ROWS_CHECK_MS: '200',
+    });
+    try {
+      const counted = async () =>
+        metricValue(
+          await (await fetch(`${t.httpUrl}/metrics`)).text(),
+          'energy_ingest_sink_rows_invalid_total',
+        );
+      expect(await counted()).toBe(0);
+      // another writer's broken line (ours never are): VictoriaMetrics answers 204 and drops it
+      await eventually(
+        async () => {
+          const res = await fetch(`${vm.url}/api/v2/write?precision=ms`, {
+            method: 'POST',
+            body: `sensor_readings,building_id=building_001 value="unterminated ${Date.now()}`,
+          });
+          expect(res.status).toBe(204);
+          await new Promise((r) => setTimeout(r, 400));
+          return (await counted()) >= 1;
+        },
+        20_000,
+        'energy_ingest_sink_rows_invalid_total counting the dropped row',
+      );
     } finally {
       await t.stop();
     }
