@@ -1,19 +1,28 @@
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { loadConfig } from '../../src/config/load.js';
 import { encodeReading, UnencodableError } from '../../src/ingest/lineProtocol.js';
 import { readLine } from '../../src/ingest/lineProtocolReader.js';
 import { parseMessage } from '../../src/ingest/parse.js';
 import type { Reading } from '../../src/ingest/reading.js';
+import { createSink } from '../../src/sinks/detect.js';
 import { InfluxV1Sink } from '../../src/sinks/influxV1.js';
 import { InfluxV2Sink } from '../../src/sinks/influxV2.js';
 import { deadLetters, startApp, type TestApp } from '../helpers/app.js';
 import { metricValue } from '../helpers/daemon.js';
-import { eventually, influxQuery, type Service, startVictoria, victoriaExport } from '../helpers/services.js';
+import {
+  eventually,
+  influxQuery,
+  type Service,
+  startVictoria,
+  tempDir,
+  victoriaExport,
+} from '../helpers/services.js';
 
 // Issue 12 items 1, 6 and 7, attacked as a sensor would: with a real MQTT
 // client, against the real servers. VictoriaMetrics runs per file here, so
@@ -163,25 +172,55 @@ describe('line-protocol injection through string fields (issue 12 item 1)', () =
     try {
       const ts = Date.now() - 5000;
       const status = 'line1\r\nline2\rline3';
+      // every tag and string field: Korean, quotes, backslashes, commas, =, spaces, line breaks
+      const [floor, room, type] = ['층 1,=x', '회의실 "A" \\b', 'a=b,c d\\e'];
+      const fields = {
+        unit: '"k,W h"=\\',
+        status: '상태\n"ok"\\ ,=',
+        note: '메모 \\"\n\r,= x',
+        'k ,=키': 'v',
+      };
       await publish(t, [
         ['sensors/building_001/1/lobby/power', attack(ts)],
         ['sensors/building_001/1/lobby/status', JSON.stringify({ value: 4, timestamp: ts, status })],
+        [
+          `sensors/building_001/${floor}/${room}/${type}`,
+          JSON.stringify({ value: 5, timestamp: ts, ...fields }),
+        ],
       ]);
       const rows = await eventually(
         async () => {
           const r = await influxQuery(inject('influx1Url'), db, 'SELECT * FROM sensor_readings');
-          return r.length >= 2 && r;
+          return r.length >= 3 && r;
         },
         15_000,
-        'both points in InfluxDB',
+        'the points in InfluxDB',
       );
-      expect(rows).toHaveLength(2);
+      expect(rows).toHaveLength(3);
+      expect(rows.find((r) => r.value === 5)).toMatchObject({ floor, room, sensor_type: type, ...fields });
       expect(rows.every((r) => r.building_id === 'building_001')).toBe(true);
       const note = JSON.parse(attack(ts)).note as string;
       expect(rows.find((r) => r.sensor_type === 'power')).toMatchObject({ value: 1, note });
       expect(rows.find((r) => r.sensor_type === 'status')).toMatchObject({ value: 4, status });
     } finally {
       await t.stop();
+    }
+  });
+});
+
+describe('which sinks get raw line breaks', () => {
+  it('only a server whose version header says InfluxDB; VictoriaMetrics (either API) and files get escapes', async () => {
+    const dir = tempDir('sinkmode');
+    try {
+      const sinkFor = async (env: Record<string, string>) =>
+        (await createSink(loadConfig({ env: { DATA_DIR: dir, LOG_LEVEL: 'silent', ...env } }))).newlines;
+      expect(await sinkFor({ INFLUX_URL: inject('influx1Url') })).toBe('raw');
+      expect(await sinkFor({ INFLUX_URL: vm.url })).toBe('escape'); // auto: v1 API, no version header
+      expect(await sinkFor({ INFLUX_URL: vm.url, INFLUX_TOKEN: 'tok' })).toBe('escape'); // auto: v2
+      expect(await sinkFor({ INFLUX_URL: vm.url, INFLUX_API: 'v2' })).toBe('escape'); // not probed
+      expect(await sinkFor({})).toBe('escape');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
