@@ -307,6 +307,8 @@ describe('messages', () => {
     );
     expect(fillTemplate('{room} {value}{unit} > {threshold} {nope}', m)).toBe('A 31.5celsius > 30 {nope}');
     // names of Object.prototype's members are unknown placeholders too
-    expect(fillTemplate('{constructor} {to_string} {__proto__}', m)).toBe('{constructor} {to_string} {__proto__}');
+    expect(fillTemplate('{constructor} {to_string} {__proto__}', m)).toBe(
+      '{constructor} {to_string} {__proto__}',
+    );
   });
 });
