@@ -27,6 +27,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { jitteredBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { createSink } from './sinks/detect.js';
+import { InvalidRowsWatch } from './sinks/invalidRows.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
 
@@ -80,6 +81,7 @@ export class App {
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
   private readyTimer: NodeJS.Timeout | null = null;
+  private invalidRows: InvalidRowsWatch | null = null;
   private authenticator: Authenticator | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
@@ -156,6 +158,24 @@ export class App {
         { sink: this.sink.name },
         `${err.message}; accepting readings into the durable log until it answers`,
       );
+    }
+    const influxUrl = cfg.influx.url;
+    if (influxUrl && this.sink.newlines !== 'raw' && cfg.influx.invalidRowsCheckMs > 0) {
+      // not InfluxDB (VictoriaMetrics): it answers 204 to rows it drops, so watch its own count of them
+      this.invalidRows = new InvalidRowsWatch({
+        url: influxUrl,
+        intervalMs: cfg.influx.invalidRowsCheckMs,
+        timeoutMs: cfg.influx.timeoutMs,
+        onInvalid: (rows, total) => {
+          metrics.sinkRowsInvalid.inc(undefined, rows);
+          ioLog.warn(
+            'sink-rows-invalid',
+            { rows, total },
+            'the sink server dropped line-protocol rows it could not parse (vm_rows_invalid_total)',
+          );
+        },
+      });
+      this.invalidRows.start();
     }
 
     this.writer = new BatchWriter({
@@ -257,6 +277,7 @@ export class App {
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
       backslashMode: this.sink.backslashMode,
+      newlines: this.sink.newlines,
       pipeline,
       durableLog,
       rollups: this.rollups ?? undefined,
@@ -528,6 +549,7 @@ export class App {
     const deadline = Date.now() + this.cfg.pipeline.shutdownTimeoutMs;
     const { log } = this;
     if (this.readyTimer) clearInterval(this.readyTimer);
+    this.invalidRows?.stop();
     this.alerts?.detachBroker();
     await this.broker?.close();
     if (this.pipeline) {

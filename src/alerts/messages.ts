@@ -95,5 +95,5 @@ export function fillTemplate(template: string, m: MessageInput): string {
     room: m.room,
     building_id: m.building,
   };
-  return template.replace(/\{([a-z_]+)\}/g, (all, k: string) => vars[k] ?? all);
+  return template.replace(/\{([a-z_]+)\}/g, (all, k: string) => (Object.hasOwn(vars, k) ? vars[k]! : all));
 }

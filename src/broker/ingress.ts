@@ -2,7 +2,12 @@ import type { Client } from 'aedes';
 import type { Logger } from 'pino';
 import type { Metrics } from '../http/metrics.js';
 import type { KnownBuildings } from '../ingest/knownBuildings.js';
-import { type BackslashMode, encodeReading, UnencodableError } from '../ingest/lineProtocol.js';
+import {
+  type BackslashMode,
+  encodeReading,
+  type NewlineMode,
+  UnencodableError,
+} from '../ingest/lineProtocol.js';
 import { type ParseLimits, parseMessage } from '../ingest/parse.js';
 import type { Reading, Rejection } from '../ingest/reading.js';
 import { isSensorTopic } from '../ingest/topic.js';
@@ -16,6 +21,8 @@ export interface IngressDeps {
   readonly limits: ParseLimits;
   readonly buildings: KnownBuildings;
   readonly backslashMode: BackslashMode;
+  /** undefined: 'escape', no raw line break in any line */
+  readonly newlines?: NewlineMode;
   readonly pipeline: Pipeline;
   readonly durableLog: DurableLog;
   /** roll-ups see every reading that went into the log (when PostgreSQL is configured) */
@@ -75,7 +82,7 @@ export class Ingress {
         continue;
       }
       try {
-        points.push({ line: encodeReading(r, deps.backslashMode), receivedAtMs, source });
+        points.push({ line: encodeReading(r, deps.backslashMode, deps.newlines), receivedAtMs, source });
         accepted.push(r);
       } catch (err) {
         if (!(err instanceof UnencodableError)) throw err;

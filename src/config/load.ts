@@ -53,8 +53,10 @@ function readYaml(path: string): Plain {
   return doc as Plain;
 }
 
-function deepMerge(base: Plain, over: Plain): Plain {
-  const out: Plain = { ...base };
+/** exported for its test */
+export function deepMerge(base: Plain, over: Plain): Plain {
+  // prototype-free: a "__proto__" key in a file is reported as unknown, never merged into a prototype
+  const out: Plain = Object.assign(Object.create(null) as Plain, base);
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
     if (v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)) {

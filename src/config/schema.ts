@@ -227,6 +227,14 @@ export const SCHEMA = {
       min: 100,
       max: 600000,
     },
+    invalidRowsCheckMs: {
+      kind: 'int',
+      description:
+        'how often to read vm_rows_invalid_total from a server that is not InfluxDB (VictoriaMetrics drops unparsable rows with a 204) into energy_ingest_sink_rows_invalid_total; 0 turns it off',
+      default: 15000,
+      min: 0,
+      max: 3600000,
+    },
   },
   redis: {
     url: { kind: 'url', description: 'Redis URL; unset: no Redis outputs', env: 'REDIS_URL', secret: true },

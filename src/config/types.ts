@@ -54,6 +54,8 @@ export interface Config {
     readonly username?: string;
     readonly password?: string;
     readonly timeoutMs: number;
+    /** 0: off */
+    readonly invalidRowsCheckMs: number;
   };
   readonly redis: { readonly url?: string };
   readonly postgres: { readonly url?: string };

@@ -88,7 +88,8 @@ export class LatestReadings {
   snapshot(): { buildings: LatestBuilding[]; overflow_readings: number } {
     const out: LatestBuilding[] = [];
     for (const [id, b] of this.buildings) {
-      const sensors: LatestBuilding['sensors'] = {};
+      // prototype-free: a sensor type named "__proto__" is a key like any other (issue 12 item 6)
+      const sensors: LatestBuilding['sensors'] = Object.create(null);
       for (const [type, t] of b.types) {
         sensors[type] = {
           value: t.value,

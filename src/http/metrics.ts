@@ -264,6 +264,10 @@ export class Metrics {
     'energy_ingest_io_errors_total',
     'file and socket errors on the hot path (retried, never fatal), by operation and code',
   );
+  readonly sinkRowsInvalid = new Counter(
+    'energy_ingest_sink_rows_invalid_total',
+    "rows a server other than InfluxDB (VictoriaMetrics) answered 204 to but dropped, from its vm_rows_invalid_total (every writer's)",
+  );
   readonly batchSize = new Histogram(
     'energy_ingest_batch_size_points',
     'points per sink write (splits and bisections included)',

@@ -9,6 +9,20 @@ import type { Reading } from './reading.js';
 //   written at all, so such a line is refused here and dead-lettered.
 export type BackslashMode = 'escape' | 'literal';
 
+// Line breaks in string fields (issue 12 item 1: a note holding "\n" plus a
+// whole forged line was stored as a second point by VictoriaMetrics). The line
+// protocol has no escape for them: InfluxDB 1.x and 2.x read a raw newline
+// inside a quoted string as part of the string (their parser tracks quotes)
+// and read "\n" as a backslash and an "n". So, per sink:
+// - 'raw'    (a server that said it is InfluxDB): kept inside the quotes, the
+//   only encoding that reads back exactly (contract section 5);
+// - 'escape' (VictoriaMetrics, unknown servers, the .lp file): LF and CR are
+//   written as the two characters "\n" and "\r", so no physical line of ours
+//   ever holds a line break inside a string. VictoriaMetrics keeps no string
+//   fields anyway (it stores a number parsed from the text, usually 0).
+// Tags and field keys never hold one: control characters are refused at parse.
+export type NewlineMode = 'raw' | 'escape';
+
 export const MEASUREMENT = 'sensor_readings';
 
 export class UnencodableError extends Error {
@@ -18,6 +32,14 @@ export class UnencodableError extends Error {
 const TAG_SPECIAL = /[,= \\]/g;
 const TAG_SPECIAL_NO_BACKSLASH = /[,= ]/g;
 const STRING_SPECIAL = /["\\]/g;
+const STRING_SPECIAL_OR_BREAK = /["\\\n\r]/g;
+const NEEDS_STRING_ESCAPE = /["\\\n\r]/;
+const STRING_ESCAPES: Readonly<Record<string, string>> = {
+  '"': '\\"',
+  '\\': '\\\\',
+  '\n': '\\n',
+  '\r': '\\r',
+};
 
 export function escapeTag(value: string, mode: BackslashMode): string {
   if (mode === 'escape') return value.replace(TAG_SPECIAL, '\\$&');
@@ -29,10 +51,14 @@ export function escapeTag(value: string, mode: BackslashMode): string {
   return value.replace(TAG_SPECIAL_NO_BACKSLASH, '\\$&');
 }
 
-export function quoteString(value: string): string {
-  // fast path: most units and statuses need no escaping
-  if (value.indexOf('"') === -1 && value.indexOf('\\') === -1) return `"${value}"`;
-  return `"${value.replace(STRING_SPECIAL, '\\$&')}"`;
+export function quoteString(value: string, newlines: NewlineMode = 'escape'): string {
+  if (newlines === 'raw') {
+    // fast path: most units and statuses need no escaping
+    if (value.indexOf('"') === -1 && value.indexOf('\\') === -1) return `"${value}"`;
+    return `"${value.replace(STRING_SPECIAL, '\\$&')}"`;
+  }
+  if (!NEEDS_STRING_ESCAPE.test(value)) return `"${value}"`;
+  return `"${value.replace(STRING_SPECIAL_OR_BREAK, (c) => STRING_ESCAPES[c]!)}"`;
 }
 
 /** Floats always (no "i" suffix), so a field never changes type between points. */
@@ -67,12 +93,14 @@ function cachedSeriesKey(r: Reading, mode: BackslashMode): string {
   return key;
 }
 
-export function encodeReading(r: Reading, mode: BackslashMode): string {
-  let fieldsText = `value=${formatNumber(r.value)},unit=${quoteString(r.unit)},status=${quoteString(r.status)}`;
+export function encodeReading(r: Reading, mode: BackslashMode, newlines: NewlineMode = 'escape'): string {
+  let fieldsText =
+    `value=${formatNumber(r.value)},unit=${quoteString(r.unit, newlines)}` +
+    `,status=${quoteString(r.status, newlines)}`;
   for (const [k, v] of r.extra) {
     const key = escapeTag(k, mode);
     const text =
-      typeof v === 'number' ? formatNumber(v) : typeof v === 'boolean' ? String(v) : quoteString(v);
+      typeof v === 'number' ? formatNumber(v) : typeof v === 'boolean' ? String(v) : quoteString(v, newlines);
     fieldsText += `,${key}=${text}`;
   }
   return `${cachedSeriesKey(r, mode)} ${fieldsText} ${r.timestampMs}`;

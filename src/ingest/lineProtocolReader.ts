@@ -37,7 +37,8 @@ function readToken(line: string, pos: number, stops: string, mode: BackslashMode
 
 export function readLine(line: string, mode: BackslashMode): ParsedLine {
   let [measurement, i] = readToken(line, 0, ', ', mode);
-  const tags: Record<string, string> = {};
+  // prototype-free: keys come from the payload (a field named "constructor" is a field)
+  const tags: Record<string, string> = Object.create(null);
   while (line[i] === ',') {
     const [k, j] = readToken(line, i + 1, '=', mode);
     const [v, l] = readToken(line, j + 1, ', ', mode);
@@ -46,7 +47,7 @@ export function readLine(line: string, mode: BackslashMode): ParsedLine {
   }
   if (line[i] !== ' ') throw new Error(`expected space at ${i}`);
   i++;
-  const fields: Record<string, string | number | boolean> = {};
+  const fields: Record<string, string | number | boolean> = Object.create(null);
   for (;;) {
     const [k, j] = readToken(line, i, '=', mode);
     i = j + 1;

@@ -192,6 +192,9 @@ export function extraKeyProblem(key: string): string | undefined {
   // InfluxDB 2.x reserves names starting with "_"; a backslash has no portable escape.
   if (key.startsWith('_')) return `field name "${key.slice(0, 40)}" must not start with "_"`;
   if (key.includes('\\')) return `field name "${key.slice(0, 40)}" must not contain a backslash`;
+  // A quote in a field key is legal line protocol, but VictoriaMetrics then reads the rest of the
+  // line as one quoted string: the fields after it and the timestamp were lost without an error.
+  if (key.includes('"')) return `field name "${key.slice(0, 40)}" must not contain a double quote`;
   return undefined;
 }
 

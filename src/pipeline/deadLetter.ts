@@ -43,6 +43,16 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 /** what `"payload_encoding":"base64"` adds to a record */
 const BASE64_MARK = ',"payload_encoding":"base64"'.length;
 
+// JSON.stringify leaves U+0085, U+2028 and U+2029 raw, and line readers such as
+// Python's str.splitlines() end a line there (issue 12 item 7): written as
+// \uXXXX escapes, one record is one line for every reader.
+const LINE_BREAKS = /[\u0085\u2028\u2029]/g;
+
+/** JSON.stringify, with every character some reader takes for a line end escaped. */
+export function jsonLine(v: unknown): string {
+  return JSON.stringify(v).replace(LINE_BREAKS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 export function formatDeadLetter(r: DeadLetterRecord, maxPayload = MAX_PAYLOAD): string {
   const bytes = typeof r.payload === 'string' ? Buffer.from(r.payload) : r.payload;
   const cut = bytes.subarray(0, maxPayload);
@@ -53,7 +63,7 @@ export function formatDeadLetter(r: DeadLetterRecord, maxPayload = MAX_PAYLOAD):
     // the smaller of the two: JSON escapes control bytes as \u00XX (6 bytes for 1), quotes and
     // backslashes as 2; base64 is 4 bytes per 3 whatever the content
     const b64 = Math.ceil(cut.length / 3) * 4 + BASE64_MARK;
-    if (Buffer.byteLength(JSON.stringify(payload)) - 2 > b64) {
+    if (Buffer.byteLength(jsonLine(payload)) - 2 > b64) {
       payload = cut.toString('base64');
       encoding = 'base64';
     }
@@ -72,7 +82,7 @@ export function formatDeadLetter(r: DeadLetterRecord, maxPayload = MAX_PAYLOAD):
   };
   if (encoding) rec.payload_encoding = encoding;
   if (bytes.length > maxPayload) rec.payload_truncated = true;
-  return JSON.stringify(rec);
+  return jsonLine(rec);
 }
 
 export interface DeadLetterOptions {

@@ -52,6 +52,15 @@ function legacyBackslashes(version: string): boolean {
 }
 
 /**
+ * Raw line breaks inside quoted strings only for a server whose version header
+ * says it is InfluxDB (its parser reads them as part of the string); anything
+ * else (VictoriaMetrics sends no header) may cut the line there.
+ */
+function newlinesFor(version: string): 'raw' | 'escape' {
+  return /^v?\d+\./.test(version) ? 'raw' : 'escape';
+}
+
+/**
  * What the last successful probe found, kept under dataDir: a daemon that
  * restarts while InfluxDB is down must still start and take readings into its
  * durable log, and it must encode them exactly as that server will read them.
@@ -117,6 +126,7 @@ export async function createSink(cfg: Config, log?: Logger): Promise<Sink> {
       org: cfg.influx.org,
       bucket: cfg.influx.bucket,
       timeoutMs,
+      newlines: newlinesFor(version),
     });
   }
   return new InfluxV1Sink({
@@ -126,5 +136,6 @@ export async function createSink(cfg: Config, log?: Logger): Promise<Sink> {
     password: cfg.influx.password,
     timeoutMs,
     backslashMode: legacyBackslashes(version) ? 'literal' : 'escape',
+    newlines: newlinesFor(version),
   });
 }

@@ -9,6 +9,8 @@ import type { Sink, WriteResult } from './sink.js';
 export class FileSink implements Sink {
   readonly name = 'file';
   readonly backslashMode = 'escape' as const;
+  /** files are read line by line (tail, grep, Telegraf's tail input): no raw line breaks */
+  readonly newlines = 'escape' as const;
   private readonly dir: string;
   /** one append at a time: concurrent appends of large batches could interleave their lines */
   private tail: Promise<unknown> = Promise.resolve();

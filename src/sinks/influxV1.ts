@@ -1,5 +1,5 @@
 import { IngestError } from '../errors.js';
-import type { BackslashMode } from '../ingest/lineProtocol.js';
+import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
 import { classifyStatus, networkMessage, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV1Options {
@@ -9,17 +9,21 @@ export interface InfluxV1Options {
   readonly password?: string;
   readonly timeoutMs: number;
   readonly backslashMode: BackslashMode;
+  /** 'raw' only for a server that said it is InfluxDB (see ingest/lineProtocol.ts); default 'escape' */
+  readonly newlines?: NewlineMode;
 }
 
 /** InfluxDB 1.x HTTP API: POST /write?db=…&precision=ms; the database is created when missing. */
 export class InfluxV1Sink implements Sink {
   readonly name = 'influxdb-v1';
   readonly backslashMode: BackslashMode;
+  readonly newlines: NewlineMode;
   private readonly base: string;
   private readonly headers: Record<string, string>;
 
   constructor(private readonly opts: InfluxV1Options) {
     this.backslashMode = opts.backslashMode;
+    this.newlines = opts.newlines ?? 'escape';
     this.base = opts.url.replace(/\/+$/, '');
     this.headers = { 'content-type': 'text/plain; charset=utf-8' };
     if (opts.username) {

@@ -1,5 +1,6 @@
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { IngestError } from '../errors.js';
+import type { NewlineMode } from '../ingest/lineProtocol.js';
 import { classifyStatus, networkMessage, parseRetryAfter, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV2Options {
@@ -8,6 +9,8 @@ export interface InfluxV2Options {
   readonly org: string;
   readonly bucket: string;
   readonly timeoutMs: number;
+  /** 'raw' only for a server that said it is InfluxDB (see ingest/lineProtocol.ts); default 'escape' */
+  readonly newlines?: NewlineMode;
 }
 
 /**
@@ -19,10 +22,12 @@ export interface InfluxV2Options {
 export class InfluxV2Sink implements Sink {
   readonly name = 'influxdb-v2';
   readonly backslashMode = 'escape' as const;
+  readonly newlines: NewlineMode;
   private readonly client: InfluxDB;
   private readonly writePath: string;
 
   constructor(private readonly opts: InfluxV2Options) {
+    this.newlines = opts.newlines ?? 'escape';
     this.client = new InfluxDB({ url: opts.url, token: opts.token, timeout: opts.timeoutMs });
     const q = new URLSearchParams({ org: opts.org, bucket: opts.bucket, precision: 'ms' });
     this.writePath = `/api/v2/write?${q}`;

@@ -1,4 +1,4 @@
-import type { BackslashMode } from '../ingest/lineProtocol.js';
+import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
 
 // Every sink has the same small shape (Telegraf's Output, Vector's service):
 // connect / write / close. A sink classifies the server's answer; it never
@@ -22,6 +22,8 @@ export interface Sink {
   readonly name: string;
   /** how tags must be escaped for this server */
   readonly backslashMode: BackslashMode;
+  /** line breaks in string fields (ingest/lineProtocol.ts); undefined: 'escape' */
+  readonly newlines?: NewlineMode;
   /** Prepare (create database, check bucket). Throws IngestError on a fatal misconfiguration. */
   connect(): Promise<void>;
   /** lines: line protocol, millisecond precision, no trailing newline */

@@ -307,5 +307,9 @@ describe('messages', () => {
       'vibration reading is back to normal (now 31.5 celsius)',
     );
     expect(fillTemplate('{room} {value}{unit} > {threshold} {nope}', m)).toBe('A 31.5celsius > 30 {nope}');
+    // names of Object.prototype's members are unknown placeholders too
+    expect(fillTemplate('{constructor} {to_string} {__proto__}', m)).toBe(
+      '{constructor} {to_string} {__proto__}',
+    );
   });
 });

@@ -2,7 +2,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig, parseBytes, redactedConfig } from '../../src/config/load.js';
+import { parse as parseYaml } from 'yaml';
+import { deepMerge, loadConfig, parseBytes, redactedConfig } from '../../src/config/load.js';
 import { envName, fields } from '../../src/config/schema.js';
 import { IngestError } from '../../src/errors.js';
 
@@ -162,6 +163,14 @@ describe('configuration', () => {
     const text = JSON.stringify(redactedConfig(c));
     for (const s of ['tok-secret', 'pw-secret', 'pg-secret', 'rd-secret']) expect(text).not.toContain(s);
     expect(text).toContain('postgres://u:***@h/db');
+  });
+
+  it('merging local.yaml keeps a "__proto__" key as a key (reported unknown), not a prototype (issue 12 item 6)', () => {
+    const over = parseYaml('__proto__:\n  mqtt:\n    port: 1\nmqtt:\n  port: 5\n') as Record<string, unknown>;
+    const merged = deepMerge({ mqtt: { port: 1883 } }, over);
+    expect(Object.keys(merged).sort()).toEqual(['__proto__', 'mqtt']);
+    expect(Object.getPrototypeOf(merged)).toBeNull();
+    expect(merged.mqtt).toEqual({ port: 5 });
   });
 
   it('parses sizes', () => {

@@ -33,6 +33,15 @@ describe('formatDeadLetter', () => {
     expect(line.length).toBeLessThan(1.4 * bytes.length);
   });
 
+  it('escapes U+0085, U+2028 and U+2029, which line readers take for line ends (issue 12 item 7)', () => {
+    const odd = 'a\u2028b\u2029c\u0085d';
+    const line = formatDeadLetter({ ...rec(odd), topic: `sensors/${odd}`, clientId: odd, detail: odd });
+    expect(line).not.toMatch(/[\u0085\u2028\u2029]/);
+    expect(line).toContain('a\\u2028b\\u2029c\\u0085d');
+    const r = JSON.parse(line);
+    expect([r.payload, r.topic, r.client_id, r.detail]).toEqual([odd, `sensors/${odd}`, odd, odd]);
+  });
+
   it('cuts at the given length and says so', () => {
     const r = JSON.parse(formatDeadLetter(rec('x'.repeat(5000)), PRESSURE_PAYLOAD));
     expect(r.payload).toBe('x'.repeat(PRESSURE_PAYLOAD));

@@ -31,6 +31,22 @@ describe('latest readings for the status page', () => {
     ]);
   });
 
+  it('lists sensor types named like Object.prototype members (issue 12 item 6)', () => {
+    const l = new LatestReadings();
+    const types = ['__proto__', 'constructor', 'toString', 'hasOwnProperty', '__defineGetter__'];
+    types.forEach((t, i) => {
+      l.record([r('building_001', t, i, 1000)], 2000);
+    });
+    const parsed = JSON.parse(JSON.stringify(l.snapshot())) as {
+      buildings: Array<{ sensors: Record<string, { value: number }> }>;
+    };
+    const sensors = parsed.buildings[0]!.sensors;
+    expect(Object.keys(sensors).sort()).toEqual([...types].sort());
+    types.forEach((t, i) => {
+      expect(Object.getOwnPropertyDescriptor(sensors, t)?.value.value).toBe(i);
+    });
+  });
+
   it('stays bounded under a flood of made-up buildings and types', () => {
     const l = new LatestReadings();
     for (let i = 0; i < 10_050; i++) l.record([r(`building_${i}`, 'power', 1, 1)], 1);

@@ -31,8 +31,24 @@ describe('line protocol', () => {
     expect(() => escapeTag('end\\', 'literal')).toThrow(UnencodableError);
     expect(escapeTag('end\\', 'escape')).toBe('end\\\\');
   });
-  it('quotes strings', () => {
-    expect(quoteString('say "hi"\\\nok')).toBe('"say \\"hi\\"\\\\\nok"');
+  it('quotes strings: raw line breaks for InfluxDB, escaped ones for everything else', () => {
+    expect(quoteString('say "hi"\\\nok', 'raw')).toBe('"say \\"hi\\"\\\\\nok"');
+    expect(quoteString('say "hi"\\\nok\r', 'escape')).toBe('"say \\"hi\\"\\\\\\nok\\r"');
+    expect(quoteString('a\nb')).toBe('"a\\nb"'); // escape is the default
+  });
+  it('escape mode: no line break in any line, whatever the strings hold (issue 12 item 1)', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary' }), fc.string({ unit: 'binary' }), (s, t) => {
+        const line = encodeReading({ ...base, status: s, unit: t, extra: [['note', `${s}${t}`]] }, 'escape');
+        expect(line).not.toMatch(/[\n\r]/);
+        // read as InfluxDB would: the break shows as a backslash and a letter, nothing else changes
+        const p = readLine(line, 'escape');
+        const shown = (x: string) => x.replace(/\n/g, '\\n').replace(/\r/g, '\\r');
+        expect([p.fields.status, p.fields.unit, p.fields.note]).toEqual([shown(s), shown(t), shown(s + t)]);
+        expect(p.tags.building_id).toBe('building_001');
+      }),
+      { numRuns: 2000 },
+    );
   });
   it('extra fields: numbers as floats, booleans bare, strings quoted', () => {
     const line = encodeReading(
@@ -62,7 +78,7 @@ describe('line protocol', () => {
             const r: Reading = { ...base, floor, room, sensorType: type, status, unit: `${room}\n"`, value };
             let line: string;
             try {
-              line = encodeReading(r, mode);
+              line = encodeReading(r, mode, 'raw');
             } catch (err) {
               // only a trailing backslash in literal mode is unencodable
               return (

@@ -146,6 +146,8 @@ describe('rejections', () => {
     ['{"value": 1, "time": 5}', 'bad_value'],
     ['{"value": 1, "_x": 5}', 'bad_value'],
     ['{"value": 1, "a\\\\b": 5}', 'bad_value'],
+    ['{"value": 1, "k\\"ey": 5}', 'bad_value'], // VictoriaMetrics misreads the line (issue 12)
+    ['{"value": 1, "a\\nb": 5}', 'bad_value'],
     ['"23.5"', 'bad_value'],
     ['[]', 'bad_value'],
     ['{"value": 1, "timestamp": "yesterday"}', 'bad_timestamp'],
