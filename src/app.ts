@@ -14,6 +14,7 @@ import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { LatestReadings } from './http/latest.js';
 import { Metrics } from './http/metrics.js';
+import { BrowserGuard } from './http/origin.js';
 import { routes } from './http/routes.js';
 import { createHttpServer, type Guard } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
@@ -290,6 +291,18 @@ export class App {
       () => this.oldestUnsentAgeS(),
     );
 
+    const httpTls = readHttpTls(cfg);
+    // Host and Origin checks against pages of other origins and DNS rebinding (src/http/origin.ts)
+    const browsers = new BrowserGuard(
+      {
+        bindHost: cfg.http.host,
+        allowedHosts: cfg.http.allowedHosts,
+        allowedOrigins: cfg.http.allowedOrigins,
+        tls: httpTls !== undefined,
+      },
+      metrics,
+      log,
+    );
     this.http = createHttpServer(
       routes({
         metrics,
@@ -300,7 +313,8 @@ export class App {
         snapshot: () => this.snapshot,
       }),
       this.httpGuard(),
-      readHttpTls(cfg),
+      httpTls,
+      browsers,
     );
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
 
@@ -338,6 +352,7 @@ export class App {
       ingress,
       log,
       httpServer: this.http,
+      verifyUpgrade: (req) => browsers.upgrade(req),
     });
     await this.broker.start();
     alerts.attachBroker(this.broker.aedesInstance);

@@ -1,4 +1,4 @@
-import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import { createServer, type Server as NetServer } from 'node:net';
 import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions, type Client } from 'aedes';
@@ -31,6 +31,10 @@ export interface BrokerOptions {
   readonly maxPacketBytes: number;
   readonly connectTimeoutMs: number;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
+  /** Host and Origin check of a WebSocket upgrade (src/http/origin.ts): browsers of other origins are refused */
+  readonly verifyUpgrade?: (
+    req: IncomingMessage,
+  ) => { ok: true } | { ok: false; status: number; detail: string };
 }
 
 /** Bounds for Aedes's own queues, so no client can grow the broker's memory without limit. */
@@ -182,6 +186,17 @@ export class Broker {
       // MQTT-over-WebSocket clients offer "mqtt" (3.1.1) or "mqttv3.1"; answer with what they offered.
       handleProtocols: (protocols) =>
         protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
+      // before the handshake: a refused page never gets a socket (403 / 421, see src/http/origin.ts)
+      verifyClient: (info, cb) => {
+        const v = this.opts.verifyUpgrade?.(info.req);
+        // the refusal names the offending header: plain text, never HTML
+        if (v && !v.ok)
+          cb(false, v.status, v.detail, {
+            'Content-Type': 'text/plain; charset=utf-8',
+            'X-Content-Type-Options': 'nosniff',
+          });
+        else cb(true);
+      },
     });
     this.wss.on('connection', (ws, req) => {
       const stream = createWebSocketStream(ws);
