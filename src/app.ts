@@ -14,6 +14,7 @@ import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { LatestReadings } from './http/latest.js';
 import { Metrics } from './http/metrics.js';
+import { BrowserGuard } from './http/origin.js';
 import { routes } from './http/routes.js';
 import { createHttpServer, type Guard } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
@@ -332,6 +333,18 @@ export class App {
       () => this.oldestUnsentAgeS(),
     );
 
+    const httpTls = readHttpTls(cfg);
+    // Host and Origin checks against pages of other origins and DNS rebinding (src/http/origin.ts)
+    const browsers = new BrowserGuard(
+      {
+        bindHost: cfg.http.host,
+        allowedHosts: cfg.http.allowedHosts,
+        allowedOrigins: cfg.http.allowedOrigins,
+        tls: httpTls !== undefined,
+      },
+      metrics,
+      log,
+    );
     this.http = createHttpServer(
       routes({
         metrics,
@@ -342,7 +355,8 @@ export class App {
         snapshot: () => this.snapshot,
       }),
       this.httpGuard(),
-      readHttpTls(cfg),
+      httpTls,
+      browsers,
     );
     this.httpPort = await listen(this.http, cfg.http.host, cfg.http.port, 'HTTP');
     // accept() failing (EMFILE when descriptors run out) must not end the process
@@ -384,6 +398,7 @@ export class App {
       ingress,
       log,
       httpServer: this.http,
+      verifyUpgrade: (req) => browsers.upgrade(req),
     });
     await this.broker.start();
     alerts.attachBroker(this.broker.aedesInstance);

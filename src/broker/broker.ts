@@ -1,4 +1,4 @@
-import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpServer, IncomingMessage } from 'node:http';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } from 'node:tls';
 import { Aedes, type AedesOptions, type Client } from 'aedes';
@@ -52,6 +52,10 @@ export interface BrokerOptions {
   /** open MQTT sockets (TCP + TLS) at most; more are closed on accept (the fd cap, limits.ts) */
   readonly socketBudget?: SocketBudget;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
+  /** Host and Origin check of a WebSocket upgrade (src/http/origin.ts): browsers of other origins are refused */
+  readonly verifyUpgrade?: (
+    req: IncomingMessage,
+  ) => { ok: true } | { ok: false; status: number; detail: string };
 }
 
 /** Bounds for Aedes's own queues, so no client can grow the broker's memory without limit. */
@@ -278,9 +282,23 @@ export class Broker {
       path: '/mqtt',
       // ws buffers a whole message before MQTT sees a byte of it: no message may exceed one MQTT packet
       maxPayload: this.opts.maxPacketBytes,
-      // Connections that have not completed CONNECT cost memory and belong to
-      // nobody yet: beyond the cap the upgrade is answered 503.
-      verifyClient: (_info, cb) => {
+      // MQTT-over-WebSocket clients offer "mqtt" (3.1.1) or "mqttv3.1"; answer with what they offered.
+      handleProtocols: (protocols) =>
+        protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
+      // Before the handshake, so a refused upgrade never gets a socket:
+      // 1. a browser page of another origin, or a rebound Host (403 / 421, src/http/origin.ts);
+      // 2. connections that have not completed CONNECT cost memory and belong to
+      //    nobody yet: beyond the cap the upgrade is answered 503.
+      verifyClient: (info, cb) => {
+        const v = this.opts.verifyUpgrade?.(info.req);
+        // the refusal names the offending header: plain text, never HTML
+        if (v && !v.ok) {
+          cb(false, v.status, v.detail, {
+            'Content-Type': 'text/plain; charset=utf-8',
+            'X-Content-Type-Options': 'nosniff',
+          });
+          return;
+        }
         if (this.pendingWs.size < bounds.maxPendingWebSocketConnections) return cb(true);
         metrics.webSocketRefused.inc();
         this.opts.refusals.warn(
@@ -290,9 +308,6 @@ export class Broker {
         );
         cb(false, 503, 'Too many pending connections');
       },
-      // MQTT-over-WebSocket clients offer "mqtt" (3.1.1) or "mqttv3.1"; answer with what they offered.
-      handleProtocols: (protocols) =>
-        protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false,
     });
     // ws re-emits the HTTP server's errors (an accept failing with EMFILE); an
     // 'error' without a listener would end the process. Counted and logged by

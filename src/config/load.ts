@@ -5,6 +5,7 @@ import cron from 'node-cron';
 import { parse as parseYaml } from 'yaml';
 import { parseConfigRules } from '../alerts/rules.js';
 import { IngestError } from '../errors.js';
+import { originConfigProblems } from '../http/origin.js';
 import { canonicalBuildingKey } from '../ingest/building.js';
 import { envName, type Field, fields, SCHEMA } from './schema.js';
 import type { BuildingMeta, Config } from './types.js';
@@ -137,6 +138,17 @@ function coerce(field: Field, raw: unknown): { value: unknown } | { error: strin
       if (typeof raw === 'string' && /^(true|1|yes|on)$/i.test(raw)) return { value: true };
       if (typeof raw === 'string' && /^(false|0|no|off)$/i.test(raw)) return { value: false };
       return { error: `must be true or false (got ${JSON.stringify(raw)})` };
+    case 'list': {
+      // a YAML list, or a comma-separated string (env)
+      const items = Array.isArray(raw)
+        ? raw.map((v) => (typeof v === 'string' || typeof v === 'number' ? String(v).trim() : ''))
+        : typeof raw === 'string'
+          ? raw.split(',').map((v) => v.trim())
+          : undefined;
+      if (!items || items.length === 0 || items.some((v) => v === ''))
+        return { error: 'must be a list of non-empty strings (or a comma-separated string)' };
+      return { value: items };
+    }
     case 'int':
     case 'bytes': {
       const n =
@@ -288,6 +300,8 @@ export function loadConfig(opts: LoadOptions): Config {
     );
   }
   const httpTls = (out as { http?: { tls?: { cert?: string; key?: string } } }).http?.tls ?? {};
+  const httpLists = (out as { http?: { allowedHosts?: string[]; allowedOrigins?: string[] } }).http;
+  errors.push(...originConfigProblems(httpLists?.allowedHosts, httpLists?.allowedOrigins));
   if (Boolean(httpTls.cert) !== Boolean(httpTls.key))
     errors.push('http.tls: HTTPS needs both http.tls.cert and http.tls.key');
   if (tls.port !== undefined && (!tls.cert || !tls.key)) {

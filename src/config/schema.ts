@@ -3,7 +3,7 @@
 // habit), never read ad hoc elsewhere. Keys named by the contract keep the
 // contract's env names; the others get EI_<PATH_IN_SNAKE_CASE>.
 
-export type FieldKind = 'string' | 'int' | 'bool' | 'enum' | 'bytes' | 'url' | 'host';
+export type FieldKind = 'string' | 'int' | 'bool' | 'enum' | 'bytes' | 'url' | 'host' | 'list';
 
 export interface Field {
   readonly kind: FieldKind;
@@ -185,6 +185,16 @@ export const SCHEMA = {
     tls: {
       cert: { kind: 'string', description: 'PEM certificate: serve HTTPS and WSS instead of HTTP and WS' },
       key: { kind: 'string', description: 'PEM private key for http.tls.cert', secret: true },
+    },
+    allowedHosts: {
+      kind: 'list',
+      description:
+        'Host names HTTP answers for (names, addresses, "*.domain", "*"; others get 421, /health excepted); unset: localhost, 127.0.0.1, [::1] and http.host, or any name when http.host is 0.0.0.0 or ::',
+    },
+    allowedOrigins: {
+      kind: 'list',
+      description:
+        'browser origins besides the daemon\'s own that may open the MQTT WebSocket (e.g. https://grafana.example; "*" for any); others get 403. Clients without an Origin (non-browsers) always may',
     },
   },
   influx: {

@@ -43,6 +43,10 @@ export interface Config {
     readonly host: string;
     readonly port: number;
     readonly tls: { readonly cert?: string; readonly key?: string };
+    /** unset: loopback names plus the bind address, or any name on a wildcard bind (src/http/origin.ts) */
+    readonly allowedHosts?: readonly string[];
+    /** origins besides the daemon's own that may open the MQTT WebSocket */
+    readonly allowedOrigins?: readonly string[];
   };
   readonly influx: {
     readonly url?: string;

@@ -202,6 +202,10 @@ export class Metrics {
     'energy_ingest_auth_refused_total',
     'refused connections, publishes and subscriptions, by reason',
   );
+  readonly httpRefused = new Counter(
+    'energy_ingest_http_refused_total',
+    'HTTP requests and WebSocket upgrades refused by http.allowedHosts (host) or http.allowedOrigins (origin), by reason',
+  );
   readonly throttled = new Counter(
     'energy_ingest_throttled_total',
     'publishes held back by the per-client message rate limit',

@@ -6,7 +6,7 @@ import { canonicalBuildingKey, parseBuildingSegment } from '../ingest/building.j
 import type { MetadataSnapshot } from '../metadata/snapshot.js';
 import type { Metrics } from './metrics.js';
 import { json, type Route } from './server.js';
-import { STATUS_PAGE } from './statusPage.js';
+import { STATUS_PAGE, STATUS_SCRIPT, STATUS_STYLE } from './statusPage.js';
 
 // The HTTP routes of contract section 10, over what the app exposes. Which
 // of them need a login is the server's business (src/http/server.ts).
@@ -33,9 +33,18 @@ function pageParam(v: string | null, def: number, max: number): number | undefin
 const PAGE_HEADERS = {
   'content-type': 'text/html; charset=utf-8',
   'cache-control': 'no-store',
-  // scripts and connections to this origin only: the page works offline from any CDN
+  // Scripts, styles and connections from this origin only (CSP3 'self' covers ws:/wss: to the same
+  // host and port), nothing inline: HTML that slipped into a rendered field could neither run nor
+  // phone home. No framing (clickjacking), no <base> or form targets elsewhere.
   'content-security-policy':
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:",
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " +
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+};
+
+const ASSET_HEADERS = {
+  'cache-control': 'no-cache',
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
 };
@@ -64,6 +73,15 @@ export function routes(d: RouteDeps): Record<string, Route> {
     '/': (_req, res) => {
       res.writeHead(200, PAGE_HEADERS);
       res.end(STATUS_PAGE);
+    },
+    // the page's own script and style: revalidated, so a daemon upgrade never pairs an old script with a new page
+    '/assets/status.js': (_req, res) => {
+      res.writeHead(200, { ...ASSET_HEADERS, 'content-type': 'application/javascript; charset=utf-8' });
+      res.end(STATUS_SCRIPT);
+    },
+    '/assets/status.css': (_req, res) => {
+      res.writeHead(200, { ...ASSET_HEADERS, 'content-type': 'text/css; charset=utf-8' });
+      res.end(STATUS_STYLE);
     },
     '/assets/mqtt.min.js': (_req, res) => {
       res.writeHead(200, {

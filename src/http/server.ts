@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { BrowserGuard } from './origin.js';
 
 export type Route = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
@@ -35,14 +36,30 @@ function basicAuth(req: IncomingMessage): { user?: string; password?: string } {
   return i < 0 ? {} : { user: text.slice(0, i), password: text.slice(i + 1) };
 }
 
-/** A plain node:http server with an exact-path GET route table; /mqtt upgrades are handled by the broker. */
+/**
+ * /health answers whatever the Host: probes (kubelet, haproxy) send the pod's
+ * address or their own idea of a name, and {"status":"ok"} tells a rebinding
+ * page nothing.
+ */
+const ANY_HOST = new Set(['/health']);
+
+/**
+ * A plain node:http server with an exact-path GET route table; /mqtt upgrades
+ * are handled by the broker (which asks the same BrowserGuard about them).
+ */
 export function createHttpServer(
   routes: Readonly<Record<string, Route>>,
   guard?: Guard,
   tls?: { readonly cert: Buffer; readonly key: Buffer },
+  browsers?: BrowserGuard,
 ): Server {
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]!;
+    if (browsers && !ANY_HOST.has(path)) {
+      const v = browsers.request(req);
+      // 421 Misdirected Request: this server does not answer for that name (a DNS-rebound page)
+      if (!v.ok) return json(res, v.status, { error: v.detail });
+    }
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return json(res, 404, { error: 'not found', path });
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' });

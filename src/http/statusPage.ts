@@ -1,9 +1,13 @@
-// The live status page at `/`: one self-contained document (inline CSS and
-// script; the only other asset is MQTT.js's browser bundle, served by the
-// daemon at /assets/mqtt.min.js). Numbers come from /api/status (every
-// second) and /api/latest (every 3 s); alerts arrive live over MQTT on
-// WebSocket (/mqtt, retained = what is active), with /api/alerts/active as the
-// fallback when the broker refuses an anonymous browser.
+// The live status page at `/`: a static document, its stylesheet
+// (/assets/status.css) and its script (/assets/status.js), plus MQTT.js's
+// browser bundle (/assets/mqtt.min.js), all served by the daemon. No inline
+// script or style: the page's Content-Security-Policy (src/http/routes.ts)
+// allows scripts, styles and connections from its own origin only, so HTML
+// that slips into a rendered field could not run. Numbers come from
+// /api/status (every second) and /api/latest (every 3 s); alerts arrive live
+// over MQTT on WebSocket (/mqtt, retained = what is active), with
+// /api/alerts/active as the fallback when the broker refuses an anonymous
+// browser.
 
 export const STATUS_PAGE = `<!doctype html>
 <html lang="ko">
@@ -11,8 +15,64 @@ export const STATUS_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>energy-ingest</title>
-<style>
-:root { --bg:#f5f6f8; --card:#fff; --ink:#1d2330; --mute:#6b7280; --line:#e5e7eb; --ok:#0f9d58; --bad:#d93025; --warn:#f29900; --accent:#1a73e8; }
+<link rel="stylesheet" href="/assets/status.css">
+</head>
+<body>
+<header>
+  <h1>energy-ingest</h1>
+  <span id="ready" class="pill" data-i18n="loading">…</span>
+  <span class="spacer"></span>
+  <span class="meta" id="live"></span>
+  <span class="meta" id="uptime"></span>
+  <button class="lang" data-lang="ko" aria-pressed="false" title="한국어">KO</button>
+  <button class="lang" data-lang="en" aria-pressed="false" title="English">EN</button>
+</header>
+<main>
+  <div class="cards">
+    <div class="card"><div class="label" data-i18n="rate"></div><div class="value" id="rate">0</div><div class="sub" id="rate-sub"></div></div>
+    <div class="card"><div class="label" data-i18n="received"></div><div class="value" id="received">0</div><div class="sub" id="rejected"></div></div>
+    <div class="card"><div class="label" data-i18n="written"></div><div class="value" id="written">0</div><div class="sub" id="latency"></div></div>
+    <div class="card"><div class="label" data-i18n="clients"></div><div class="value" id="clients">0</div><div class="sub" id="sink"></div></div>
+    <div class="card"><div class="label" data-i18n="backlog"></div><div class="value" id="backlog">0</div><div class="sub" id="log"></div></div>
+    <div class="card"><div class="label" data-i18n="alerts"></div><div class="value" id="alerts-count">0</div><div class="sub" id="alerts-source"></div></div>
+  </div>
+  <div class="row">
+    <section>
+      <h2 data-i18n="chart"></h2>
+      <canvas id="chart" width="900" height="180"></canvas>
+      <div class="legend"><i class="acc"></i><span data-i18n="accepted"></span><i class="wr"></i><span data-i18n="writtenS"></span></div>
+    </section>
+    <section>
+      <h2 data-i18n="services"></h2>
+      <div id="services"></div>
+    </section>
+  </div>
+  <section>
+    <h2 data-i18n="activeAlerts"></h2>
+    <div class="scroll">
+      <table><thead><tr><th data-i18n="severity"></th><th data-i18n="where"></th><th data-i18n="sensor"></th><th data-i18n="value"></th><th data-i18n="message"></th><th data-i18n="since"></th></tr></thead>
+      <tbody id="alerts"></tbody></table>
+      <div class="empty" id="alerts-empty" data-i18n="noAlerts"></div>
+      <div class="empty" id="alerts-more"></div>
+    </div>
+  </section>
+  <section>
+    <h2 data-i18n="buildings"></h2>
+    <input type="search" id="filter" autocomplete="off">
+    <div class="scroll">
+      <table><thead><tr><th data-i18n="building"></th><th class="num" data-i18n="readings"></th><th data-i18n="lastSeen"></th><th data-i18n="latest"></th></tr></thead>
+      <tbody id="buildings"></tbody></table>
+      <div class="empty" id="buildings-note"></div>
+    </div>
+  </section>
+</main>
+<script src="/assets/mqtt.min.js"></script>
+<script src="/assets/status.js"></script>
+</body>
+</html>
+`;
+
+export const STATUS_STYLE = `:root { --bg:#f5f6f8; --card:#fff; --ink:#1d2330; --mute:#6b7280; --line:#e5e7eb; --ok:#0f9d58; --bad:#d93025; --warn:#f29900; --accent:#1a73e8; }
 * { box-sizing: border-box; }
 body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", "Noto Sans KR", "Malgun Gothic", sans-serif; background:var(--bg); color:var(--ink); }
 header { display:flex; align-items:center; gap:12px; padding:12px 20px; background:var(--card); border-bottom:1px solid var(--line); position:sticky; top:0; z-index:1; }
@@ -52,60 +112,10 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 .chip b { font-weight:600; }
 .legend { font-size:12px; color:var(--mute); }
 .legend i { display:inline-block; width:10px; height:3px; margin:0 4px 2px 10px; vertical-align:middle; }
-</style>
-</head>
-<body>
-<header>
-  <h1>energy-ingest</h1>
-  <span id="ready" class="pill" data-i18n="loading">…</span>
-  <span class="spacer"></span>
-  <span class="meta" id="live"></span>
-  <span class="meta" id="uptime"></span>
-  <button class="lang" data-lang="ko" aria-pressed="false" title="한국어">KO</button>
-  <button class="lang" data-lang="en" aria-pressed="false" title="English">EN</button>
-</header>
-<main>
-  <div class="cards">
-    <div class="card"><div class="label" data-i18n="rate"></div><div class="value" id="rate">0</div><div class="sub" id="rate-sub"></div></div>
-    <div class="card"><div class="label" data-i18n="received"></div><div class="value" id="received">0</div><div class="sub" id="rejected"></div></div>
-    <div class="card"><div class="label" data-i18n="written"></div><div class="value" id="written">0</div><div class="sub" id="latency"></div></div>
-    <div class="card"><div class="label" data-i18n="clients"></div><div class="value" id="clients">0</div><div class="sub" id="sink"></div></div>
-    <div class="card"><div class="label" data-i18n="backlog"></div><div class="value" id="backlog">0</div><div class="sub" id="log"></div></div>
-    <div class="card"><div class="label" data-i18n="alerts"></div><div class="value" id="alerts-count">0</div><div class="sub" id="alerts-source"></div></div>
-  </div>
-  <div class="row">
-    <section>
-      <h2 data-i18n="chart"></h2>
-      <canvas id="chart" width="900" height="180"></canvas>
-      <div class="legend"><i style="background:var(--accent)"></i><span data-i18n="accepted"></span><i style="background:var(--ok)"></i><span data-i18n="writtenS"></span></div>
-    </section>
-    <section>
-      <h2 data-i18n="services"></h2>
-      <div id="services"></div>
-    </section>
-  </div>
-  <section>
-    <h2 data-i18n="activeAlerts"></h2>
-    <div class="scroll">
-      <table><thead><tr><th data-i18n="severity"></th><th data-i18n="where"></th><th data-i18n="sensor"></th><th data-i18n="value"></th><th data-i18n="message"></th><th data-i18n="since"></th></tr></thead>
-      <tbody id="alerts"></tbody></table>
-      <div class="empty" id="alerts-empty" data-i18n="noAlerts"></div>
-      <div class="empty" id="alerts-more"></div>
-    </div>
-  </section>
-  <section>
-    <h2 data-i18n="buildings"></h2>
-    <input type="search" id="filter" autocomplete="off">
-    <div class="scroll">
-      <table><thead><tr><th data-i18n="building"></th><th class="num" data-i18n="readings"></th><th data-i18n="lastSeen"></th><th data-i18n="latest"></th></tr></thead>
-      <tbody id="buildings"></tbody></table>
-      <div class="empty" id="buildings-note"></div>
-    </div>
-  </section>
-</main>
-<script src="/assets/mqtt.min.js"></script>
-<script>
-(function () {
+.legend i.acc { background:var(--accent); } .legend i.wr { background:var(--ok); }
+`;
+
+export const STATUS_SCRIPT = `(function () {
   'use strict';
   var T = {
     ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
@@ -316,7 +326,8 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
   function connectMqtt() {
     if (!window.mqtt) return startPolling();
     var url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/mqtt';
-    var client = window.mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 3000, clientId: 'status-page-' + Math.random().toString(16).slice(2, 10) });
+    // timerVariant native: MQTT.js's default starts a Worker from a blob: URL, which the CSP (worker-src) refuses
+    var client = window.mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 3000, timerVariant: 'native', clientId: 'status-page-' + Math.random().toString(16).slice(2, 10) });
     client.on('connect', function () {
       if (polling) { clearInterval(polling); polling = null; }
       alerts = {}; polledTotal = null; renderAlerts();
@@ -360,7 +371,4 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
   connectMqtt();
   window.addEventListener('resize', draw);
 })();
-</script>
-</body>
-</html>
 `;

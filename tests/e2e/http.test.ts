@@ -83,13 +83,23 @@ describe('HTTP endpoints', () => {
     expect((await get('/api/alerts/active?building_id=nope')).status).toBe(400);
     const page = await get('/');
     expect(page.headers.get('content-type')).toContain('text/html');
-    expect(page.headers.get('content-security-policy')).toContain("default-src 'self'");
+    expect(page.headers.get('content-security-policy')).toContain("default-src 'none'");
     const html = await page.text();
     expect(html).toContain('<script src="/assets/mqtt.min.js"></script>');
     expect(html).not.toMatch(/https?:\/\/(?!127)/); // no CDN
     const asset = await get('/assets/mqtt.min.js');
     expect(asset.status).toBe(200);
     expect((await asset.text()).length).toBeGreaterThan(100_000);
+    // the page's own script and style (no inline ones: see tests/e2e/browser-attacks.test.ts)
+    expect(html).toContain('<script src="/assets/status.js"></script>');
+    for (const [path, type] of [
+      ['/assets/status.js', 'application/javascript'],
+      ['/assets/status.css', 'text/css'],
+    ] as const) {
+      const r = await get(path);
+      expect(r.status, path).toBe(200);
+      expect(r.headers.get('content-type'), path).toContain(type);
+    }
     expect((await get('/nope')).status).toBe(404);
   });
 });
