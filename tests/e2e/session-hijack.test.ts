@@ -194,6 +194,63 @@ describe('client ids are bound to the login that created the session (issue 12.2
     await third.c.endAsync();
   });
 
+  it('a refused CONNECT with clean session 1 does not wipe the holder’s QoS 2 receive state [MQTT-4.3.3]', async () => {
+    const watch = await connect(DASH, 'dash-q2', true);
+    await watch.c.subscribeAsync('sensors/building_001/9/#', { qos: 1 });
+    const publish7 = {
+      cmd: 'publish',
+      qos: 2,
+      messageId: 7,
+      topic: 'sensors/building_001/9/r/power',
+      payload: Buffer.from('5'),
+      retain: false,
+      dup: false,
+    } as const;
+    const login = { clean: false, username: ROOT.username, password: Buffer.from(ROOT.password) };
+    // an admin's persistent session (a subscription keeps it) publishes QoS 2 and is cut off before PUBREL
+    const first = await rawSession(
+      t.app.mqttPort,
+      [
+        connectPacket('q2-holder', login),
+        { cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'plain/#', qos: 1 }] },
+        publish7,
+      ],
+      2500,
+    );
+    expect(first.packets.map((p) => p.cmd)).toEqual(['connack', 'suback', 'pubrec']);
+    // another login, and a wrong password, both asking for a clean session under its id
+    expect((await rawConnect(SENSOR_2, 'q2-holder', true, 2500)).packets[0]).toMatchObject({ returnCode: 2 });
+    const wrong = await rawSession(
+      t.app.mqttPort,
+      [
+        connectPacket('q2-holder', {
+          clean: true,
+          username: ROOT.username,
+          password: Buffer.from('wrong!!'),
+        }),
+      ],
+      2500,
+    );
+    expect(wrong.packets[0]).toMatchObject({ cmd: 'connack', returnCode: 4 });
+    // the holder resumes: its retransmitted PUBLISH is recognised, not delivered a second time
+    // (PUBREL only after PUBREC, as a client does: the ingress's fsync delays PUBREC)
+    const again = await rawSession(
+      t.app.mqttPort,
+      [connectPacket('q2-holder', login), { ...publish7, dup: true }],
+      2500,
+    );
+    expect(again.packets.map((p) => p.cmd)).toEqual(['connack', 'pubrec']);
+    const done = await rawSession(
+      t.app.mqttPort,
+      [connectPacket('q2-holder', login), { cmd: 'pubrel', messageId: 7 }],
+      2500,
+    );
+    expect(done.packets.map((p) => p.cmd)).toEqual(['connack', 'pubcomp']);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(watch.messages).toEqual([{ topic: 'sensors/building_001/9/r/power', payload: '5' }]);
+    await watch.c.endAsync();
+  });
+
   it('an admin cannot close another login’s connection through $SYS/+/new/clients', async () => {
     const victim = await connect(DASH, 'dash-4', true);
     const root = await connect(ROOT, 'root-1', true);
