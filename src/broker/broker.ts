@@ -138,42 +138,25 @@ export class Broker {
       persistence: store.persistence,
       maxTopicLevels: this.opts.maxTopicLevels,
       connectTimeout: this.opts.connectTimeoutMs,
-      ...refusedHoldNothing(
-        connectHooks(
-          (client, username, password, done) => {
-            this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
-              (r) => {
-                if (!r.ok) {
-                  done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
-                  return;
-                }
-                // Gone while its password was checked: Aedes drops it; binding its id would leak.
-                if (this.gone.has(client)) return done(null, false);
-                // Bound before Aedes registers the client, which is where it would close the
-                // id's current holder and clean or resume its session.
-                if (!this.owners.claim(client.id, principalKey(r.principal), client, !client.clean)) {
-                  this.refuse(
-                    'client_id_taken',
-                    client.id,
-                    r.principal,
-                    'client id held by another login: CONNACK 0x02',
-                    '',
-                  );
-                  done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
-                  return;
-                }
+      ...connectHooks(
+        (client, username, password, done) => {
+          this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
+            (r) => {
+              if (r.ok && !this.bind(client, r.principal)) {
+                done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
+              } else if (r.ok) {
                 this.principals.set(client, r.principal);
                 done(null, true);
-              },
-              (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
-            );
-          },
-          (client, packet) => {
-            const r = this.opts.limits.admit(client, packet, this.aedes?.connectedClients ?? 0);
-            if (r) this.refuse(r.reason, client.id ?? packet.clientId, undefined, r.reason, '');
-            return r;
-          },
-        ),
+              } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+            },
+            (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
+          );
+        },
+        (client, packet) => {
+          const r = this.opts.limits.admit(client, packet, this.aedes?.connectedClients ?? 0);
+          if (r) this.refuse(r.reason, client.id ?? packet.clientId, undefined, r.reason, '');
+          return r;
+        },
       ),
       authorizePublish: (client, packet, callback) => {
         // client null: the broker itself (the daemon's alerts, $SYS)
@@ -362,6 +345,19 @@ export class Broker {
   }
 
   /**
+   * Bind the client's id to its login before Aedes registers the client, which
+   * is where Aedes would close the id's current holder and clean or resume its
+   * session. False: refuse the CONNECT (0x02), the id is another login's.
+   */
+  private bind(client: Client, who: Principal): boolean {
+    // gone while its password was checked: Aedes drops it; binding its id would leak
+    if (this.gone.has(client)) return false;
+    if (this.owners.claim(client.id, principalKey(who), client, !client.clean)) return true;
+    this.refuse('client_id_taken', client.id, who, 'client id held by another login: CONNACK 0x02', '');
+    return false;
+  }
+
+  /**
    * A connection ended: a clean session's id is free again; a persistent
    * session's stays bound while the session holds subscriptions or queued
    * messages (until it expires), so the map never outgrows the sessions.
@@ -488,28 +484,6 @@ export class Broker {
     this.aedes = null;
     await listenersClosed;
   }
-}
-
-/**
- * A refused CONNECT never held its client id, but Aedes closes it like any
- * client, and with clean session 1 that cleans the id's inbound QoS 2 state
- * [MQTT-3.1.2-6], which belongs to whoever does hold the id: their
- * retransmitted PUBLISH would then be delivered twice. So a refused client is
- * closed as a persistent one (it has no session to clean).
- */
-function refusedHoldNothing(
-  hooks: Pick<AedesOptions, 'preConnect' | 'authenticate'>,
-): Pick<AedesOptions, 'preConnect' | 'authenticate'> {
-  const authenticate = hooks.authenticate;
-  if (!authenticate) return hooks;
-  return {
-    ...hooks,
-    authenticate: (client, username, password, done) =>
-      authenticate(client, username, password, (err, ok) => {
-        if (err || !ok) (client as { clean: boolean }).clean = false;
-        done(err, ok);
-      }),
-  };
 }
 
 /** The CN of a client certificate the configured CA vouched for, if the client came over TLS with one. */
