@@ -303,6 +303,52 @@ describe('client ids are bound to the login that created the session (issue 12.2
     expect(t.app.metrics.authRefused.get({ reason: 'forward_denied' })).toBeGreaterThanOrEqual(1);
     await back.c.endAsync();
   });
+  it('a binding lasts as long as its session: a clean one until disconnect, a persistent one until expiry', async () => {
+    const t2 = await startApp({
+      DATABASE_URL: url,
+      ALLOW_ANONYMOUS: 'false',
+      EI_MQTT_SESSION_EXPIRY_SECONDS: '2',
+    });
+    const raw = (who: Login, id: string) =>
+      rawSession(
+        t2.app.mqttPort,
+        [connectPacket(id, { clean: false, username: who.username, password: Buffer.from(who.password) })],
+        1500,
+      ).then((r) => r.packets.find((p) => p.cmd === 'connack') as IConnackPacket | undefined);
+    try {
+      const clean = await mqtt.connectAsync(t2.mqttUrl, {
+        protocolVersion: 4,
+        username: DASH.username,
+        password: DASH.password,
+        clientId: 'c-1',
+      });
+      await clean.endAsync();
+      expect((await raw(SENSOR_1, 'c-1'))?.returnCode).toBe(0);
+
+      const kept = await mqtt.connectAsync(t2.mqttUrl, {
+        protocolVersion: 4,
+        username: DASH.username,
+        password: DASH.password,
+        clientId: 'p-1',
+        clean: false,
+      });
+      await kept.subscribeAsync('sensors/building_002/#', { qos: 1 });
+      await kept.endAsync();
+      expect((await raw(SENSOR_1, 'p-1'))?.returnCode).toBe(2);
+      // once the session has expired, the id is free (and nothing of the session is left)
+      const after = await eventually(
+        async () => {
+          const c = await raw(SENSOR_1, 'p-1');
+          return c?.returnCode === 0 ? c : undefined;
+        },
+        15_000,
+        'the expired session unbound',
+      );
+      expect(after.sessionPresent).toBe(false);
+    } finally {
+      await t2.stop();
+    }
+  });
 });
 
 describe('regression guards: the ACL against spellings of another building, and wills (issue 12)', () => {
