@@ -20,6 +20,9 @@ const no = (reason: string): Verdict => ({ ok: false, reason });
 export function canPublish(who: Principal, topic: string): Verdict {
   // only the daemon publishes alerts (it does so without a client)
   if (topic === 'alerts' || topic.startsWith('alerts/')) return no('only the daemon publishes to alerts/#');
+  // [MQTT-4.7.2]: $ topics are the server's. Aedes acts on them: a message on
+  // $SYS/{another broker}/new/clients closes the client it names (issue 12.2).
+  if (topic.startsWith('$')) return no("$ topics are the broker's");
   if (who.role === 'admin') return OK;
   if (who.role === 'dashboard') return no('dashboards publish nothing');
   if (!topic.startsWith('sensors/')) return no('sensors publish only to sensors/{building}/#');
@@ -39,6 +42,20 @@ export function canSubscribe(who: Principal, filter: string): Verdict {
   return first === 'alerts' || first === 'sensors'
     ? OK
     : no('dashboards subscribe to alerts/# and sensors/# only');
+}
+
+/**
+ * May this principal receive a message on `topic` (Aedes's authorizeForward,
+ * live and queued deliveries alike)? The rights of canSubscribe, for one topic
+ * name: a filter it may subscribe to never matches a topic it may not read.
+ * Runs once per delivery, so it allocates nothing.
+ */
+export function canRead(who: Principal, topic: string): boolean {
+  if (who.role === 'admin') return true;
+  if (who.role !== 'dashboard') return false;
+  return (
+    topic.startsWith('sensors/') || topic.startsWith('alerts/') || topic === 'sensors' || topic === 'alerts'
+  );
 }
 
 /** contract: users.role 'admin' → admin, any other → dashboard; mqtt_devices.role as stored. */

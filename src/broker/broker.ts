@@ -8,12 +8,13 @@ import { IngestError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
-import { canPublish, canSubscribe, type Principal } from './acl.js';
+import { canPublish, canRead, canSubscribe, type Principal } from './acl.js';
 import type { Authenticator } from './auth.js';
 import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
 import type { Limits, SocketBudget } from './limits.js';
 import { BoundedPersistence } from './persistence.js';
+import { principalKey, SessionOwners } from './sessions.js';
 import { boundOutgoingQueue } from './slowConsumers.js';
 
 /** Memory bounds of the broker's queues and stores (issue 11; config keys of the same names under mqtt.) */
@@ -79,6 +80,10 @@ export class Broker {
   private tlsServer: TlsServer | null = null;
   tlsPort = 0;
   private readonly principals = new WeakMap<Client, Principal>();
+  /** client id → the login that holds it (issue 12.2) */
+  private readonly owners = new SessionOwners<Client>();
+  /** clients whose connection has ended (authentication may still be running for them) */
+  private readonly gone = new WeakSet<Client>();
   /** user names that were devices in some snapshot: removing one from mqtt_devices disconnects it */
   private readonly deviceLogins = new Set<string>();
   private tcp: NetServer | null = null;
@@ -143,7 +148,9 @@ export class Broker {
         (client, username, password, done) => {
           this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
             (r) => {
-              if (r.ok) {
+              if (r.ok && !this.bind(client, r.principal)) {
+                done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
+              } else if (r.ok) {
                 this.principals.set(client, r.principal);
                 done(null, true);
               } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
@@ -194,6 +201,16 @@ export class Broker {
           return;
         }
         ingress.authorizePublish(client, packet as unknown as InboundPublish, callback);
+      },
+      // Every delivery, live or queued for a persistent session, is checked
+      // against the receiver's rights: a restored session's subscriptions are
+      // not authorized again (Aedes skips authorizeSubscribe on restore), and
+      // a login's role may have changed since it subscribed.
+      authorizeForward: (client, packet) => {
+        const who = this.principals.get(client);
+        if (who && canRead(who, packet.topic)) return packet;
+        this.refuse('forward_denied', client.id, who, 'message not delivered: not readable', packet.topic);
+        return null;
       },
       authorizeSubscribe: (client, sub, callback) => {
         const who = this.principals.get(client);
@@ -378,7 +395,12 @@ export class Broker {
   }
 
   /** Per-connection fixes, applied before the client can subscribe. */
-  private adopt(client: Client, stream: { destroy(): void }): void {
+  private adopt(
+    client: Client,
+    stream: { destroy(): void; once(event: 'close', f: () => void): void },
+  ): void {
+    // Aedes ends every connection (disconnect, error, takeover, refusal) by destroying its stream
+    stream.once('close', () => this.connectionEnded(client));
     if (!keepReorderedDeliveries(client) && !this.reorderWarned) {
       this.reorderWarned = true;
       this.opts.log.warn(
@@ -401,6 +423,38 @@ export class Broker {
     }
   }
 
+  /**
+   * Bind the client's id to its login before Aedes registers the client, which
+   * is where Aedes would close the id's current holder and clean or resume its
+   * session. False: refuse the CONNECT (0x02), the id is another login's.
+   */
+  private bind(client: Client, who: Principal): boolean {
+    // gone while its password was checked: Aedes drops it; binding its id would leak
+    if (this.gone.has(client)) return false;
+    if (this.owners.claim(client.id, principalKey(who), client, !client.clean)) return true;
+    this.refuse('client_id_taken', client.id, who, 'client id held by another login: CONNACK 0x02', '');
+    return false;
+  }
+
+  /**
+   * A connection ended: a clean session's id is free again; a persistent
+   * session's stays bound while the session holds subscriptions or queued
+   * messages (until it expires), so the map never outgrows the sessions.
+   */
+  private connectionEnded(client: Client): void {
+    this.gone.add(client);
+    const id = (client as { id?: string | null }).id;
+    if (!id || !this.owners.release(id, client)) return;
+    const store = this.store;
+    if (!store) return;
+    store.holdsSession(id).then(
+      (holds) => {
+        if (!holds) this.owners.forget(id);
+      },
+      () => undefined,
+    );
+  }
+
   /** Forget persistent sessions disconnected longer than mqtt.sessionExpirySeconds. */
   private expireSessions(expiryMs: number): void {
     const store = this.store;
@@ -412,7 +466,10 @@ export class Broker {
       this.idleSessions.delete(id);
       if ((aedes as unknown as { clients: Record<string, Client> }).clients[id]) continue; // back meanwhile
       store.expire(id).then(
-        () => this.opts.metrics.sessionsExpired.inc(),
+        () => {
+          this.owners.forget(id);
+          this.opts.metrics.sessionsExpired.inc();
+        },
         (err: unknown) => this.opts.log.warn({ clientId: id, err: String(err) }, 'session expiry failed'),
       );
     }

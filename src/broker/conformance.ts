@@ -39,15 +39,24 @@ export function connectHooks(
       callback(null, true);
     },
     authenticate(client, username, password, done) {
+      // A refused CONNECT never held its client id, but Aedes closes it like
+      // any client, and with clean session 1 that cleans the id's inbound QoS 2
+      // state [MQTT-3.1.2-6], which is its holder's: their retransmitted
+      // PUBLISH would be delivered twice (issue 12.2). A refused client is
+      // closed as a persistent one: it has no session to clean.
+      const answer: typeof done = (err, ok) => {
+        if (err || !ok) (client as { clean: boolean }).clean = false;
+        done(err, ok);
+      };
       const r = refused.get(client);
       if (r) {
-        done(
+        answer(
           Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as Parameters<typeof done>[0],
           false,
         );
         return;
       }
-      authenticate(client, username, password, done);
+      authenticate(client, username, password, answer);
     },
   };
 }

@@ -123,6 +123,12 @@ export class BoundedPersistence {
     return (await p.countOffline()).clientsCount < max;
   }
 
+  /** Does this persistent session hold anything another login could take: subscriptions or queued messages? */
+  async holdsSession(clientId: string): Promise<boolean> {
+    if ((this.outgoing.get(clientId)?.items.length ?? 0) > 0) return true;
+    return (await this.persistence.subscriptionsByClient({ id: clientId })).length > 0;
+  }
+
   /** Forget a persistent session: its subscriptions, queue, inbound QoS 2 state and will. */
   async expire(clientId: string): Promise<void> {
     const p = this.persistence;
