@@ -103,6 +103,27 @@ describe('configuration', () => {
     }
   });
 
+  it('auth.redisSessions without REDIS_URL is reported with the other problems, not dropped', () => {
+    const problems = (env: Record<string, string>) => {
+      try {
+        loadConfig({ configPath: file('mqtt: { port: 99999 }\n'), env });
+      } catch (e) {
+        return (e as IngestError).message;
+      }
+      return 'no error';
+    };
+    const msg = problems({ EI_AUTH_REDIS_SESSIONS: 'true' });
+    expect(msg).toContain('mqtt.port');
+    expect(msg).toMatch(/auth\.redisSessions: needs REDIS_URL/);
+    // alone, it is an error too
+    expect(() => loadConfig({ configPath: file('auth: { redisSessions: true }\n'), env: {} })).toThrow(
+      /auth\.redisSessions: needs REDIS_URL/,
+    );
+    expect(problems({ EI_AUTH_REDIS_SESSIONS: 'true', REDIS_URL: 'redis://127.0.0.1:6379' })).not.toContain(
+      'redisSessions',
+    );
+  });
+
   it('alert rules: camelCase or snake_case, and a rule that can never raise is a configuration error', () => {
     const ok = loadConfig({
       configPath: file(
