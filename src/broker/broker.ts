@@ -135,15 +135,18 @@ export class Broker {
       connectTimeout: this.opts.connectTimeoutMs,
       ...connectHooks(
         (client, username, password, done) => {
-          this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
-            (r) => {
-              if (r.ok) {
-                this.principals.set(client, r.principal);
-                done(null, true);
-              } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
-            },
-            (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
-          );
+          const address = (client as unknown as { conn?: { remoteAddress?: string } }).conn?.remoteAddress;
+          this.opts.authenticator
+            .authenticate(client.id, username, password, certificateName(client), address)
+            .then(
+              (r) => {
+                if (r.ok) {
+                  this.principals.set(client, r.principal);
+                  done(null, true);
+                } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+              },
+              (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
+            );
         },
         (client, packet) => {
           const r = this.opts.limits.admit(client, packet, this.aedes?.connectedClients ?? 0);

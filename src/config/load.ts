@@ -309,6 +309,7 @@ export function loadConfig(opts: LoadOptions): Config {
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const explicitAnon = cfg.auth?.allowAnonymous;
   cfg.auth = {
+    ...cfg.auth,
     allowAnonymous: typeof explicitAnon === 'boolean' ? explicitAnon : hosts.every(isLoopback),
     allowAnonymousExplicit: typeof explicitAnon === 'boolean',
     redisSessions,

@@ -202,6 +202,10 @@ export class Metrics {
     'energy_ingest_auth_refused_total',
     'refused connections, publishes and subscriptions, by reason',
   );
+  readonly loginWindowsForgotten = new Counter(
+    'energy_ingest_login_failures_forgotten_total',
+    'failed-login counts dropped before their minute ended because auth.maxTrackedLogins was reached',
+  );
   readonly throttled = new Counter(
     'energy_ingest_throttled_total',
     'publishes held back by the per-client message rate limit',

@@ -56,7 +56,17 @@ describe('configuration', () => {
     expect(c.influx.database).toBe('b');
     expect(c.dataDir).toBe('/var/lib/ei');
     expect(c.log.level).toBe('debug');
-    expect(c.auth).toEqual({ allowAnonymous: false, allowAnonymousExplicit: true, redisSessions: false });
+    expect(c.auth).toEqual({
+      allowAnonymous: false,
+      allowAnonymousExplicit: true,
+      redisSessions: false,
+      maxFailedLoginsPerMinute: 10,
+      maxFailedLoginsPerUserPerMinute: 10,
+      failedLoginBurst: 3,
+      maxTrackedLogins: 100000,
+      maxConcurrentKeyDerivations: 1,
+      maxQueuedKeyDerivations: 8,
+    });
   });
 
   it('derives env names for keys the contract does not name', () => {
@@ -158,7 +168,7 @@ describe('configuration', () => {
     expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ...pg } }).auth.allowAnonymous).toBe(false);
     expect(loadConfig({ env: { HTTP_HOST: '192.0.2.1', ...pg } }).auth.allowAnonymous).toBe(false);
     expect(loadConfig({ env: { MQTT_HOST: '::1' } }).auth.allowAnonymous).toBe(true);
-    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ALLOW_ANONYMOUS: 'true' } }).auth).toEqual({
+    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ALLOW_ANONYMOUS: 'true' } }).auth).toMatchObject({
       allowAnonymous: true,
       allowAnonymousExplicit: true,
       redisSessions: false,
