@@ -93,10 +93,9 @@ export class Authenticator {
     const wait = guard?.blockedMs(address, username, pw) ?? 0;
     if (wait > 0)
       return { ok: false, returnCode: 3, reason: 'login_rate', retryAfterS: Math.ceil(wait / 1000) };
-    const attempt = guard?.begin(address, username);
+    const attempt = guard?.begin(address, username, pw);
     const r = await this.password(username, pw);
-    if (attempt)
-      guard!.end(attempt, r.ok ? 'ok' : r.reason === 'bad_credentials' ? 'failed' : 'other', username, pw);
+    if (attempt) guard!.end(attempt, r.ok ? 'ok' : r.reason === 'bad_credentials' ? 'failed' : 'other');
     return r;
   }
 

@@ -87,6 +87,9 @@ const nameKey = (name: string) =>
   name.length <= 128 ? name : `#${createHmac('sha256', '').update(name).digest('base64')}`;
 
 export interface Attempt {
+  readonly pair: string;
+  /** the one attempt of its pair that counts */
+  readonly first?: boolean;
   readonly undo: ReadonlyArray<() => void>;
 }
 
@@ -126,14 +129,22 @@ export class LoginGuard {
     return wait > 0 && this.good.has(this.pair(username, password)) ? 0 : wait;
   }
 
+  /** pairs being checked now: the same user name and password again (a fleet sharing a credential) counts once */
+  private readonly pending = new Set<string>();
+
   /**
    * A login starts: it counts as failed until `end` says otherwise. Counting
    * only finished failures let any number of guesses queue up while the first
    * ones were still being derived.
    */
-  begin(address: string | undefined, username: string): Attempt {
+  begin(address: string | undefined, username: string, password: string): Attempt {
+    const pair = this.pair(username, password);
+    if (this.pending.has(pair)) return { pair, undo: [] };
+    this.pending.add(pair);
     const t = this.now();
     return {
+      pair,
+      first: true,
       undo: [
         ...(address ? [this.addresses.add(address, t)] : []),
         ...(this.shared(username) ? [] : [this.users.add(nameKey(username), t)]),
@@ -142,12 +153,13 @@ export class LoginGuard {
   }
 
   /** The login's outcome: only a wrong password (or an unknown name) stays counted. */
-  end(attempt: Attempt, outcome: 'ok' | 'failed' | 'other', username: string, password: string): void {
+  end(attempt: Attempt, outcome: 'ok' | 'failed' | 'other'): void {
+    if (attempt.first) this.pending.delete(attempt.pair);
     if (outcome === 'failed') return;
     for (const undo of attempt.undo) undo();
     if (outcome === 'ok') {
       if (this.good.size >= this.o.maxTracked) this.good.clear();
-      this.good.add(this.pair(username, password));
+      this.good.add(attempt.pair);
     }
   }
 
