@@ -11,7 +11,7 @@ import mqttPacket from 'mqtt-packet';
 
 const [httpPort, mqttPort, seconds, httpN, mqttN] = process.argv.slice(2, 7).map(Number);
 const users = process.argv[7].split(',');
-const gapMs = process.argv[8] ? 1000 / Number(process.argv[8]) : 0;
+const gapMs = Number(process.argv[8]) > 0 ? 1000 / Number(process.argv[8]) : 0;
 const control = process.env.GUESS_CONTROL === '1';
 const pace = async (t0) => {
   const wait = t0 + gapMs - Date.now();
