@@ -6,9 +6,10 @@ import { mergeRules } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
 import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
-import { VerifiedCache } from './broker/credentials.js';
+import { DerivationSlots, VerifiedCache } from './broker/credentials.js';
 import { Ingress } from './broker/ingress.js';
 import { capConnections, fileDescriptorLimit, Limits, SocketBudget } from './broker/limits.js';
+import { LoginGuard } from './broker/loginGuard.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
@@ -376,7 +377,18 @@ export class App {
       lookupUser: metadata ? (u) => metadata.lookupUser(u) : undefined,
       lookupSession:
         cfg.auth.redisSessions && this.redis ? (id) => this.redis!.get(`session:${id}`) : undefined,
-      cache: new VerifiedCache(),
+      cache: new VerifiedCache(
+        10_000,
+        new DerivationSlots(cfg.auth.maxConcurrentKeyDerivations, cfg.auth.maxQueuedKeyDerivations),
+      ),
+      guard: new LoginGuard({
+        maxPerAddress: cfg.auth.maxFailedLoginsPerMinute,
+        maxPerUser: cfg.auth.maxFailedLoginsPerUserPerMinute,
+        burst: cfg.auth.failedLoginBurst,
+        maxTracked: cfg.auth.maxTrackedLogins,
+        sharedUserNames: cfg.auth.redisSessions ? ['session'] : [],
+        onForgotten: () => metrics.loginWindowsForgotten.inc(),
+      }),
       metrics,
       log,
       refusals,
@@ -441,9 +453,17 @@ export class App {
    */
   private httpGuard(): Guard | undefined {
     if (this.cfg.auth.allowAnonymous) return undefined;
-    return async (user, password) => {
+    return async (user, password, address) => {
       if (!user || !this.authenticator) return false;
-      const r = await this.authenticator.authenticate('http', user, Buffer.from(password ?? ''));
+      const r = await this.authenticator.authenticate(
+        'http',
+        user,
+        Buffer.from(password ?? ''),
+        undefined,
+        address,
+      );
+      if (!r.ok && (r.reason === 'login_rate' || r.reason === 'login_busy'))
+        return { status: r.reason === 'login_rate' ? 429 : 503, retryAfterS: r.retryAfterS ?? 1 };
       return r.ok && (r.principal.role === 'dashboard' || r.principal.role === 'admin');
     };
   }

@@ -3,7 +3,8 @@ import type { Metrics } from '../http/metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { type Principal, roleOf } from './acl.js';
-import type { VerifiedCache } from './credentials.js';
+import { dummyHash, type VerifiedCache } from './credentials.js';
+import type { LoginGuard } from './loginGuard.js';
 
 export interface UserRow {
   readonly password_hash: string;
@@ -20,14 +21,16 @@ export interface AuthenticatorOptions {
   readonly lookupSession?: (id: string) => Promise<string | null>;
   readonly now?: () => number;
   readonly cache: VerifiedCache;
+  /** failed-login limits per address and user name; none: unlimited */
+  readonly guard?: LoginGuard;
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly refusals: RateLimitedLog;
 }
 
-export type AuthResult =
-  | { ok: true; principal: Principal }
-  | { ok: false; returnCode: 4 | 5; reason: string };
+type Refusal = { ok: false; returnCode: 3 | 4 | 5; reason: string; retryAfterS?: number };
+
+export type AuthResult = { ok: true; principal: Principal } | Refusal;
 
 const ANONYMOUS: Principal = { username: null, role: 'admin', buildingId: null, anonymous: true };
 
@@ -44,8 +47,9 @@ export class Authenticator {
     username: string | undefined,
     password: Buffer | undefined,
     certName?: string,
+    address?: string,
   ): Promise<AuthResult> {
-    const r = await this.check(username, password, certName);
+    const r = await this.check(username, password, certName, address);
     if (!r.ok) {
       this.opts.metrics.authRefused.inc({ reason: r.reason });
       this.opts.refusals.warn(
@@ -61,6 +65,7 @@ export class Authenticator {
     username: string | undefined,
     password: Buffer | undefined,
     certName?: string,
+    address?: string,
   ): Promise<AuthResult> {
     if (!username && certName) {
       // a client certificate signed by the configured CA whose CN names a device
@@ -84,11 +89,38 @@ export class Authenticator {
         : { ok: false, returnCode: 5, reason: 'anonymous' };
     }
     const pw = password?.toString('utf8') ?? '';
+    const guard = this.opts.guard;
+    const wait = guard?.blockedMs(address, username, pw) ?? 0;
+    if (wait > 0)
+      return { ok: false, returnCode: 3, reason: 'login_rate', retryAfterS: Math.ceil(wait / 1000) };
+    const attempt = guard?.begin(address, username, pw);
+    const r = await this.password(username, pw);
+    if (attempt) guard!.end(attempt, r.ok ? 'ok' : r.reason === 'bad_credentials' ? 'failed' : 'other');
+    return r;
+  }
+
+  private dummy: { like: string | undefined; hash: string } | undefined;
+
+  /** A hash shaped like the devices' (what `energy-ingest passwd` writes), matched by no password. */
+  private dummyHash(): string {
+    const like = this.opts.devices()[0]?.password_hash;
+    if (!this.dummy || this.dummy.like !== like) this.dummy = { like, hash: dummyHash(like) };
+    return this.dummy.hash;
+  }
+
+  private async verify(pw: string, stored: string): Promise<Refusal | undefined> {
+    const ok = await this.opts.cache.verify(pw, stored);
+    if (ok === 'busy') return { ok: false, returnCode: 3, reason: 'login_busy', retryAfterS: 1 };
+    return ok ? undefined : { ok: false, returnCode: 4, reason: 'bad_credentials' };
+  }
+
+  private async password(username: string, pw: string): Promise<AuthResult> {
     const device = this.opts.devices().find((d) => d.username === username);
     if (device) {
+      // the password first: a disabled device's name is told apart only by who knows its password
+      const refused = await this.verify(pw, device.password_hash);
+      if (refused) return refused;
       if (!device.enabled) return { ok: false, returnCode: 5, reason: 'disabled' };
-      if (!(await this.opts.cache.verify(pw, device.password_hash)))
-        return { ok: false, returnCode: 4, reason: 'bad_credentials' };
       return {
         ok: true,
         principal: {
@@ -106,13 +138,22 @@ export class Authenticator {
       this.opts.log.warn({ err: (err as Error).message }, 'users lookup failed');
       return { ok: false, returnCode: 4, reason: 'lookup_failed' };
     }
-    if (user && (await this.opts.cache.verify(pw, user.password_hash))) {
-      return {
-        ok: true,
-        principal: { username, role: roleOf(user.role, 'users'), buildingId: null, anonymous: false },
-      };
+    if (user) {
+      const refused = await this.verify(pw, user.password_hash);
+      if (!refused) {
+        return {
+          ok: true,
+          principal: { username, role: roleOf(user.role, 'users'), buildingId: null, anonymous: false },
+        };
+      }
+      if (refused.reason === 'login_busy') return refused;
     }
     if (username === 'session' && this.opts.lookupSession) return this.session(pw);
+    // an unknown name costs a derivation too: otherwise its quick refusal tells which names exist
+    if (!user)
+      return (
+        (await this.verify(pw, this.dummyHash())) ?? { ok: false, returnCode: 4, reason: 'bad_credentials' }
+      );
     return { ok: false, returnCode: 4, reason: 'bad_credentials' };
   }
 

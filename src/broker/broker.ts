@@ -146,17 +146,20 @@ export class Broker {
       connectTimeout: this.opts.connectTimeoutMs,
       ...connectHooks(
         (client, username, password, done) => {
-          this.opts.authenticator.authenticate(client.id, username, password, certificateName(client)).then(
-            (r) => {
-              if (r.ok && !this.bind(client, r.principal)) {
-                done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
-              } else if (r.ok) {
-                this.principals.set(client, r.principal);
-                done(null, true);
-              } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
-            },
-            (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
-          );
+          const address = (client as unknown as { conn?: { remoteAddress?: string } }).conn?.remoteAddress;
+          this.opts.authenticator
+            .authenticate(client.id, username, password, certificateName(client), address)
+            .then(
+              (r) => {
+                if (r.ok && !this.bind(client, r.principal)) {
+                  done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
+                } else if (r.ok) {
+                  this.principals.set(client, r.principal);
+                  done(null, true);
+                } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+              },
+              (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
+            );
         },
         (client, packet) => {
           // Aedes counts a client once it is registered, after authentication: a burst of CONNECTs
@@ -486,9 +489,33 @@ export class Broker {
     }
     const parse = parser.parse.bind(parser);
     const max = this.opts.maxPacketBytes;
+    let cut = false;
+    // A packet that arrives whole in one socket read (up to 64 KiB on loopback)
+    // never shows as unfinished: its announced length is checked too, before
+    // its body is read (a 60 KB CONNECT under a 16 KiB limit was accepted).
+    const p = parser as unknown as { _parseLength?: () => boolean; packet?: { length: number } };
+    const parseLength = p._parseLength?.bind(parser);
+    if (parseLength) {
+      p._parseLength = () => {
+        if (!parseLength()) return false;
+        if ((p.packet?.length ?? 0) <= max) return true;
+        cut = true;
+        this.refuse(
+          'packet_too_large',
+          client.id,
+          this.principals.get(client),
+          `packet over ${max} bytes`,
+          '',
+        );
+        stream.destroy();
+        return false; // stops the parser: the packet is never handled
+      };
+    }
     parser.parse = (buf: Buffer) => {
+      if (cut) return 0;
       const left = parse(buf);
-      if (parser._list!.length > max) {
+      if (!cut && parser._list!.length > max) {
+        cut = true;
         this.refuse(
           'packet_too_large',
           client.id,

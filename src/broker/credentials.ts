@@ -72,34 +72,88 @@ export async function hashPassword(password: string, n = 32768, r = 8, p = 1): P
 }
 
 /**
+ * At most `maxConcurrent` key derivations at once, `maxQueued` more waiting;
+ * beyond that, none. A derivation holds a thread of libuv's pool (16 threads
+ * from bin/energy-ingest.js, else UV_THREADPOOL_SIZE or 4) and a core for
+ * ~100 ms; the durable log's writes and fsyncs need both: password guesses
+ * stalled every QoS 1 acknowledgement (issue 12 item 4).
+ */
+export class DerivationSlots {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(
+    readonly maxConcurrent = 1,
+    readonly maxQueued = 8,
+  ) {}
+
+  /** undefined: refused (queue full); the caller answers "server unavailable". */
+  run<T>(fn: () => Promise<T>): Promise<T> | undefined {
+    if (this.running >= this.maxConcurrent && this.waiting.length >= this.maxQueued) return undefined;
+    const go = async () => {
+      this.running++;
+      try {
+        return await fn();
+      } finally {
+        this.running--;
+        this.waiting.shift()?.();
+      }
+    };
+    if (this.running < this.maxConcurrent) return go();
+    return new Promise<void>((resolve) => this.waiting.push(resolve)).then(go);
+  }
+}
+
+/**
  * Remembers successful verifications (hundreds of sensors reconnecting after a
  * power cut would otherwise cost one scrypt each). Keyed by a SHA-256 of
  * stored hash + password, so no password is kept; bounded; a changed hash in
- * the database misses the cache by construction.
+ * the database misses the cache by construction. Derivations go through
+ * `slots`; 'busy' when they are all taken and the queue is full.
  */
 export class VerifiedCache {
   private readonly seen = new Set<string>();
-  private readonly inFlight = new Map<string, Promise<boolean>>();
-  constructor(private readonly max = 10_000) {}
+  private readonly inFlight = new Map<string, Promise<boolean | 'busy'>>();
+  constructor(
+    private readonly max = 10_000,
+    private readonly slots = new DerivationSlots(),
+  ) {}
 
   private key(password: string, stored: string): string {
     return createHash('sha256').update(stored).update('\u0000').update(password).digest('base64');
   }
 
-  async verify(password: string, stored: string): Promise<boolean> {
+  async verify(password: string, stored: string): Promise<boolean | 'busy'> {
     const k = this.key(password, stored);
     if (this.seen.has(k)) return true;
     // a fleet sharing one credential reconnects at once: one scrypt serves them all
     let pending = this.inFlight.get(k);
     if (!pending) {
-      pending = verifyPassword(password, stored).finally(() => this.inFlight.delete(k));
+      const run = this.slots.run(() => verifyPassword(password, stored));
+      if (!run) return 'busy';
+      pending = run.finally(() => this.inFlight.delete(k));
       this.inFlight.set(k, pending);
     }
     const ok = await pending;
-    if (ok) {
+    if (ok === true) {
       if (this.seen.size >= this.max) this.seen.clear();
       this.seen.add(k);
     }
     return ok;
   }
+}
+
+/**
+ * A hash no password matches, with the parameters of `like` (a real stored
+ * hash) or werkzeug's default: verifying against it for an unknown user name
+ * costs what a known name costs, so timing does not tell which names exist.
+ */
+export function dummyHash(like?: string): string {
+  const h = like ? parseWerkzeugHash(like) : undefined;
+  const method = h
+    ? h.method === 'scrypt'
+      ? `scrypt:${h.n}:${h.r}:${h.p}`
+      : `pbkdf2:${h.hash}:${h.iterations}`
+    : 'scrypt:32768:8:1';
+  const len = h?.digest.length ?? 64;
+  return `${method}$${randomBytes(8).toString('hex')}$${randomBytes(len).toString('hex')}`;
 }

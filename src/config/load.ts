@@ -313,6 +313,10 @@ export function loadConfig(opts: LoadOptions): Config {
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }
+  const o = out as { postgres?: { url?: string }; redis?: { url?: string } };
+  const redisSessions = cfg.auth?.redisSessions === true;
+  // checked before the report below: an error added after it would be silently dropped
+  if (redisSessions && !o.redis?.url) errors.push('auth.redisSessions: needs REDIS_URL (redis.url)');
   if (errors.length) {
     throw new IngestError('EI_CONFIG_INVALID', `invalid configuration:\n  ${errors.join('\n  ')}`);
   }
@@ -320,14 +324,12 @@ export function loadConfig(opts: LoadOptions): Config {
   cfg.influx.database ??= cfg.influx.bucket;
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const explicitAnon = cfg.auth?.allowAnonymous;
-  const redisSessions = cfg.auth?.redisSessions === true;
   cfg.auth = {
+    ...cfg.auth,
     allowAnonymous: typeof explicitAnon === 'boolean' ? explicitAnon : hosts.every(isLoopback),
     allowAnonymousExplicit: typeof explicitAnon === 'boolean',
     redisSessions,
   };
-  const o = out as { postgres?: { url?: string }; redis?: { url?: string } };
-  if (redisSessions && !o.redis?.url) errors.push('auth.redisSessions: needs REDIS_URL (redis.url)');
   const hasCredentialSource = Boolean(o.postgres?.url) || (redisSessions && Boolean(o.redis?.url));
   if (!hosts.every(isLoopback) && !cfg.auth.allowAnonymous && !hasCredentialSource) {
     throw new IngestError(

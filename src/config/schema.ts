@@ -287,6 +287,50 @@ export const SCHEMA = {
       description: 'also accept user name "session" with a Redis session id (session:{id}) as password',
       default: false,
     },
+    maxFailedLoginsPerMinute: {
+      kind: 'int',
+      description:
+        'failed logins (MQTT and HTTP Basic) per source address per minute, after a burst of auth.failedLoginBurst; further logins get CONNACK 0x03 / HTTP 429 with Retry-After, except credentials that logged in before',
+      default: 10,
+      min: 1,
+    },
+    maxFailedLoginsPerUserPerMinute: {
+      kind: 'int',
+      description:
+        'failed logins per user name per minute (from any address), after the same burst; beyond: as above',
+      default: 10,
+      min: 1,
+    },
+    failedLoginBurst: {
+      kind: 'int',
+      description:
+        'failed logins allowed at once per address and per user name before the per-minute rates apply',
+      default: 3,
+      min: 1,
+      max: 1000,
+    },
+    maxTrackedLogins: {
+      kind: 'int',
+      description:
+        'addresses, user names and successful logins remembered for the limits above (each); the oldest is forgotten first',
+      default: 100000,
+      min: 100,
+    },
+    maxConcurrentKeyDerivations: {
+      kind: 'int',
+      description:
+        "password hashes (scrypt/pbkdf2) computed at once: each takes a core and a thread of libuv's pool, which the durable log's writes and fsyncs need",
+      default: 1,
+      min: 1,
+      max: 64,
+    },
+    maxQueuedKeyDerivations: {
+      kind: 'int',
+      description: 'logins waiting for a key derivation; more get CONNACK 0x03 / HTTP 503',
+      default: 8,
+      min: 0,
+      max: 10000,
+    },
   },
   pipeline: {
     batchSize: { kind: 'int', description: 'points per InfluxDB write', default: 5000, min: 1, max: 1000000 },

@@ -70,6 +70,12 @@ export interface Config {
     readonly allowAnonymous: boolean;
     readonly allowAnonymousExplicit: boolean;
     readonly redisSessions: boolean;
+    readonly maxFailedLoginsPerMinute: number;
+    readonly maxFailedLoginsPerUserPerMinute: number;
+    readonly failedLoginBurst: number;
+    readonly maxTrackedLogins: number;
+    readonly maxConcurrentKeyDerivations: number;
+    readonly maxQueuedKeyDerivations: number;
   };
   readonly pipeline: {
     readonly batchSize: number;

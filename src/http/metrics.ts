@@ -206,6 +206,10 @@ export class Metrics {
     'energy_ingest_http_refused_total',
     'HTTP requests and WebSocket upgrades refused by http.allowedHosts (host) or http.allowedOrigins (origin), by reason',
   );
+  readonly loginWindowsForgotten = new Counter(
+    'energy_ingest_login_failures_forgotten_total',
+    'failed-login counts dropped before their minute ended because auth.maxTrackedLogins was reached',
+  );
   readonly throttled = new Counter(
     'energy_ingest_throttled_total',
     'publishes held back by the per-client message rate limit',

@@ -4,8 +4,16 @@ import type { BrowserGuard } from './origin.js';
 
 export type Route = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
 
-/** Says whether a request to a protected path may proceed (HTTP Basic against the MQTT credential sources). */
-export type Guard = (user: string | undefined, password: string | undefined) => Promise<boolean>;
+/**
+ * Says whether a request to a protected path may proceed (HTTP Basic against
+ * the MQTT credential sources), or that the login is refused for now: 429 past
+ * the failed-login limits, 503 while key derivations are all taken.
+ */
+export type Guard = (
+  user: string | undefined,
+  password: string | undefined,
+  address: string | undefined,
+) => Promise<boolean | { status: 429 | 503; retryAfterS: number }>;
 
 const COMMON_HEADERS = { 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' };
 
@@ -63,10 +71,18 @@ export function createHttpServer(
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) return json(res, 404, { error: 'not found', path });
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' });
+    const { user, password } = basicAuth(req);
     const allowed =
-      guard && !OPEN.has(path) ? guard(basicAuth(req).user, basicAuth(req).password) : Promise.resolve(true);
+      guard && !OPEN.has(path) ? guard(user, password, req.socket.remoteAddress) : Promise.resolve(true);
     allowed
       .then((ok) => {
+        if (typeof ok === 'object')
+          return json(
+            res,
+            ok.status,
+            { error: ok.status === 429 ? 'too many failed logins: try later' : 'busy: try later' },
+            { 'retry-after': String(ok.retryAfterS) },
+          );
         if (!ok)
           return json(
             res,

@@ -67,11 +67,14 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
     expect(await passwd(url, 'sensor-1', 's3nsor-pass', ['--role', 'sensor', '--building', '1'])).toBe(
       'updated sensor sensor-1 for building 1',
     );
-    // the storm test connects hundreds of clients from one address: lift the per-address rate limit here
+    // the storm test connects hundreds of clients from one address: lift the per-address rate limit here;
+    // these tests fail logins on purpose, one after another: the failed-login limits
+    // (tests/e2e/login-abuse.test.ts) are lifted too
     t = await startApp({
       DATABASE_URL: url,
       ALLOW_ANONYMOUS: 'false',
       EI_MQTT_CONNECT_RATE_PER_IP: '100000',
+      EI_AUTH_FAILED_LOGIN_BURST: '1000',
     });
   });
   afterAll(async () => {

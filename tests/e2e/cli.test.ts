@@ -47,6 +47,17 @@ describe('energy-ingest CLI', () => {
     [['frobnicate'], {}, /unknown command "frobnicate"/],
     [['start'], { MQTT_PORT: 'abc' }, /mqtt\.port \(env MQTT_PORT\): must be an integer/],
     [['simulate', '--qos', '3'], {}, /--qos must be at most 2/],
+    [
+      ['start'],
+      {
+        EI_AUTH_REDIS_SESSIONS: 'true',
+        REDIS_URL: '',
+        MQTT_PORT: '0',
+        HTTP_PORT: '0',
+        DATA_DIR: tempDir('cli-redis-sessions'),
+      },
+      /invalid configuration:\n {2}auth\.redisSessions: needs REDIS_URL/,
+    ],
   ] as const)('%j exits 2 naming the culprit', async (args, env, message) => {
     const r = await cli([...args], env);
     expect(r.code).toBe(2);

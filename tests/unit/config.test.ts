@@ -57,7 +57,17 @@ describe('configuration', () => {
     expect(c.influx.database).toBe('b');
     expect(c.dataDir).toBe('/var/lib/ei');
     expect(c.log.level).toBe('debug');
-    expect(c.auth).toEqual({ allowAnonymous: false, allowAnonymousExplicit: true, redisSessions: false });
+    expect(c.auth).toEqual({
+      allowAnonymous: false,
+      allowAnonymousExplicit: true,
+      redisSessions: false,
+      maxFailedLoginsPerMinute: 10,
+      maxFailedLoginsPerUserPerMinute: 10,
+      failedLoginBurst: 3,
+      maxTrackedLogins: 100000,
+      maxConcurrentKeyDerivations: 1,
+      maxQueuedKeyDerivations: 8,
+    });
   });
 
   it('derives env names for keys the contract does not name', () => {
@@ -104,6 +114,27 @@ describe('configuration', () => {
     }
   });
 
+  it('auth.redisSessions without REDIS_URL is reported with the other problems, not dropped', () => {
+    const problems = (env: Record<string, string>) => {
+      try {
+        loadConfig({ configPath: file('mqtt: { port: 99999 }\n'), env });
+      } catch (e) {
+        return (e as IngestError).message;
+      }
+      return 'no error';
+    };
+    const msg = problems({ EI_AUTH_REDIS_SESSIONS: 'true' });
+    expect(msg).toContain('mqtt.port');
+    expect(msg).toMatch(/auth\.redisSessions: needs REDIS_URL/);
+    // alone, it is an error too
+    expect(() => loadConfig({ configPath: file('auth: { redisSessions: true }\n'), env: {} })).toThrow(
+      /auth\.redisSessions: needs REDIS_URL/,
+    );
+    expect(problems({ EI_AUTH_REDIS_SESSIONS: 'true', REDIS_URL: 'redis://127.0.0.1:6379' })).not.toContain(
+      'redisSessions',
+    );
+  });
+
   it('alert rules: camelCase or snake_case, and a rule that can never raise is a configuration error', () => {
     const ok = loadConfig({
       configPath: file(
@@ -138,7 +169,7 @@ describe('configuration', () => {
     expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ...pg } }).auth.allowAnonymous).toBe(false);
     expect(loadConfig({ env: { HTTP_HOST: '192.0.2.1', ...pg } }).auth.allowAnonymous).toBe(false);
     expect(loadConfig({ env: { MQTT_HOST: '::1' } }).auth.allowAnonymous).toBe(true);
-    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ALLOW_ANONYMOUS: 'true' } }).auth).toEqual({
+    expect(loadConfig({ env: { MQTT_HOST: '0.0.0.0', ALLOW_ANONYMOUS: 'true' } }).auth).toMatchObject({
       allowAnonymous: true,
       allowAnonymousExplicit: true,
       redisSessions: false,
