@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { mergeRules } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
+import { Admission } from './broker/admission.js';
 import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { VerifiedCache } from './broker/credentials.js';
@@ -216,6 +217,7 @@ export class App {
       metrics,
       log,
       rejectLog: new RateLimitedLog(log),
+      admission: new Admission(durableLog, pipeline, metrics, cfg.pipeline),
     });
 
     metrics.gauge(

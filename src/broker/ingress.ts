@@ -11,6 +11,7 @@ import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
 import type { DurableLog } from '../pipeline/durableLog.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { Point, PointSource } from '../pipeline/writer.js';
+import type { Admission } from './admission.js';
 
 export interface IngressDeps {
   readonly limits: ParseLimits;
@@ -29,6 +30,8 @@ export interface IngressDeps {
   readonly log: Logger;
   readonly rejectLog: RateLimitedLog;
   readonly now?: () => number;
+  /** holds publishers (TCP backpressure) while the daemon is behind; none: read at full speed */
+  readonly admission?: Admission;
 }
 
 export interface InboundPublish {
@@ -44,7 +47,9 @@ export interface InboundPublish {
  * promise settles: the accepted readings are in the durable log (fsync'd, or
  * written with durability: relaxed) and the rejected ones in the dead letter.
  * QoS 0 publishes have no acknowledgement: they are appended without waiting,
- * and dropped (counted) while the log's disk budget is full. Rejected readings
+ * and dropped (counted) while the log's disk budget is full; the callback is
+ * still held while the daemon is behind (admission.ts), so that publisher's
+ * socket is read more slowly. Rejected readings
  * are acknowledged too, never errored: an error here would make Aedes drop the
  * client's connection, and the sensor would resend the bad message forever.
  */
@@ -96,6 +101,11 @@ export class Ingress {
           .waitForSpace()
           .then(() => this.record(points, accepted, source, receivedAtMs, true));
       }
+    }
+    if (points.length && deps.admission) {
+      // recorded already: only this publisher's next packets wait (Aedes stops reading its socket)
+      const held = deps.admission.gate();
+      if (held) wait = wait ? Promise.all([wait, held]) : held;
     }
     if (rejections.length) {
       const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);
@@ -172,16 +182,16 @@ export class Ingress {
       // A bug must not take the broker down; the message is logged and acknowledged.
       this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
     }
+    const admission = this.deps.admission;
+    // paced: the publishers released together after a wait must not all be read in one go either
+    const go = admission ? () => admission.pace(() => callback(null)) : () => callback(null);
     if (!wait) {
-      callback(null);
+      go();
       return;
     }
-    wait.then(
-      () => callback(null),
-      (err: unknown) => {
-        this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
-        callback(null);
-      },
-    );
+    wait.then(go, (err: unknown) => {
+      this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
+      go();
+    });
   };
 }

@@ -223,6 +223,19 @@ export const SCHEMA = {
       default: 1024 ** 3,
       min: 1024 * 1024,
     },
+    maxUnsentBytes: {
+      kind: 'bytes',
+      description:
+        'while the sink is writing, publishers are read more slowly (TCP backpressure) once this much of the log waits for it; in an outage the log takes up to maxLogBytes',
+      default: 32 * 1024 ** 2,
+      min: 1024 * 1024,
+    },
+    maxLogBufferBytes: {
+      kind: 'bytes',
+      description: 'log records held in memory before they are written; beyond it publishers are read more slowly',
+      default: 8 * 1024 ** 2,
+      min: 64 * 1024,
+    },
     durability: {
       kind: 'enum',
       values: ['fsync', 'relaxed'],

@@ -59,6 +59,8 @@ export interface Config {
     readonly flushIntervalMs: number;
     readonly maxInflightBatches: number;
     readonly maxLogBytes: number;
+    readonly maxUnsentBytes: number;
+    readonly maxLogBufferBytes: number;
     readonly durability: 'fsync' | 'relaxed';
     readonly shutdownTimeoutMs: number;
     readonly retryMinMs: number;

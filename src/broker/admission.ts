@@ -1,0 +1,149 @@
+import type { Metrics } from '../http/metrics.js';
+
+/*
+ * Admission control (contract section 7: memory bounded whatever the offered
+ * load; a QoS 0 flood is met by reading publishers' sockets more slowly).
+ *
+ * Aedes reads a client's socket again only once every publish of the previous
+ * read has been authorized (client.js, _parsingBatch/nextBatch), so holding the
+ * authorizePublish callback is TCP backpressure: the unread bytes stay in the
+ * socket's 16 KiB stream buffer, then in the kernel, then in the publisher.
+ * Nothing accepted is held here; a held publisher costs one pending callback.
+ *
+ * Without this, a QoS 0 flood was read as fast as libuv delivers it (up to 32
+ * reads of 64 KiB per socket per poll), parsed and appended synchronously: the
+ * log's write buffer grew by hundreds of MB between two event-loop turns, the
+ * writer's responses and /health waited tens of seconds, and InfluxDB writes
+ * timed out. Three gates, cheapest first:
+ * - pace: a publish arriving after TURN_MS of ingestion in the current
+ *   event-loop turn is acknowledged at the next turn (setImmediate), so I/O
+ *   callbacks (sink responses, log writes, HTTP) run in between;
+ * - log_buffer: appended but not yet written log bytes over maxLogBufferBytes
+ *   → wait for the next write of the log;
+ * - sink_behind: while the sink is writing (not in an outage), more than half
+ *   of the pipeline's in-memory queue waiting, or more than maxUnsentBytes of
+ *   log not yet written to the sink → wait until the writer makes progress. So
+ *   the input is admitted at the rate the sink takes it. During an outage the
+ *   log absorbs the input (up to pipeline.maxLogBytes, then QoS 0 is dropped
+ *   and counted): that is what the log is for.
+ */
+
+/** Longest run of synchronous ingestion per event-loop turn. */
+const TURN_MS = 10;
+/** Longest a held publisher waits before the gates are looked at again (a state change nobody signals). */
+const RECHECK_MS = 50;
+
+export interface AdmissionLog {
+  /** bytes appended and not yet written to the file */
+  readonly buffered: number;
+  readonly written: number;
+  waitWritten(offset: number): Promise<void>;
+}
+
+export interface AdmissionPipeline {
+  /** true while the sink is failing (outage): the log absorbs the input then */
+  readonly sinkFailing: boolean;
+  /** the in-memory queue is more than half full */
+  readonly pressed: boolean;
+  /** bytes of the log not yet written to the sink */
+  readonly bytesBehind: number;
+  /** resolves when the next batch finishes */
+  progress(): Promise<void>;
+}
+
+export interface AdmissionOptions {
+  readonly maxLogBufferBytes: number;
+  readonly maxUnsentBytes: number;
+}
+
+type Reason = 'log_buffer' | 'sink_behind';
+
+export class Admission {
+  private turnStart = 0;
+  private turnOpen = false;
+  private deferred: Array<() => void> = [];
+  /** one wait shared by every held publisher (a flood holds tens of thousands of publishes) */
+  private clearing: Promise<void> | null = null;
+  private wake: Promise<void> | null = null;
+  /** counted here and added to the metric once per turn: inc() with labels is too dear per message */
+  private readonly counts = { log_buffer: 0, sink_behind: 0, event_loop: 0 };
+
+  constructor(
+    private readonly log: AdmissionLog,
+    private readonly pipeline: AdmissionPipeline,
+    private readonly metrics: Metrics,
+    private readonly opts: AdmissionOptions,
+  ) {}
+
+  private reason(): Reason | undefined {
+    if (this.log.buffered >= this.opts.maxLogBufferBytes) return 'log_buffer';
+    const p = this.pipeline;
+    if (!p.sinkFailing && (p.pressed || p.bytesBehind >= this.opts.maxUnsentBytes)) return 'sink_behind';
+    return undefined;
+  }
+
+  /** undefined: read on; otherwise the publisher's next packets wait for this promise. */
+  gate(): Promise<void> | undefined {
+    const reason = this.clearing ? 'sink_behind' : this.reason();
+    if (!reason) return undefined;
+    this.counts[reason]++;
+    this.openTurn(performance.now());
+    this.clearing ??= this.clear().finally(() => {
+      this.clearing = null;
+    });
+    return this.clearing;
+  }
+
+  private async clear(): Promise<void> {
+    for (let r = this.reason(); r; r = this.reason()) {
+      await (r === 'log_buffer' ? this.log.waitWritten(this.log.written) : this.nextWake());
+    }
+  }
+
+  /** The writer's next progress, or a short timer (the sink may start failing: nobody signals that). */
+  private nextWake(): Promise<void> {
+    this.wake ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, RECHECK_MS);
+      void this.pipeline.progress().then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    }).finally(() => {
+      this.wake = null;
+    });
+    return this.wake;
+  }
+
+  /** Calls `go` now, or at the next event-loop turn once this turn's ingestion time is spent. */
+  pace(go: () => void): void {
+    const now = performance.now();
+    this.openTurn(now);
+    if (now - this.turnStart < TURN_MS) {
+      go();
+      return;
+    }
+    this.counts.event_loop++;
+    this.deferred.push(go);
+  }
+
+  private openTurn(now: number): void {
+    if (this.turnOpen) return;
+    this.turnOpen = true;
+    this.turnStart = now;
+    setImmediate(this.nextTurn);
+  }
+
+  private readonly nextTurn = (): void => {
+    this.turnOpen = false;
+    const c = this.counts;
+    for (const reason of ['log_buffer', 'sink_behind', 'event_loop'] as const) {
+      if (c[reason] === 0) continue;
+      this.metrics.admissionWaits.inc({ reason }, c[reason]);
+      c[reason] = 0;
+    }
+    const deferred = this.deferred;
+    this.deferred = [];
+    // each resumed client reads and parses its next chunk right here, counted in a new turn
+    for (const go of deferred) go();
+  };
+}
