@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { mergeRules } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
-import { Admission } from './broker/admission.js';
+import { Admission, HeapGuard } from './broker/admission.js';
 import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { VerifiedCache } from './broker/credentials.js';
@@ -81,6 +81,7 @@ export class App {
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
   private readyTimer: NodeJS.Timeout | null = null;
+  private heapGuard: HeapGuard | null = null;
   private authenticator: Authenticator | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
@@ -220,6 +221,13 @@ export class App {
       admission: new Admission(durableLog, pipeline, metrics, cfg.pipeline),
     });
 
+    const heapGuard = new HeapGuard(cfg.pipeline.gcAboveHeapBytes);
+    this.heapGuard = heapGuard;
+    metrics.counter(
+      'energy_ingest_forced_gc_total',
+      'full garbage collections requested because the heap passed pipeline.gcAboveHeapBytes',
+      () => heapGuard.collections,
+    );
     metrics.gauge(
       'energy_ingest_connected_clients',
       'connected MQTT clients',
@@ -471,6 +479,7 @@ export class App {
     const deadline = Date.now() + this.cfg.pipeline.shutdownTimeoutMs;
     const { log } = this;
     if (this.readyTimer) clearInterval(this.readyTimer);
+    this.heapGuard?.stop();
     this.alerts?.detachBroker();
     await this.broker?.close();
     if (this.pipeline) {

@@ -232,9 +232,17 @@ export const SCHEMA = {
     },
     maxLogBufferBytes: {
       kind: 'bytes',
-      description: 'log records held in memory before they are written; beyond it publishers are read more slowly',
+      description:
+        'log records held in memory before they are written; beyond it publishers are read more slowly',
       default: 8 * 1024 ** 2,
       min: 64 * 1024,
+    },
+    gcAboveHeapBytes: {
+      kind: 'bytes',
+      description:
+        'heap in use beyond which a full garbage collection is requested (at most once a second), so RSS tracks what is live',
+      default: 192 * 1024 ** 2,
+      min: 16 * 1024 * 1024,
     },
     durability: {
       kind: 'enum',

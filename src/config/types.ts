@@ -61,6 +61,7 @@ export interface Config {
     readonly maxLogBytes: number;
     readonly maxUnsentBytes: number;
     readonly maxLogBufferBytes: number;
+    readonly gcAboveHeapBytes: number;
     readonly durability: 'fsync' | 'relaxed';
     readonly shutdownTimeoutMs: number;
     readonly retryMinMs: number;
