@@ -102,8 +102,10 @@ export class Ingress {
           .then(() => this.record(points, accepted, source, receivedAtMs, true));
       }
     }
-    if (points.length && deps.admission) {
-      // recorded already: only this publisher's next packets wait (Aedes stops reading its socket)
+    if (msg.qos === 0 && points.length && deps.admission) {
+      // Recorded already: only this publisher's next packets wait (Aedes stops reading its socket).
+      // QoS 1/2 publishers are held by their acknowledgement (the log's fsync) and their
+      // in-flight window; a slow sink is absorbed by the log for them, as in an outage.
       const held = deps.admission.gate();
       if (held) wait = wait ? Promise.all([wait, held]) : held;
     }

@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { type DaemonProcess, metricValue, spawnDaemon } from '../helpers/daemon.js';
@@ -34,6 +35,23 @@ function memoryKb(pid: number, key: 'VmRSS' | 'VmHWM'): number {
   return Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
 }
 
+/** GET on a fresh connection: a keep-alive one closed by the server just then would fail for nothing. */
+function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { agent: false, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        body += c;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
 async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const t0 = performance.now();
   const value = await fn();
@@ -49,7 +67,7 @@ describe('QoS 0 flood', () => {
     const pid = d.child.pid!;
     const base = `http://127.0.0.1:${d.httpPort}`;
     const metrics = async () => {
-      const text = await d.metrics();
+      const { body: text } = await httpGet(`${base}/metrics`, 30_000);
       const v = (n: string) => metricValue(text, `energy_ingest_${n}`);
       return {
         received: v('messages_received_total'),
@@ -113,10 +131,9 @@ describe('QoS 0 flood', () => {
     try {
       // bounded: the simulator stops after FLOOD_S; a starved daemon slows it, so allow twice that
       while (!simDone && performance.now() - t0 < (FLOOD_S * 2 + 10) * 1000) {
-        const health = await timed(async () => {
-          const res = await fetch(`${base}/health`, { signal: AbortSignal.timeout(20_000) });
-          return res.ok;
-        }).catch(() => ({ value: false, ms: 20_000 }));
+        const health = await timed(
+          async () => (await httpGet(`${base}/health`, 20_000)).status === 200,
+        ).catch(() => ({ value: false, ms: 20_000 }));
         const m = await metrics();
         samples.push({
           t: (performance.now() - t0) / 1000,
