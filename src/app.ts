@@ -205,6 +205,8 @@ export class App {
     const alerts = this.alerts;
 
     const latest = new LatestReadings();
+    const heapGuard = new HeapGuard(cfg.pipeline.gcAboveHeapBytes);
+    this.heapGuard = heapGuard;
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
@@ -218,11 +220,9 @@ export class App {
       metrics,
       log,
       rejectLog: new RateLimitedLog(log),
-      admission: new Admission(durableLog, pipeline, metrics, cfg.pipeline),
+      admission: new Admission(durableLog, pipeline, metrics, cfg.pipeline, heapGuard),
     });
 
-    const heapGuard = new HeapGuard(cfg.pipeline.gcAboveHeapBytes);
-    this.heapGuard = heapGuard;
     metrics.counter(
       'energy_ingest_forced_gc_total',
       'full garbage collections requested because the heap passed pipeline.gcAboveHeapBytes',

@@ -22,6 +22,8 @@ import type { Metrics } from '../http/metrics.js';
  *   callbacks (sink responses, log writes, HTTP) run in between;
  * - log_buffer: appended but not yet written log bytes over maxLogBufferBytes
  *   → wait for the next write of the log;
+ * - memory: the heap passed twice HeapGuard's threshold (below) → wait until
+ *   the collector has caught up;
  * - sink_behind: while the sink is writing (not in an outage), more than half
  *   of the pipeline's in-memory queue waiting, or more than maxUnsentBytes of
  *   log not yet written to the sink → wait until the writer makes progress. So
@@ -58,7 +60,7 @@ export interface AdmissionOptions {
   readonly maxUnsentBytes: number;
 }
 
-type Reason = 'log_buffer' | 'sink_behind';
+type Reason = 'log_buffer' | 'sink_behind' | 'memory';
 
 export class Admission {
   private turnStart = 0;
@@ -68,17 +70,19 @@ export class Admission {
   private clearing: Promise<void> | null = null;
   private wake: Promise<void> | null = null;
   /** counted here and added to the metric once per turn: inc() with labels is too dear per message */
-  private readonly counts = { log_buffer: 0, sink_behind: 0, event_loop: 0 };
+  private readonly counts = { log_buffer: 0, sink_behind: 0, memory: 0, event_loop: 0 };
 
   constructor(
     private readonly log: AdmissionLog,
     private readonly pipeline: AdmissionPipeline,
     private readonly metrics: Metrics,
     private readonly opts: AdmissionOptions,
+    private readonly heap?: { readonly pressed: boolean },
   ) {}
 
   private reason(): Reason | undefined {
     if (this.log.buffered >= this.opts.maxLogBufferBytes) return 'log_buffer';
+    if (this.heap?.pressed) return 'memory';
     const p = this.pipeline;
     if (!p.sinkFailing && (p.pressed || p.bytesBehind >= this.opts.maxUnsentBytes)) return 'sink_behind';
     return undefined;
@@ -138,7 +142,7 @@ export class Admission {
   private readonly nextTurn = (): void => {
     this.turnOpen = false;
     const c = this.counts;
-    for (const reason of ['log_buffer', 'sink_behind', 'event_loop'] as const) {
+    for (const reason of ['log_buffer', 'sink_behind', 'memory', 'event_loop'] as const) {
       if (c[reason] === 0) continue;
       this.metrics.admissionWaits.inc({ reason }, c[reason]);
       c[reason] = 0;
@@ -157,30 +161,61 @@ export class Admission {
  * lived for one batch, then were written), so RSS rose to 600-700 MB with
  * under 100 MB live (heap snapshot). This asks for a full collection,
  * incremental and concurrent (`execution: 'async'`), whenever the heap in use
- * passes `heapBytes`, at most once a second. `gc` is reached through
+ * passes `heapBytes` (or half as much again as the least heap in use over the
+ * last 20 s, about what is live),
+ * at most once a second. `gc` is reached through
  * --expose-gc set at run time and a fresh context: the launcher cannot pass
  * V8 flags (`--max-old-space-size`) to its own process.
  */
 export class HeapGuard {
   private readonly timer: NodeJS.Timeout;
+  /** heap in use, sampled every 100 ms over the last 20 s: its minimum is about what is live */
+  private readonly samples = new Float64Array(200);
+  private sampled = 0;
   private lastGc = 0;
+  private collecting = false;
+  private threshold: number;
   collections = 0;
+  /**
+   * The heap passed twice the threshold: garbage is made faster than the
+   * collector (concurrent, on a busy machine) frees it. Admission holds QoS 0
+   * publishers until it has caught up.
+   */
+  pressed = false;
 
   constructor(
     private readonly heapBytes: number,
     private readonly gc: ((opts: { type: 'major'; execution: 'async' }) => unknown) | null = exposeGc(),
   ) {
-    this.timer = setInterval(() => this.check(), 250);
+    this.threshold = heapBytes;
+    this.timer = setInterval(() => this.check(), 100);
     this.timer.unref();
   }
 
   private check(): void {
     if (!this.gc) return;
+    const used = process.memoryUsage().heapUsed;
+    this.samples[this.sampled++ % this.samples.length] = used;
+    let live = used;
+    for (let i = Math.min(this.sampled, this.samples.length) - 1; i >= 0; i--)
+      live = Math.min(live, this.samples[i]!);
+    // when more than the budget is live (many connections, say), collecting every second would
+    // only cost CPU and holding publishers would not help: the threshold follows what is live
+    this.threshold = Math.max(this.heapBytes, live * 1.5);
+    this.pressed = used >= this.threshold * 2;
     const now = performance.now();
-    if (now - this.lastGc < 1000 || process.memoryUsage().heapUsed < this.heapBytes) return;
+    if (this.collecting || now - this.lastGc < 1000 || used < this.threshold) return;
     this.lastGc = now;
     this.collections++;
-    void this.gc({ type: 'major', execution: 'async' });
+    this.collecting = true;
+    Promise.resolve(this.gc({ type: 'major', execution: 'async' })).then(
+      () => {
+        this.collecting = false;
+      },
+      () => {
+        this.collecting = false;
+      },
+    );
   }
 
   stop(): void {

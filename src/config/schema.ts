@@ -226,7 +226,7 @@ export const SCHEMA = {
     maxUnsentBytes: {
       kind: 'bytes',
       description:
-        'while the sink is writing, publishers are read more slowly (TCP backpressure) once this much of the log waits for it; in an outage the log takes up to maxLogBytes',
+        'while the sink is writing, QoS 0 publishers are read more slowly (TCP backpressure) once this much of the log waits for it; in an outage the log takes up to maxLogBytes',
       default: 32 * 1024 ** 2,
       min: 1024 * 1024,
     },
@@ -241,7 +241,7 @@ export const SCHEMA = {
       kind: 'bytes',
       description:
         'heap in use beyond which a full garbage collection is requested (at most once a second), so RSS tracks what is live',
-      default: 192 * 1024 ** 2,
+      default: 96 * 1024 ** 2,
       min: 16 * 1024 * 1024,
     },
     durability: {

@@ -13,9 +13,11 @@ import { eventually, influxQuery, tempDir } from '../helpers/services.js';
 // writes starved (timeouts) while the flood lasted.
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'energy-ingest.js');
-const FLOOD_S = 15;
+const FLOOD_S = 10;
 const CONNECTIONS = 50;
 const RSS_LIMIT_MB = 400;
+// generous for a loaded 2-core CI machine; the unfixed daemon took 20-35 s
+const HEALTH_MS = 10_000;
 
 const children: ChildProcess[] = [];
 let daemon: DaemonProcess | undefined;
@@ -101,7 +103,7 @@ describe('QoS 0 flood', () => {
         '--connections',
         String(CONNECTIONS),
         '--max-inflight',
-        '2000',
+        '500',
         '--duration-s',
         String(FLOOD_S),
       ],
@@ -129,8 +131,9 @@ describe('QoS 0 flood', () => {
     const samples: Array<{ t: number; written: number; received: number; healthMs: number }> = [];
     const t0 = performance.now();
     try {
-      // bounded: the simulator stops after FLOOD_S; a starved daemon slows it, so allow twice that
-      while (!simDone && performance.now() - t0 < (FLOOD_S * 2 + 10) * 1000) {
+      // bounded: the simulator publishes for FLOOD_S, then waits for its last writes to be taken
+      // (TCP backpressure: at the rate the daemon admits them), its connects before
+      while (!simDone && performance.now() - t0 < (FLOOD_S + 40) * 1000) {
         const health = await timed(
           async () => (await httpGet(`${base}/health`, 20_000)).status === 200,
         ).catch(() => ({ value: false, ms: 20_000 }));
@@ -156,30 +159,32 @@ describe('QoS 0 flood', () => {
 
     // bounded memory, responsive (checked first: on a starved daemon the simulator does not even finish)
     expect(Math.round(peakRssKb / 1024), report).toBeLessThan(RSS_LIMIT_MB);
-    expect(Math.max(...samples.map((s) => s.healthMs)), report).toBeLessThan(2000);
+    expect(Math.max(...samples.map((s) => s.healthMs)), report).toBeLessThan(HEALTH_MS);
     expect(simDone, `the simulator finished its ${FLOOD_S} s flood (starved daemon?)`).toBe(true);
     const summary = JSON.parse(simOut.trim().split('\n').at(-1)!) as { sent: number; errors: number };
     // it was a flood: far more offered than the sink takes in the same time on this machine
     expect(summary.sent, report).toBeGreaterThan(100_000);
-    // writes progress throughout the flood: every 3 s window after the first 2 s gains 10,000 points
-    const during = samples.filter((s) => s.t >= 2);
+    // writes progress throughout the flood: every 5 s window from the first reading on gains 5,000
+    // points (the unfixed daemon wrote nothing for 30 s)
+    const during = samples.filter((s) => s.received > 0);
     for (let i = 0; i < during.length; i++) {
-      const j = during.findIndex((s) => s.t >= during[i]!.t + 3);
+      const j = during.findIndex((s) => s.t >= during[i]!.t + 5);
       if (j < 0) break;
       expect(
         during[j]!.written - during[i]!.written,
         `written from t=${during[i]!.t}\n${report}`,
-      ).toBeGreaterThan(10_000);
+      ).toBeGreaterThan(5000);
     }
 
-    // after the flood: every reading received is written (no drops: the disk budget was never full)
+    // after the flood: the daemon reads what still waits in its sockets, then writes everything (no
+    // drops: the disk budget was never full)
     const final = await eventually(
       async () => {
         const m = await metrics();
-        return m.written + m.dropped >= m.accepted && m;
+        return m.received === summary.sent && m.written + m.dropped >= m.accepted && m;
       },
       30_000,
-      'every accepted reading written',
+      'every reading received and written',
     );
     expect(final.received).toBe(summary.sent);
     expect(final.rejected).toBe(0);
