@@ -47,7 +47,10 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (n: number) => Math.round(n * 10) / 10;
 const mb = (bytes: number) => Math.round(bytes / 1024 / 1024);
 /** 65536 descriptors, or the hard limit when lower (raising it needs privileges) */
-const NOFILE = Math.min(65536, Number(execSync('ulimit -Hn', { shell: '/bin/sh' }).toString().trim()) || 65536);
+const NOFILE = Math.min(
+  65536,
+  Number(execSync('ulimit -Hn', { shell: '/bin/sh' }).toString().trim()) || 65536,
+);
 const PRLIMIT = ['prlimit', `--nofile=${NOFILE}:${NOFILE}`];
 const FLOOD_S = Number(process.env.BENCH_FLOOD_S ?? 30);
 const CONNS = Number(process.env.BENCH_CONNECTIONS ?? 10_000);
