@@ -68,6 +68,7 @@ export class Admission {
   private deferred: Array<() => void> = [];
   /** one wait shared by every held publisher (a flood holds tens of thousands of publishes) */
   private clearing: Promise<void> | null = null;
+  private holding: Reason = 'sink_behind';
   private wake: Promise<void> | null = null;
   /** counted here and added to the metric once per turn: inc() with labels is too dear per message */
   private readonly counts = { log_buffer: 0, sink_behind: 0, memory: 0, event_loop: 0 };
@@ -90,8 +91,10 @@ export class Admission {
 
   /** undefined: read on; otherwise the publisher's next packets wait for this promise. */
   gate(): Promise<void> | undefined {
-    const reason = this.clearing ? 'sink_behind' : this.reason();
+    // while a wait is on, later publishers join it (it ends in a moment if the cause just cleared)
+    const reason = this.reason() ?? (this.clearing ? this.holding : undefined);
     if (!reason) return undefined;
+    this.holding = reason;
     this.counts[reason]++;
     this.openTurn(performance.now());
     this.clearing ??= this.clear().finally(() => {
