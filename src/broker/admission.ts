@@ -16,16 +16,17 @@ import type { Metrics } from '../http/metrics.js';
  * reads of 64 KiB per socket per poll), parsed and appended synchronously: the
  * log's write buffer grew by hundreds of MB between two event-loop turns, the
  * writer's responses and /health waited tens of seconds, and InfluxDB writes
- * timed out. Three gates, cheapest first:
- * - pace: a publish arriving after TURN_MS of ingestion in the current
+ * timed out. The gates:
+ * - pace (every publish): a publish arriving after TURN_MS of ingestion in the current
  *   event-loop turn is acknowledged at the next turn (setImmediate), so I/O
  *   callbacks (sink responses, log writes, HTTP) run in between;
+ * - QoS 0 only (QoS 1/2 are held by their acknowledgement already):
  * - log_buffer: appended but not yet written log bytes over maxLogBufferBytes
  *   → wait for the next write of the log;
  * - memory: the heap passed twice HeapGuard's threshold (below) → wait until
  *   the collector has caught up;
- * - sink_behind: while the sink is writing (not in an outage), more than half
- *   of the pipeline's in-memory queue waiting, or more than maxUnsentBytes of
+ * - sink_behind: while the sink is writing (not in an outage), as many
+ *   batches waiting in the pipeline as being written, or more than maxUnsentBytes of
  *   log not yet written to the sink → wait until the writer makes progress. So
  *   the input is admitted at the rate the sink takes it. During an outage the
  *   log absorbs the input (up to pipeline.maxLogBytes, then QoS 0 is dropped
@@ -47,7 +48,7 @@ export interface AdmissionLog {
 export interface AdmissionPipeline {
   /** true while the sink is failing (outage): the log absorbs the input then */
   readonly sinkFailing: boolean;
-  /** the in-memory queue is more than half full */
+  /** as many batches wait as are being written */
   readonly pressed: boolean;
   /** bytes of the log not yet written to the sink */
   readonly bytesBehind: number;
@@ -165,10 +166,9 @@ export class Admission {
  * under 100 MB live (heap snapshot). This asks for a full collection,
  * incremental and concurrent (`execution: 'async'`), whenever the heap in use
  * passes `heapBytes` (or half as much again as the least heap in use over the
- * last 20 s, about what is live),
- * at most once a second. `gc` is reached through
- * --expose-gc set at run time and a fresh context: the launcher cannot pass
- * V8 flags (`--max-old-space-size`) to its own process.
+ * last 20 s, about what is live), at most once a second. `gc` is reached
+ * through --expose-gc set at run time and a fresh context: the launcher cannot
+ * pass V8 flags (`--max-old-space-size`) to its own process.
  */
 export class HeapGuard {
   private readonly timer: NodeJS.Timeout;
