@@ -37,6 +37,8 @@ import type { Metrics } from '../http/metrics.js';
 const TURN_MS = 10;
 /** Longest a held publisher waits before the gates are looked at again (a state change nobody signals). */
 const RECHECK_MS = 50;
+/** Forced full collections at most this often (each costs tens of ms of CPU with ~100 MB live). */
+const MIN_GC_INTERVAL_MS = 500;
 
 export interface AdmissionLog {
   /** bytes appended and not yet written to the file */
@@ -166,7 +168,7 @@ export class Admission {
  * under 100 MB live (heap snapshot). This asks for a full collection,
  * incremental and concurrent (`execution: 'async'`), whenever the heap in use
  * passes `heapBytes` (or half as much again as the least heap in use over the
- * last 20 s, about what is live), at most once a second. `gc` is reached
+ * last 20 s, about what is live), at most twice a second. `gc` is reached
  * through --expose-gc set at run time and a fresh context: the launcher cannot
  * pass V8 flags (`--max-old-space-size`) to its own process.
  */
@@ -202,12 +204,12 @@ export class HeapGuard {
     let live = used;
     for (let i = Math.min(this.sampled, this.samples.length) - 1; i >= 0; i--)
       live = Math.min(live, this.samples[i]!);
-    // when more than the budget is live (many connections, say), collecting every second would
+    // when more than the budget is live (many connections, say), collecting twice a second would
     // only cost CPU and holding publishers would not help: the threshold follows what is live
     this.threshold = Math.max(this.heapBytes, live * 1.5);
     this.pressed = used >= this.threshold * 2;
     const now = performance.now();
-    if (this.collecting || now - this.lastGc < 1000 || used < this.threshold) return;
+    if (this.collecting || now - this.lastGc < MIN_GC_INTERVAL_MS || used < this.threshold) return;
     this.lastGc = now;
     this.collections++;
     this.collecting = true;

@@ -240,8 +240,8 @@ export const SCHEMA = {
     gcAboveHeapBytes: {
       kind: 'bytes',
       description:
-        'heap in use beyond which a full garbage collection is requested (at most once a second), so RSS tracks what is live',
-      default: 96 * 1024 ** 2,
+        'heap in use beyond which a full garbage collection is requested (at most twice a second), so RSS tracks what is live',
+      default: 64 * 1024 ** 2,
       min: 16 * 1024 * 1024,
     },
     durability: {
