@@ -277,7 +277,7 @@ async function overload(influx: Service): Promise<Row[]> {
   if (pick.has('stalled')) {
     const r = await stalledSubscriber(ctx);
     rows.push(...r);
-    console.error(`stalled subscriber: p99 ${r[0]!.p99_ms} → ${r[1]!.p99_ms} ms`);
+    console.error(`stalled subscriber: p99 ${r[0]!.p99_ms} → ${r[1]!.p99_ms ?? 'not reached'} ms`);
   }
   return rows;
 }
