@@ -11,6 +11,7 @@ import {
   tempDir,
 } from '../tests/helpers/services.js';
 import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
+import { type BenchContext, flood, manyConnections, stalledSubscriber } from './overload.js';
 import { type ProcSample, sample } from './procStats.js';
 
 // npm run bench: every scenario next to its baseline, measured in the same run.
@@ -184,11 +185,20 @@ interface Status {
 
 async function daemon(
   env: Record<string, string>,
-): Promise<{ child: ChildProcess; mqtt: string; status: () => Promise<Status>; dataDir: string }> {
+  prefix: string[] = [],
+): Promise<{
+  child: ChildProcess;
+  mqtt: string;
+  mqttPort: number;
+  httpPort: number;
+  status: () => Promise<Status>;
+  dataDir: string;
+}> {
   const dataDir = tempDir('bench');
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
+  const [cmd, ...args] = [...prefix, 'node', BIN, 'start'];
   const child = track(
-    spawn('node', [BIN, 'start'], {
+    spawn(cmd!, args, {
       env: {
         ...process.env,
         MQTT_PORT: String(mqttPort),
@@ -212,7 +222,64 @@ async function daemon(
       await sleep(50);
     }
   }
-  return { child, mqtt: `mqtt://127.0.0.1:${mqttPort}`, status, dataDir };
+  return { child, mqtt: `mqtt://127.0.0.1:${mqttPort}`, mqttPort, httpPort, status, dataDir };
+}
+
+/** The overload rows' view of the daemon (bench/overload.ts): → this InfluxDB, counters from /metrics. */
+function overloadContext(influx: Service): BenchContext {
+  return {
+    root: ROOT,
+    track,
+    stopChild,
+    daemon: async (env, prefix) => {
+      const d = await daemon({ INFLUX_URL: influx.url, ...env }, prefix);
+      return {
+        child: d.child,
+        mqttPort: d.mqttPort,
+        metrics: async () => {
+          // one retry: a keep-alive connection the server closed just then (ECONNRESET) is no answer
+          const get = () => fetch(`http://127.0.0.1:${d.httpPort}/metrics`).then((r) => r.text());
+          const text = await get().catch(get);
+          const v = (name: string) =>
+            Number(new RegExp(`^energy_ingest_${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+          return {
+            received: v('messages_received_total'),
+            accepted: v('readings_accepted_total'),
+            written: v('points_written_total'),
+            dropped: v('qos0_dropped_total'),
+            clients: v('connected_clients'),
+          };
+        },
+        stop: async () => {
+          await stopChild(d.child);
+          rmSync(d.dataDir, { recursive: true, force: true });
+        },
+      };
+    },
+  };
+}
+
+async function overload(influx: Service): Promise<Row[]> {
+  const ctx = overloadContext(influx);
+  // BENCH_OVERLOAD_ROWS=flood,connections,stalled (default all) picks among them
+  const pick = new Set((process.env.BENCH_OVERLOAD_ROWS ?? 'flood,connections,stalled').split(','));
+  const rows: Row[] = [];
+  if (pick.has('flood')) {
+    const r = await flood(ctx);
+    rows.push(r);
+    console.error(`flood: ${r.readings_per_s}/s written, peak RSS ${r.peak_rss_mb} MB`);
+  }
+  if (pick.has('connections')) {
+    const r = await manyConnections(ctx);
+    rows.push(...r);
+    console.error(`connections: ${r[0]!.note} / bare Aedes: ${r[1]!.note}`);
+  }
+  if (pick.has('stalled')) {
+    const r = await stalledSubscriber(ctx);
+    rows.push(...r);
+    console.error(`stalled subscriber: p99 ${r[0]!.p99_ms} → ${r[1]!.p99_ms ?? 'not reached'} ms`);
+  }
+  return rows;
 }
 
 async function throughput(
@@ -399,6 +466,18 @@ async function main(): Promise<void> {
     for (const c of children) await stopChild(c);
     return;
   }
+  if (process.env.BENCH_ONLY === 'overload') {
+    // the issue-11 rows alone; printed, not written (a partial table must not replace latest.md)
+    const influx = await startInflux1();
+    try {
+      const rows = await overload(influx);
+      console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=overload' }));
+    } finally {
+      for (const c of children) await stopChild(c);
+      await influx.stop();
+    }
+    return;
+  }
   // first, while nothing else runs: an in-process micro-benchmark
   const micro = alertMicro();
   console.error(`alert evaluation: ${micro.note}`);
@@ -434,7 +513,20 @@ async function main(): Promise<void> {
     for (const r of [db, rec]) r.vs_influx_direct = r.readings_per_s / direct.readings_per_s;
     const alertRows = await alerts();
     console.error(`alerts: p99 redis ${alertRows[0]!.p99_ms} ms, mqtt ${alertRows[1]!.p99_ms} ms`);
-    const rows = [bare, direct, file, db, lat, qos1Fsync, qos1Relaxed, rec, ...alertRows, micro];
+    const overloadRows = await overload(influx);
+    const rows = [
+      bare,
+      direct,
+      file,
+      db,
+      lat,
+      qos1Fsync,
+      qos1Relaxed,
+      rec,
+      ...alertRows,
+      ...overloadRows,
+      micro,
+    ];
     const { cpus } = await import('node:os');
     const meta = {
       date: new Date().toISOString(),

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { mergeRules } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
+import { Admission, HeapGuard } from './broker/admission.js';
 import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
 import { DerivationSlots, VerifiedCache } from './broker/credentials.js';
@@ -84,6 +85,7 @@ export class App {
   private alerts: AlertService | null = null;
   private readyTimer: NodeJS.Timeout | null = null;
   private invalidRows: InvalidRowsWatch | null = null;
+  private heapGuard: HeapGuard | null = null;
   private authenticator: Authenticator | null = null;
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
@@ -275,6 +277,8 @@ export class App {
       maxSeries: cfg.alerts.maxSeries,
       onUntracked: () => untracked('latest'),
     });
+    const heapGuard = new HeapGuard(cfg.pipeline.gcAboveHeapBytes);
+    this.heapGuard = heapGuard;
     const ingress = new Ingress({
       limits: { maxPayloadBytes: cfg.mqtt.maxPayloadBytes, ...cfg.ingest },
       buildings: this.buildings,
@@ -289,8 +293,14 @@ export class App {
       metrics,
       log,
       rejectLog: new RateLimitedLog(log),
+      admission: new Admission(durableLog, pipeline, metrics, cfg.pipeline, heapGuard),
     });
 
+    metrics.counter(
+      'energy_ingest_forced_gc_total',
+      'full garbage collections requested because the heap passed pipeline.gcAboveHeapBytes',
+      () => heapGuard.collections,
+    );
     metrics.gauge(
       'energy_ingest_connected_clients',
       'connected MQTT clients',
@@ -585,6 +595,7 @@ export class App {
     const { log } = this;
     if (this.readyTimer) clearInterval(this.readyTimer);
     this.invalidRows?.stop();
+    this.heapGuard?.stop();
     this.alerts?.detachBroker();
     await this.broker?.close();
     if (this.pipeline) {

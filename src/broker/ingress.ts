@@ -16,6 +16,7 @@ import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
 import type { DurableLog } from '../pipeline/durableLog.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { Point, PointSource } from '../pipeline/writer.js';
+import type { Admission } from './admission.js';
 
 export interface IngressDeps {
   readonly limits: ParseLimits;
@@ -36,6 +37,8 @@ export interface IngressDeps {
   readonly log: Logger;
   readonly rejectLog: RateLimitedLog;
   readonly now?: () => number;
+  /** holds publishers (TCP backpressure) while the daemon is behind; none: read at full speed */
+  readonly admission?: Admission;
 }
 
 export interface InboundPublish {
@@ -51,7 +54,9 @@ export interface InboundPublish {
  * promise settles: the accepted readings are in the durable log (fsync'd, or
  * written with durability: relaxed) and the rejected ones in the dead letter.
  * QoS 0 publishes have no acknowledgement: they are appended without waiting,
- * and dropped (counted) while the log's disk budget is full. Rejected readings
+ * and dropped (counted) while the log's disk budget is full; the callback is
+ * still held while the daemon is behind (admission.ts), so that publisher's
+ * socket is read more slowly. Rejected readings
  * are acknowledged too, never errored: an error here would make Aedes drop the
  * client's connection, and the sensor would resend the bad message forever.
  */
@@ -103,6 +108,13 @@ export class Ingress {
           .waitForSpace()
           .then(() => this.record(points, accepted, source, receivedAtMs, true));
       }
+    }
+    if (msg.qos === 0 && points.length && deps.admission) {
+      // Recorded already: only this publisher's next packets wait (Aedes stops reading its socket).
+      // QoS 1/2 publishers are held by their acknowledgement (the log's fsync) and their
+      // in-flight window; a slow sink is absorbed by the log for them, as in an outage.
+      const held = deps.admission.gate();
+      if (held) wait = wait ? Promise.all([wait, held]) : held;
     }
     if (rejections.length) {
       const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);
@@ -186,10 +198,13 @@ export class Ingress {
       failed(err);
       return;
     }
+    const admission = this.deps.admission;
+    // paced: the publishers released together after a wait must not all be read in one go either
+    const go = admission ? () => admission.pace(() => callback(null)) : () => callback(null);
     if (!wait) {
-      callback(null);
+      go();
       return;
     }
-    wait.then(() => callback(null), failed);
+    wait.then(go, failed);
   };
 }

@@ -354,6 +354,27 @@ export const SCHEMA = {
       default: 1024 ** 3,
       min: 1024 * 1024,
     },
+    maxUnsentBytes: {
+      kind: 'bytes',
+      description:
+        'while the sink is writing, QoS 0 publishers are read more slowly (TCP backpressure) once this much of the log waits for it; in an outage the log takes up to maxLogBytes',
+      default: 32 * 1024 ** 2,
+      min: 1024 * 1024,
+    },
+    maxLogBufferBytes: {
+      kind: 'bytes',
+      description:
+        'log records held in memory before they are written; beyond it publishers are read more slowly',
+      default: 8 * 1024 ** 2,
+      min: 64 * 1024,
+    },
+    gcAboveHeapBytes: {
+      kind: 'bytes',
+      description:
+        'heap in use beyond which a full garbage collection is requested (at most twice a second), so RSS tracks what is live',
+      default: 64 * 1024 ** 2,
+      min: 16 * 1024 * 1024,
+    },
     durability: {
       kind: 'enum',
       values: ['fsync', 'relaxed'],

@@ -82,6 +82,9 @@ export interface Config {
     readonly flushIntervalMs: number;
     readonly maxInflightBatches: number;
     readonly maxLogBytes: number;
+    readonly maxUnsentBytes: number;
+    readonly maxLogBufferBytes: number;
+    readonly gcAboveHeapBytes: number;
     readonly durability: 'fsync' | 'relaxed';
     readonly shutdownTimeoutMs: number;
     readonly retryMinMs: number;

@@ -198,6 +198,10 @@ export class Metrics {
     'energy_ingest_backpressure_waits_total',
     'publishes whose acknowledgement waited for room in the pipeline',
   );
+  readonly admissionWaits = new Counter(
+    'energy_ingest_admission_waits_total',
+    'publishers held (their socket read more slowly) because the daemon was behind, by reason',
+  );
   readonly authRefused = new Counter(
     'energy_ingest_auth_refused_total',
     'refused connections, publishes and subscriptions, by reason',

@@ -286,6 +286,11 @@ export class DurableLog {
     return this.diskBytes + this.pendingBytes;
   }
 
+  /** Bytes appended but not yet written to the file (held in memory; admission control bounds them). */
+  get buffered(): number {
+    return this.appendEnd - this.writtenEnd;
+  }
+
   get full(): boolean {
     return this.bytes >= this.opts.maxBytes;
   }

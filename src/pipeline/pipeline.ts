@@ -55,6 +55,8 @@ export class Pipeline {
   private lostOnShutdown = 0;
   private queuedPoints = 0;
   private committed = 0;
+  private progressed: Promise<void> | null = null;
+  private onProgress: (() => void) | null = null;
 
   constructor(
     private readonly opts: PipelineOptions,
@@ -106,6 +108,29 @@ export class Pipeline {
 
   private get full(): boolean {
     return this.queue.size >= this.maxQueued;
+  }
+
+  /**
+   * As many batches wait as are being written: the writer has its next round
+   * in hand, and admission control holds publishers rather than queue more
+   * (each queued point is a live object the GC walks; the rest of the queue
+   * is headroom that keeps the pipeline in tail mode).
+   */
+  get pressed(): boolean {
+    return this.queue.size >= this.opts.maxInflightBatches;
+  }
+
+  /** The sink's last write failed (an outage): the log absorbs the input meanwhile. */
+  get sinkFailing(): boolean {
+    return this.writer.failingSince !== null;
+  }
+
+  /** Resolves when the next batch finishes (shared by every caller). */
+  progress(): Promise<void> {
+    this.progressed ??= new Promise<void>((resolve) => {
+      this.onProgress = resolve;
+    });
+    return this.progressed;
   }
 
   /**
@@ -233,6 +258,9 @@ export class Pipeline {
       if (b.end > this.committed) this.committed = b.end;
     }
     this.log.commit(this.opts.sinkName, this.committed);
+    const wake = this.onProgress;
+    this.progressed = this.onProgress = null;
+    wake?.();
   }
 
   /**

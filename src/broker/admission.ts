@@ -1,0 +1,239 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import type { Metrics } from '../http/metrics.js';
+
+/*
+ * Admission control (contract section 7: memory bounded whatever the offered
+ * load; a QoS 0 flood is met by reading publishers' sockets more slowly).
+ *
+ * Aedes reads a client's socket again only once every publish of the previous
+ * read has been authorized (client.js, _parsingBatch/nextBatch), so holding the
+ * authorizePublish callback is TCP backpressure: the unread bytes stay in the
+ * socket's 16 KiB stream buffer, then in the kernel, then in the publisher.
+ * Nothing accepted is held here; a held publisher costs one pending callback.
+ *
+ * Without this, a QoS 0 flood was read as fast as libuv delivers it (up to 32
+ * reads of 64 KiB per socket per poll), parsed and appended synchronously: the
+ * log's write buffer grew by hundreds of MB between two event-loop turns, the
+ * writer's responses and /health waited tens of seconds, and InfluxDB writes
+ * timed out. The gates:
+ * - pace (every publish): a publish arriving after TURN_MS of ingestion in the current
+ *   event-loop turn is acknowledged at the next turn (setImmediate), so I/O
+ *   callbacks (sink responses, log writes, HTTP) run in between;
+ * - QoS 0 only (QoS 1/2 are held by their acknowledgement already):
+ * - log_buffer: appended but not yet written log bytes over maxLogBufferBytes
+ *   → wait for the next write of the log;
+ * - memory: the heap passed twice HeapGuard's threshold (below) → wait until
+ *   the collector has caught up;
+ * - sink_behind: while the sink is writing (not in an outage), as many
+ *   batches waiting in the pipeline as being written, or more than maxUnsentBytes of
+ *   log not yet written to the sink → wait until the writer makes progress. So
+ *   the input is admitted at the rate the sink takes it. During an outage the
+ *   log absorbs the input (up to pipeline.maxLogBytes, then QoS 0 is dropped
+ *   and counted): that is what the log is for.
+ */
+
+/** Longest run of synchronous ingestion per event-loop turn. */
+const TURN_MS = 10;
+/** Longest a held publisher waits before the gates are looked at again (a state change nobody signals). */
+const RECHECK_MS = 50;
+/** Forced full collections at most this often (each costs tens of ms of CPU with ~100 MB live). */
+const MIN_GC_INTERVAL_MS = 500;
+
+export interface AdmissionLog {
+  /** bytes appended and not yet written to the file */
+  readonly buffered: number;
+  readonly written: number;
+  waitWritten(offset: number): Promise<void>;
+}
+
+export interface AdmissionPipeline {
+  /** true while the sink is failing (outage): the log absorbs the input then */
+  readonly sinkFailing: boolean;
+  /** as many batches wait as are being written */
+  readonly pressed: boolean;
+  /** bytes of the log not yet written to the sink */
+  readonly bytesBehind: number;
+  /** resolves when the next batch finishes */
+  progress(): Promise<void>;
+}
+
+export interface AdmissionOptions {
+  readonly maxLogBufferBytes: number;
+  readonly maxUnsentBytes: number;
+}
+
+type Reason = 'log_buffer' | 'sink_behind' | 'memory';
+
+export class Admission {
+  private turnStart = 0;
+  private turnOpen = false;
+  private deferred: Array<() => void> = [];
+  /** one wait shared by every held publisher (a flood holds tens of thousands of publishes) */
+  private clearing: Promise<void> | null = null;
+  private holding: Reason = 'sink_behind';
+  private wake: Promise<void> | null = null;
+  /** counted here and added to the metric once per turn: inc() with labels is too dear per message */
+  private readonly counts = { log_buffer: 0, sink_behind: 0, memory: 0, event_loop: 0 };
+
+  constructor(
+    private readonly log: AdmissionLog,
+    private readonly pipeline: AdmissionPipeline,
+    private readonly metrics: Metrics,
+    private readonly opts: AdmissionOptions,
+    private readonly heap?: { readonly pressed: boolean },
+  ) {}
+
+  private reason(): Reason | undefined {
+    if (this.log.buffered >= this.opts.maxLogBufferBytes) return 'log_buffer';
+    if (this.heap?.pressed) return 'memory';
+    const p = this.pipeline;
+    if (!p.sinkFailing && (p.pressed || p.bytesBehind >= this.opts.maxUnsentBytes)) return 'sink_behind';
+    return undefined;
+  }
+
+  /** undefined: read on; otherwise the publisher's next packets wait for this promise. */
+  gate(): Promise<void> | undefined {
+    // while a wait is on, later publishers join it (it ends in a moment if the cause just cleared)
+    const reason = this.reason() ?? (this.clearing ? this.holding : undefined);
+    if (!reason) return undefined;
+    this.holding = reason;
+    this.counts[reason]++;
+    this.openTurn(performance.now());
+    this.clearing ??= this.clear().finally(() => {
+      this.clearing = null;
+    });
+    return this.clearing;
+  }
+
+  private async clear(): Promise<void> {
+    for (let r = this.reason(); r; r = this.reason()) {
+      await (r === 'log_buffer' ? this.log.waitWritten(this.log.written) : this.nextWake());
+    }
+  }
+
+  /** The writer's next progress, or a short timer (the sink may start failing: nobody signals that). */
+  private nextWake(): Promise<void> {
+    this.wake ??= new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, RECHECK_MS);
+      void this.pipeline.progress().then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    }).finally(() => {
+      this.wake = null;
+    });
+    return this.wake;
+  }
+
+  /** Calls `go` now, or at the next event-loop turn once this turn's ingestion time is spent. */
+  pace(go: () => void): void {
+    const now = performance.now();
+    this.openTurn(now);
+    if (now - this.turnStart < TURN_MS) {
+      go();
+      return;
+    }
+    this.counts.event_loop++;
+    this.deferred.push(go);
+  }
+
+  private openTurn(now: number): void {
+    if (this.turnOpen) return;
+    this.turnOpen = true;
+    this.turnStart = now;
+    setImmediate(this.nextTurn);
+  }
+
+  private readonly nextTurn = (): void => {
+    this.turnOpen = false;
+    const c = this.counts;
+    for (const reason of ['log_buffer', 'sink_behind', 'memory', 'event_loop'] as const) {
+      if (c[reason] === 0) continue;
+      this.metrics.admissionWaits.inc({ reason }, c[reason]);
+      c[reason] = 0;
+    }
+    const deferred = this.deferred;
+    this.deferred = [];
+    // each resumed client reads and parses its next chunk right here, counted in a new turn
+    for (const go of deferred) go();
+  };
+}
+
+/**
+ * V8 sizes its old generation lazily: on a machine with a few GB it runs its
+ * first full collection only when about half a gigabyte is in use, however
+ * little of it is live. Under a flood most of that is garbage (points that
+ * lived for one batch, then were written), so RSS rose to 600-700 MB with
+ * under 100 MB live (heap snapshot). This asks for a full collection,
+ * incremental and concurrent (`execution: 'async'`), whenever the heap in use
+ * passes `heapBytes` (or half as much again as the least heap in use over the
+ * last 20 s, about what is live), at most twice a second. `gc` is reached
+ * through --expose-gc set at run time and a fresh context: the launcher cannot
+ * pass V8 flags (`--max-old-space-size`) to its own process.
+ */
+export class HeapGuard {
+  private readonly timer: NodeJS.Timeout;
+  /** heap in use, sampled every 100 ms over the last 20 s: its minimum is about what is live */
+  private readonly samples = new Float64Array(200);
+  private sampled = 0;
+  private lastGc = 0;
+  private collecting = false;
+  private threshold: number;
+  collections = 0;
+  /**
+   * The heap passed twice the threshold: garbage is made faster than the
+   * collector (concurrent, on a busy machine) frees it. Admission holds QoS 0
+   * publishers until it has caught up.
+   */
+  pressed = false;
+
+  constructor(
+    private readonly heapBytes: number,
+    private readonly gc: ((opts: { type: 'major'; execution: 'async' }) => unknown) | null = exposeGc(),
+  ) {
+    this.threshold = heapBytes;
+    this.timer = setInterval(() => this.check(), 100);
+    this.timer.unref();
+  }
+
+  private check(): void {
+    if (!this.gc) return;
+    const used = process.memoryUsage().heapUsed;
+    this.samples[this.sampled++ % this.samples.length] = used;
+    let live = used;
+    for (let i = Math.min(this.sampled, this.samples.length) - 1; i >= 0; i--)
+      live = Math.min(live, this.samples[i]!);
+    // when more than the budget is live (many connections, say), collecting twice a second would
+    // only cost CPU and holding publishers would not help: the threshold follows what is live
+    this.threshold = Math.max(this.heapBytes, live * 1.5);
+    this.pressed = used >= this.threshold * 2;
+    const now = performance.now();
+    if (this.collecting || now - this.lastGc < MIN_GC_INTERVAL_MS || used < this.threshold) return;
+    this.lastGc = now;
+    this.collections++;
+    this.collecting = true;
+    Promise.resolve(this.gc({ type: 'major', execution: 'async' })).then(
+      () => {
+        this.collecting = false;
+      },
+      () => {
+        this.collecting = false;
+      },
+    );
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+}
+
+function exposeGc(): ((opts: { type: 'major'; execution: 'async' }) => unknown) | null {
+  try {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as unknown;
+    return typeof gc === 'function' ? (gc as (opts: { type: 'major'; execution: 'async' }) => unknown) : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,100 @@
+import { describe, expect, it } from 'vitest';
+import { Admission } from '../../src/broker/admission.js';
+import { Metrics } from '../../src/http/metrics.js';
+
+// Admission control (issue 11, item 3): which publishers are held, and that they are let go.
+
+function fixture() {
+  const writes: Array<() => void> = [];
+  const progress: Array<() => void> = [];
+  const log = {
+    buffered: 0,
+    written: 0,
+    waitWritten: () => new Promise<void>((resolve) => writes.push(resolve)),
+  };
+  const pipeline = {
+    sinkFailing: false,
+    pressed: false,
+    bytesBehind: 0,
+    progress: () => new Promise<void>((resolve) => progress.push(resolve)),
+  };
+  const heap = { pressed: false };
+  const metrics = new Metrics();
+  const admission = new Admission(
+    log,
+    pipeline,
+    metrics,
+    { maxLogBufferBytes: 1000, maxUnsentBytes: 10_000 },
+    heap,
+  );
+  return { log, pipeline, heap, metrics, admission, writes, progress };
+}
+
+const flushTurn = () => new Promise((r) => setImmediate(r));
+
+describe('admission control', () => {
+  it('lets publishers on while nothing is behind', () => {
+    const f = fixture();
+    expect(f.admission.gate()).toBeUndefined();
+  });
+
+  it('holds publishers while the log write buffer is over its limit, until a write brings it under', async () => {
+    const f = fixture();
+    f.log.buffered = 2000;
+    let released = 0;
+    void f.admission.gate()!.then(() => released++);
+    void f.admission.gate()!.then(() => released++);
+    await flushTurn();
+    expect(released).toBe(0);
+    expect(f.writes.length).toBe(1); // one shared wait, not one per publish
+    f.log.buffered = 0;
+    f.writes.shift()!();
+    await flushTurn();
+    expect(released).toBe(2);
+    await flushTurn();
+    expect(f.metrics.admissionWaits.get({ reason: 'log_buffer' })).toBe(2);
+  });
+
+  it('holds while a working sink is behind, not during an outage (the log absorbs it then)', async () => {
+    const f = fixture();
+    f.pipeline.bytesBehind = 20_000;
+    const held = f.admission.gate();
+    expect(held).toBeDefined();
+    let released = false;
+    void held!.then(() => {
+      released = true;
+    });
+    f.pipeline.bytesBehind = 0;
+    f.progress.shift()!();
+    await held;
+    expect(released).toBe(true);
+
+    f.pipeline.pressed = true;
+    f.pipeline.sinkFailing = true;
+    expect(f.admission.gate()).toBeUndefined();
+  });
+
+  it('holds while the heap is under pressure', async () => {
+    const f = fixture();
+    f.heap.pressed = true;
+    const held = f.admission.gate();
+    expect(held).toBeDefined();
+    f.heap.pressed = false;
+    await held; // re-checked on a short timer
+  });
+
+  it('defers callbacks to the next event-loop turn once 10 ms of ingestion ran in this one', async () => {
+    const f = fixture();
+    let now = 0;
+    let later = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 25) f.admission.pace(() => now++);
+    const deferredAt = performance.now();
+    f.admission.pace(() => later++);
+    expect(later).toBe(0);
+    expect(now).toBeGreaterThan(0);
+    await flushTurn();
+    expect(later).toBe(1);
+    expect(deferredAt - t0).toBeGreaterThanOrEqual(10);
+  });
+});
