@@ -585,7 +585,7 @@ export class App {
       catching_up: this.pipeline?.catchingUp ?? false,
       ingest_latency_p50_s: m.ingestLatency.quantile(0.5),
       ingest_latency_p99_s: m.ingestLatency.quantile(0.99),
-      memory: process.memoryUsage(),
+      memory: memoryUsage(),
     };
   }
 
@@ -632,5 +632,14 @@ export class App {
       },
       'energy-ingest stopped',
     );
+  }
+}
+
+/** process.memoryUsage() reads /proc/self: out of file descriptors it throws, so the status says null instead */
+function memoryUsage(): NodeJS.MemoryUsage | null {
+  try {
+    return process.memoryUsage();
+  } catch {
+    return null;
   }
 }

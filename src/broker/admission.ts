@@ -1,4 +1,4 @@
-import { setFlagsFromString } from 'node:v8';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Metrics } from '../http/metrics.js';
 
@@ -199,7 +199,8 @@ export class HeapGuard {
 
   private check(): void {
     if (!this.gc) return;
-    const used = process.memoryUsage().heapUsed;
+    // not process.memoryUsage(): it reads /proc/self and throws EMFILE when descriptors run out
+    const used = getHeapStatistics().used_heap_size;
     this.samples[this.sampled++ % this.samples.length] = used;
     let live = used;
     for (let i = Math.min(this.sampled, this.samples.length) - 1; i >= 0; i--)
