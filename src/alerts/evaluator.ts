@@ -3,6 +3,9 @@ import type { Reading } from '../ingest/reading.js';
 import { alertMessage, fillTemplate, type Locale, type MessageInput } from './messages.js';
 import { type AlertRule, matchingRules } from './rules.js';
 
+/** how soon an offline alert refused by alerts.maxActivePerBuilding is tried again */
+const REFUSED_RETRY_MS = 60_000;
+
 // The alert state machine (contract section 11). Pure and synchronous: it is
 // fed accepted readings and clock ticks and returns events; persistence and
 // delivery live elsewhere. Every decision is made on reading timestamps except
@@ -295,8 +298,8 @@ export class AlertEvaluator {
     return Math.round((nowMs - Date.parse(active.event.raised_at)) / 1000) + (active.event.value ?? 0);
   }
 
-  private schedule(st: RuleState): void {
-    const due = st.series.lastSeenMs + st.rule.offlineAfterSeconds! * 1000;
+  private schedule(st: RuleState, notBeforeMs = 0): void {
+    const due = Math.max(st.series.lastSeenMs + st.rule.offlineAfterSeconds! * 1000, notBeforeMs);
     const slot = Math.ceil(due / this.slotMs);
     st.slot = slot;
     const list = this.wheel.get(slot);
@@ -320,8 +323,12 @@ export class AlertEvaluator {
         if (st.detached || st.slot !== slot) continue;
         st.slot = null;
         if (st.series.lastSeenMs + st.rule.offlineAfterSeconds! * 1000 > nowMs) this.schedule(st);
-        // refused beyond the building's bound: not rescheduled, so tried again after its next reading
-        else if (!st.active && this.mayRaise(st.series.building)) events.push(this.raiseOffline(st, nowMs));
+        else if (!st.active) {
+          if (this.mayRaise(st.series.building)) events.push(this.raiseOffline(st, nowMs));
+          // refused beyond the building's bound: tried again a minute later (an offline sensor
+          // sends no reading that would), so it is raised once the building has room again
+          else this.schedule(st, nowMs + REFUSED_RETRY_MS);
+        }
       }
     }
     return events;

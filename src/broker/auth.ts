@@ -94,9 +94,15 @@ export class Authenticator {
     if (wait > 0)
       return { ok: false, returnCode: 3, reason: 'login_rate', retryAfterS: Math.ceil(wait / 1000) };
     const attempt = guard?.begin(address, username, pw);
-    const r = await this.password(username, pw);
-    if (attempt) guard!.end(attempt, r.ok ? 'ok' : r.reason === 'bad_credentials' ? 'failed' : 'other');
-    return r;
+    let outcome: 'ok' | 'failed' | 'other' = 'other';
+    try {
+      const r = await this.password(username, pw);
+      outcome = r.ok ? 'ok' : r.reason === 'bad_credentials' ? 'failed' : 'other';
+      return r;
+    } finally {
+      // also when the check throws: a pending attempt left behind would never be counted again
+      if (attempt) guard!.end(attempt, outcome);
+    }
   }
 
   private dummy: { like: string | undefined; hash: string } | undefined;

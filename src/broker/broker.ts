@@ -9,6 +9,7 @@ import type { Metrics } from '../http/metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { canPublish, canRead, canSubscribe, type Principal } from './acl.js';
+import { clientAddress } from './address.js';
 import type { Authenticator } from './auth.js';
 import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
@@ -23,6 +24,7 @@ export interface BrokerBounds {
   readonly maxOfflineMessagesPerSession: number;
   readonly maxOfflineBytesPerSession: number;
   readonly sessionExpirySeconds: number;
+  readonly maxIdleSessions: number;
   readonly maxPersistentSessions: number;
   readonly maxRetainedMessages: number;
   readonly maxRetainedBytes: number;
@@ -91,6 +93,9 @@ export class Broker {
   private store: BoundedPersistence | null = null;
   /** persistent sessions whose client is gone → since when (for mqtt.sessionExpirySeconds) */
   private readonly idleSessions = new Map<string, number>();
+  /** persistent sessions whose first subscription was approved but is not stored yet */
+  private readonly reservedSessions = new Set<string>();
+  private sessionCheck: Promise<unknown> = Promise.resolve();
   private expiryTimer: NodeJS.Timeout | null = null;
   /** WebSocket clients that have not been sent a CONNACK yet */
   private readonly pendingWs = new Set<Client>();
@@ -146,7 +151,7 @@ export class Broker {
       connectTimeout: this.opts.connectTimeoutMs,
       ...connectHooks(
         (client, username, password, done) => {
-          const address = (client as unknown as { conn?: { remoteAddress?: string } }).conn?.remoteAddress;
+          const address = clientAddress(client);
           this.opts.authenticator
             .authenticate(client.id, username, password, certificateName(client), address)
             .then(
@@ -236,7 +241,25 @@ export class Broker {
         }
         // A persistent session's subscriptions make the broker queue for it while
         // it is away: their number is capped (each queue is, by the offline budget).
-        store.roomForSession(client.id, bounds.maxPersistentSessions).then(
+        // The check awaits the store, and Aedes stores the subscriptions only after this answer:
+        // checks run one at a time, and sessions approved but not stored yet are reserved and
+        // count against the cap, so SUBSCRIBEs of many sessions at one moment cannot all pass
+        // (a reservation ends on the 'subscribe' event, i.e. once stored, or when the client goes).
+        if (this.reservedSessions.has(client.id)) {
+          callback(null, sub);
+          return;
+        }
+        const check = this.sessionCheck.then(async () => {
+          const room = await store.roomForSession(
+            client.id,
+            bounds.maxPersistentSessions,
+            this.reservedSessions,
+          );
+          if (room) this.reservedSessions.add(client.id);
+          return room;
+        });
+        this.sessionCheck = check.catch(() => false);
+        check.then(
           (room) => {
             if (room) return callback(null, sub);
             this.refuse('too_many_sessions', client.id, who, 'too many persistent sessions', sub.topic);
@@ -255,8 +278,20 @@ export class Broker {
     );
     aedes.on('connackSent', (_packet, client) => this.pendingWs.delete(client));
     aedes.on('client', (client) => this.idleSessions.delete(client.id));
+    aedes.on('subscribe', (_subs, client) => this.reservedSessions.delete(client.id));
+    const maxIdle = bounds.maxIdleSessions;
     aedes.on('clientDisconnect', (client) => {
-      if (!client.clean) this.idleSessions.set(client.id, Date.now());
+      this.reservedSessions.delete(client.id);
+      if (client.clean) return;
+      this.idleSessions.delete(client.id); // re-inserted: the Map's order is the order of leaving
+      this.idleSessions.set(client.id, Date.now());
+      // A login looping CONNECT (clean session 0, a fresh id each time) / DISCONNECT must not grow
+      // this map (nor the sessions' QoS 2 state) for a day: beyond the cap the longest idle ends now.
+      if (this.idleSessions.size > maxIdle) {
+        const oldest = this.idleSessions.keys().next().value!;
+        this.idleSessions.delete(oldest);
+        this.expireSession(oldest);
+      }
     });
     const expiryMs = bounds.sessionExpirySeconds * 1000;
     this.expiryTimer = setInterval(() => this.expireSessions(expiryMs), Math.min(60_000, expiryMs / 2));
@@ -467,15 +502,22 @@ export class Broker {
     for (const [id, since] of this.idleSessions) {
       if (now - since < expiryMs) continue;
       this.idleSessions.delete(id);
-      if ((aedes as unknown as { clients: Record<string, Client> }).clients[id]) continue; // back meanwhile
-      store.expire(id).then(
-        () => {
-          this.owners.forget(id);
-          this.opts.metrics.sessionsExpired.inc();
-        },
-        (err: unknown) => this.opts.log.warn({ clientId: id, err: String(err) }, 'session expiry failed'),
-      );
+      this.expireSession(id);
     }
+  }
+
+  private expireSession(id: string): void {
+    const store = this.store;
+    const aedes = this.aedes;
+    if (!store || !aedes) return;
+    if ((aedes as unknown as { clients: Record<string, Client> }).clients[id]) return; // back meanwhile
+    store.expire(id).then(
+      () => {
+        this.owners.forget(id);
+        this.opts.metrics.sessionsExpired.inc();
+      },
+      (err: unknown) => this.opts.log.warn({ clientId: id, err: String(err) }, 'session expiry failed'),
+    );
   }
 
   private guardPacketSize(client: Client, stream: { destroy(): void }): void {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { Client, ConnectPacket } from 'aedes';
+import { clientAddress } from './address.js';
 import type { Refusal } from './conformance.js';
 
 // Limits a hostile or broken client cannot get past. Each refusal carries a
@@ -109,7 +110,7 @@ export class Limits {
       return { returnCode: 2, reason: 'client_id_too_long' };
     }
     if (connected >= this.o.maxConnections) return { returnCode: 3, reason: 'too_many_connections' };
-    const ip = (client as unknown as { conn?: { remoteAddress?: string } }).conn?.remoteAddress ?? 'unknown';
+    const ip = clientAddress(client) ?? 'unknown';
     const t = this.now();
     let w = this.connects.get(ip);
     if (!w || t - w.start >= WINDOW_MS) {

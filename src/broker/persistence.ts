@@ -117,10 +117,22 @@ export class BoundedPersistence {
    * May this persistent session store (more) subscriptions? Yes when it holds
    * some already, or fewer than `max` sessions hold any.
    */
-  async roomForSession(clientId: string, max: number): Promise<boolean> {
+  /**
+   * Room for one more persistent session holding subscriptions? `reserved`: sessions approved
+   * whose subscriptions may not be stored yet (counted unless the store already has them).
+   */
+  async roomForSession(
+    clientId: string,
+    max: number,
+    reserved: ReadonlySet<string> = new Set(),
+  ): Promise<boolean> {
     const p = this.persistence;
     if ((await p.subscriptionsByClient({ id: clientId })).length > 0) return true;
-    return (await p.countOffline()).clientsCount < max;
+    let taken = (await p.countOffline()).clientsCount;
+    for (const id of reserved) {
+      if (id !== clientId && (await p.subscriptionsByClient({ id })).length === 0) taken++;
+    }
+    return taken < max;
   }
 
   /** Does this persistent session hold anything another login could take: subscriptions or queued messages? */

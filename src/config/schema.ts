@@ -121,6 +121,13 @@ export const SCHEMA = {
       default: 86400,
       min: 1,
     },
+    maxIdleSessions: {
+      kind: 'int',
+      description:
+        'disconnected persistent sessions kept (with any subscriptions, queue, QoS 2 state); beyond, the longest idle is removed',
+      default: 10000,
+      min: 1,
+    },
     maxPersistentSessions: {
       kind: 'int',
       description:

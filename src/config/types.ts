@@ -26,6 +26,7 @@ export interface Config {
     readonly maxOfflineMessagesPerSession: number;
     readonly maxOfflineBytesPerSession: number;
     readonly sessionExpirySeconds: number;
+    readonly maxIdleSessions: number;
     readonly maxPersistentSessions: number;
     readonly maxRetainedMessages: number;
     readonly maxRetainedBytes: number;

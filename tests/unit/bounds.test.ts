@@ -65,6 +65,26 @@ describe('AlertEvaluator bounds', () => {
     expect(refused.length).toBe(2);
   });
 
+  it('raises a refused offline alert once the building has room again, though the sensor stays silent', () => {
+    // the refused series never report (they are offline): waiting for their next reading, as the
+    // first version did, left them unraised for good (found in review)
+    const ev = new AlertEvaluator({ locale: 'en', maxActivePerBuilding: 2 });
+    ev.setRules([rule({ id: 'off', offline_after_seconds: 1 })], T0);
+    for (let i = 0; i < 4; i++)
+      ev.evaluate(aReading({ room: `r${i}`, sensorType: 'power', timestampMs: T0 }), T0);
+    expect(ev.tick(T0 + 2000).map((e) => e.room)).toEqual(['r0', 'r1']);
+    // r0 and r1 come back (cleared): room for two
+    for (const room of ['r0', 'r1']) {
+      const back = ev.evaluate(
+        aReading({ room, sensorType: 'power', timestampMs: T0 + 61_000 }),
+        T0 + 61_000,
+      );
+      expect(back.map((e) => e.state)).toEqual(['cleared']);
+    }
+    const later = ev.tick(T0 + 62_500).filter((e) => e.state === 'raised');
+    expect(later.map((e) => e.room).sort()).toEqual(['r2', 'r3']);
+  });
+
   it('restores every active alert of a previous run, even beyond the bounds', () => {
     const a = new AlertEvaluator({ locale: 'en', newId: () => 'x' });
     a.setRules([rule({ id: 'hot', above: 10 })], T0);
