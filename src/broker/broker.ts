@@ -4,6 +4,7 @@ import { createServer as createTlsServer, TLSSocket, type Server as TlsServer } 
 import { Aedes, type AedesOptions, type Client } from 'aedes';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import type { Config } from '../config/types.js';
 import { IngestError } from '../errors.js';
 import type { Metrics } from '../http/metrics.js';
 import type { RateLimitedLog } from '../log.js';
@@ -18,22 +19,23 @@ import { BoundedPersistence } from './persistence.js';
 import { principalKey, SessionOwners } from './sessions.js';
 import { boundOutgoingQueue } from './slowConsumers.js';
 
-/** Memory bounds of the broker's queues and stores (issue 11; config keys of the same names under mqtt.) */
-export interface BrokerBounds {
-  readonly maxQueuedBytesPerClient: number;
-  readonly maxOfflineMessagesPerSession: number;
-  readonly maxOfflineBytesPerSession: number;
-  readonly sessionExpirySeconds: number;
-  readonly maxIdleSessions: number;
-  readonly maxPersistentSessions: number;
-  readonly maxRetainedMessages: number;
-  readonly maxRetainedBytes: number;
-  readonly maxRetainedPayloadBytes: number;
-  /** mqtt.maxPayloadBytes: also the largest retained payload on sensors/ */
-  readonly maxPayloadBytes: number;
-  readonly sensorsMayRetain: boolean;
-  readonly maxPendingWebSocketConnections: number;
-}
+/** Memory bounds of the broker's queues and stores (issue 11): the config keys of these names under mqtt. */
+export type BrokerBounds = Pick<
+  Config['mqtt'],
+  | 'maxQueuedBytesPerClient'
+  | 'maxOfflineMessagesPerSession'
+  | 'maxOfflineBytesPerSession'
+  | 'sessionExpirySeconds'
+  | 'maxIdleSessions'
+  | 'maxPersistentSessions'
+  | 'maxRetainedMessages'
+  | 'maxRetainedBytes'
+  | 'maxRetainedPayloadBytes'
+  // also the largest retained payload on sensors/
+  | 'maxPayloadBytes'
+  | 'sensorsMayRetain'
+  | 'maxPendingWebSocketConnections'
+>;
 
 export interface BrokerOptions {
   readonly host: string;
@@ -532,6 +534,11 @@ export class Broker {
     const parse = parser.parse.bind(parser);
     const max = this.opts.maxPacketBytes;
     let cut = false;
+    const cutOff = () => {
+      cut = true;
+      this.refuse('packet_too_large', client.id, this.principals.get(client), `packet over ${max} bytes`, '');
+      stream.destroy();
+    };
     // A packet that arrives whole in one socket read (up to 64 KiB on loopback)
     // never shows as unfinished: its announced length is checked too, before
     // its body is read (a 60 KB CONNECT under a 16 KiB limit was accepted).
@@ -541,32 +548,14 @@ export class Broker {
       p._parseLength = () => {
         if (!parseLength()) return false;
         if ((p.packet?.length ?? 0) <= max) return true;
-        cut = true;
-        this.refuse(
-          'packet_too_large',
-          client.id,
-          this.principals.get(client),
-          `packet over ${max} bytes`,
-          '',
-        );
-        stream.destroy();
+        cutOff();
         return false; // stops the parser: the packet is never handled
       };
     }
     parser.parse = (buf: Buffer) => {
       if (cut) return 0;
       const left = parse(buf);
-      if (!cut && parser._list!.length > max) {
-        cut = true;
-        this.refuse(
-          'packet_too_large',
-          client.id,
-          this.principals.get(client),
-          `packet over ${max} bytes`,
-          '',
-        );
-        stream.destroy();
-      }
+      if (!cut && parser._list!.length > max) cutOff();
       return left;
     };
   }

@@ -1,9 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertEvent } from '../../src/alerts/evaluator.js';
+import { launchChromium } from '../helpers/browser.js';
 import { type DaemonProcess, metricValue, spawnDaemon } from '../helpers/daemon.js';
 import { eventually, tempDir } from '../helpers/services.js';
 
@@ -12,17 +13,6 @@ import { eventually, tempDir } from '../helpers/services.js';
 // and froze the status page. Tracked series and active alerts per building are
 // bounded (counted beyond), /api/alerts/active is paged, and the page renders
 // one row per event with a row cap, staying responsive.
-
-const CHROMIUM_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const ROOMS = 20_000;
 const MAX_SERIES = 10_000;
@@ -46,7 +36,7 @@ beforeAll(async () => {
     ENERGY_INGEST_CONFIG: cfg,
     EI_ALERTS_MAX_SERIES: String(MAX_SERIES),
   });
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

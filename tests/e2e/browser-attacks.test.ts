@@ -3,10 +3,11 @@ import { createServer, request, type Server } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import mqtt from 'mqtt';
-import { type Browser, chromium, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { mosquittoPub } from '../helpers/app.js';
+import { launchChromium } from '../helpers/browser.js';
 import { type DaemonProcess, metricValue, spawnDaemon } from '../helpers/daemon.js';
 import { freePort, tempDir } from '../helpers/services.js';
 
@@ -18,17 +19,6 @@ import { freePort, tempDir } from '../helpers/services.js';
 // (no inline script or style, connections to its own origin only). Plus the
 // XSS regression guards: HTML in topic segments, string fields, rule messages
 // and building names stays text.
-
-const CHROMIUM_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const XSS_NAME = '<img src=x onerror="window.__xss=1">HQ';
 const XSS_MESSAGE = '<img src=x onerror="window.__xss=3">too hot';
@@ -135,7 +125,7 @@ alerts:
     res.end(probePage(`ws://127.0.0.1:${daemon.httpPort}/mqtt`));
   });
   await new Promise<void>((resolve) => attacker.listen(attackerPort, '127.0.0.1', resolve));
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

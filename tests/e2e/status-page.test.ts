@@ -1,10 +1,11 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrate } from '../../src/metadata/migrations.js';
 import { mosquittoPub } from '../helpers/app.js';
+import { launchChromium } from '../helpers/browser.js';
 import { type DaemonProcess, spawnDaemon } from '../helpers/daemon.js';
 import { freshDatabase, tempDir } from '../helpers/services.js';
 
@@ -15,16 +16,6 @@ import { freshDatabase, tempDir } from '../helpers/services.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const BIN = join(ROOT, 'bin', 'energy-ingest.js');
-const CHROMIUM_FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 let daemon: DaemonProcess;
 let simulator: ChildProcess;
@@ -72,7 +63,7 @@ beforeAll(async () => {
     ],
     { stdio: 'ignore' },
   );
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: CHROMIUM_FLAGS });
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
