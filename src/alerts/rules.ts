@@ -49,6 +49,17 @@ const KNOWN = new Set(
 );
 
 /**
+ * A rule id becomes the last level of its MQTT topic (alerts/…/{rule_id}) and
+ * of a Redis hash field: `#`/`+` would make a PUBLISH topic with wildcards, `/`
+ * adds levels (too many and the alert is never delivered), and a control
+ * character sent libmosquitto subscribers of the retained alert into a
+ * reconnect loop. Hence one level from a small, printable set.
+ */
+export const RULE_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+const RULE_ID_RULE =
+  'is not a valid rule id: 1 to 64 characters from A-Z a-z 0-9 _ . : - (it is an MQTT topic level)';
+
+/**
  * Validates one rule; returns the rule or the list of problems, each naming
  * its field. `where` prefixes the messages (e.g. `alerts.rules[2]`).
  */
@@ -88,7 +99,12 @@ export function parseRule(raw: unknown, where: string): { rule: AlertRule } | { 
     return v;
   };
 
-  const id = str('id', true);
+  const idRaw = pick(r, 'id');
+  let id: string | null = null;
+  if (idRaw === undefined || idRaw === null) errors.push(`${where}.id: required`);
+  else if (typeof idRaw !== 'string' || !RULE_ID.test(idRaw))
+    errors.push(`${where}.id: ${JSON.stringify(idRaw)} ${RULE_ID_RULE}`);
+  else id = idRaw;
   const sensorType = str('sensor_type', true);
   const buildingId = num('building_id', { min: 1, integer: true });
   const floor = str('floor', false);

@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, inject, it } from 'vitest';
@@ -27,6 +27,13 @@ const children: ChildProcess[] = [];
 afterAll(() => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
 });
+
+/** a config file holding `yaml`, in a fresh directory */
+function configFile(yaml: string): string {
+  const file = join(tempDir('cli-config'), 'config.yaml');
+  writeFileSync(file, yaml);
+  return file;
+}
 
 describe('energy-ingest CLI', () => {
   it('config prints YAML with secrets redacted', async () => {
@@ -57,6 +64,16 @@ describe('energy-ingest CLI', () => {
         DATA_DIR: tempDir('cli-redis-sessions'),
       },
       /invalid configuration:\n {2}auth\.redisSessions: needs REDIS_URL/,
+    ],
+    [
+      // issue 18 item 7: a rule id is an MQTT topic level; `a/#` would publish to a wildcard topic
+      [
+        'start',
+        '--config',
+        configFile('alerts:\n  rules:\n    - { id: "a/#", sensor_type: power, above: 1 }\n'),
+      ],
+      { MQTT_PORT: '0', HTTP_PORT: '0', DATA_DIR: tempDir('cli-rule-id') },
+      /invalid configuration:\n {2}alerts\.rules\[0\]\.id: "a\/#" is not a valid rule id: 1 to 64 characters from A-Z a-z 0-9 _ \. : -/,
     ],
   ] as const)('%j exits 2 naming the culprit', async (args, env, message) => {
     const r = await cli([...args], env);

@@ -69,6 +69,35 @@ describe('rule validation', () => {
     ]);
   });
 
+  it('a rule id must be one safe MQTT topic level (issue 18 item 7)', () => {
+    const errors: string[] = [];
+    const bad = ['a/#', '+', '#', 'a/b', 'x/y/z/w', 'bell\u0007', 'nl\n', 'sp ace', 'ü', '', 'k'.repeat(65)];
+    const ok = ['power-warn', 'A_1.b:c', 'k'.repeat(64)];
+    const rules = parseConfigRules(
+      [...bad, ...ok].map((id) => ({ id, sensor_type: 'power', above: 1 })),
+      errors,
+    );
+    expect(rules.map((r) => r.id)).toEqual(ok);
+    expect(errors).toHaveLength(bad.length);
+    bad.forEach((id, i) => {
+      expect(errors[i]).toContain(`alerts.rules[${i}].id`);
+      expect(errors[i]).toContain(JSON.stringify(id));
+      expect(errors[i]).toContain('A-Z a-z 0-9 _ . : -');
+    });
+    // a table row with such an id is skipped and reported, the others apply
+    const reported: [string, string[]][] = [];
+    const merged = mergeRules(
+      [],
+      [
+        { id: 'a/#', sensor_type: 'power', above: 1 } as unknown as AlertRuleRow,
+        { id: 'fine', sensor_type: 'power', above: 1 } as unknown as AlertRuleRow,
+      ],
+      (id, problems) => reported.push([id, problems]),
+    );
+    expect(merged.map((r) => r.id)).toEqual(['fine']);
+    expect(reported).toEqual([['a/#', [expect.stringContaining('alert_rules[id=a/#].id: "a/#"')]]]);
+  });
+
   it('accepts camelCase and snake_case and defaults the rest', () => {
     const r = rule({ forSeconds: 30, offline_after_seconds: undefined, above: '5000' });
     expect(r).toMatchObject({
@@ -308,8 +337,11 @@ describe('messages', () => {
     );
     expect(fillTemplate('{room} {value}{unit} > {threshold} {nope}', m)).toBe('A 31.5celsius > 30 {nope}');
     // names of Object.prototype's members are unknown placeholders too
-    expect(fillTemplate('{constructor} {to_string} {__proto__}', m)).toBe(
-      '{constructor} {to_string} {__proto__}',
-    );
+    const internals = '{constructor} {to_string} {__proto__} {toString} {hasOwnProperty} {valueOf}';
+    expect(fillTemplate(internals, m)).toBe(internals);
+    // only the documented placeholders expand (issue 18 item 12)
+    expect(
+      fillTemplate('{value}|{threshold}|{unit}|{sensor_type}|{floor}|{room}|{building_id}|{building}', m),
+    ).toBe('31.5|30|celsius|temperature|3F|A|building_001|{building}');
   });
 });
