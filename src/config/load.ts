@@ -6,8 +6,8 @@ import { parse as parseYaml } from 'yaml';
 import { parseConfigRules } from '../alerts/rules.js';
 import { IngestError } from '../errors.js';
 import { originConfigProblems } from '../http/origin.js';
-import { redactUrl, splitUrlCredentials } from '../redact.js';
 import { canonicalBuildingKey } from '../ingest/building.js';
+import { redactUrl, splitUrlCredentials } from '../redact.js';
 import { envName, type Field, fields, SCHEMA } from './schema.js';
 import type { BuildingMeta, Config } from './types.js';
 

@@ -75,3 +75,31 @@ describe('credentials in INFLUX_URL', () => {
     expect(JSON.stringify(redactedConfig(c))).not.toContain('secret');
   });
 });
+
+describe('URLs inside error messages and log lines', () => {
+  it('networkMessage (sink retries, /ready) hides a password that fetch repeated', async () => {
+    const { networkMessage } = await import('../../src/sinks/sink.js');
+    const err = new TypeError('fetch failed', {
+      cause: new Error(
+        'Request cannot be constructed from a URL that includes credentials: http://u:pw9@h/write',
+      ),
+    });
+    expect(networkMessage(err)).not.toContain('pw9');
+    expect(networkMessage(new Error('bad http://u:pw9@h/'))).not.toContain('pw9');
+  });
+  it('log messages and logged errors are scrubbed', async () => {
+    const { PassThrough } = await import('node:stream');
+    const { createLogger } = await import('../../src/log.js');
+    const out = new PassThrough();
+    let text = '';
+    out.on('data', (b: Buffer) => {
+      text += b.toString();
+    });
+    const log = createLogger('info', out);
+    log.warn('InfluxDB at http://u:pw9@h:8086 did not answer');
+    log.warn({ err: new Error('cannot reach redis://:pw8@h:6379/0') }, 'redis down');
+    log.warn({ detail: 'postgres://u@h/db?password=pw7' }, 'metadata %s', 'http://a:pw6@h/');
+    expect(text).toContain('h:8086');
+    for (const s of ['pw9', 'pw8', 'pw7', 'pw6']) expect(text).not.toContain(s);
+  });
+});
