@@ -29,6 +29,7 @@ import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import { jitteredBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
+import { redactText } from './redact.js';
 import { createSink } from './sinks/detect.js';
 import { InvalidRowsWatch } from './sinks/invalidRows.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
@@ -520,7 +521,8 @@ export class App {
         ]);
         checks[name] = { ok: true, latency_ms: Math.round(performance.now() - t0) };
       } catch (err) {
-        const error = (err as Error).message;
+        // /ready and /api/status are unauthenticated: no URL with a password in them
+        const error = redactText((err as Error).message);
         this.lastErrors.set(name, { error, at: new Date().toISOString() });
         checks[name] = { ok: false, latency_ms: Math.round(performance.now() - t0), error };
       }
@@ -534,7 +536,7 @@ export class App {
         // answering /ping is not enough: a wrong token or a full disk refuses every write
         if (writer?.failingSince != null)
           throw new Error(
-            `writes failing since ${new Date(writer.failingSince).toISOString()}: ${writer.lastError ?? ''}`,
+            `writes failing since ${new Date(writer.failingSince).toISOString()}: ${redactText(writer.lastError ?? '')}`,
           );
       });
     }
@@ -555,7 +557,7 @@ export class App {
         checks,
         log: { bytes: this.durableLog?.bytes ?? 0, oldest_unsent_age_s: this.oldestUnsentAgeS() },
         backlog_points: this.pipeline?.backlog ?? 0,
-        last_write_error: this.writer?.lastError ?? null,
+        last_write_error: this.writer?.lastError == null ? null : redactText(this.writer.lastError),
       },
     };
     this.lastReady = result.body;

@@ -1,5 +1,14 @@
-import { type Logger, pino } from 'pino';
+import { type Logger, pino, stdSerializers } from 'pino';
 import pretty from 'pino-pretty';
+import { redactText } from './redact.js';
+
+/** string values (a few levels deep) with every URL's password hidden; errors through pino's serializer first */
+function scrub(v: unknown, depth = 0): unknown {
+  if (typeof v === 'string') return redactText(v);
+  if (depth > 3 || v === null || typeof v !== 'object' || v instanceof Error) return v;
+  if (Array.isArray(v)) return v.map((x) => scrub(x, depth + 1));
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, scrub(x, depth + 1)]));
+}
 
 /**
  * pino JSON lines; human-readable ones (pino-pretty, in-process and
@@ -28,6 +37,15 @@ export function createLogger(
       base: { svc: 'energy-ingest' },
       // Secrets never reach a log line, even when an error object carries them.
       redact: { paths: ['password', '*.password', 'token', '*.token', 'url', '*.url'], censor: '***' },
+      // ...and no URL with a password inside a message or a field: Node's fetch repeats the whole
+      // URL in its errors, pg and ioredis take ?password=
+      serializers: { err: (e: Error) => scrub(stdSerializers.err(e)) },
+      formatters: { log: (obj) => scrub(obj) as Record<string, unknown> },
+      hooks: {
+        logMethod(args, method) {
+          method.apply(this, args.map((a) => (typeof a === 'string' ? redactText(a) : a)) as typeof args);
+        },
+      },
     },
     dest as Parameters<typeof pino>[1],
   );

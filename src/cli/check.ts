@@ -2,8 +2,8 @@ import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { listen } from '../broker/broker.js';
-import { redactUrl } from '../config/load.js';
 import type { Config } from '../config/types.js';
+import { redactText, redactUrl } from '../redact.js';
 import { createSink } from '../sinks/detect.js';
 
 interface CheckLine {
@@ -109,7 +109,7 @@ export async function runCheck(cfg: Config, print: (line: string) => void): Prom
     } catch (err) {
       failed++;
       print(
-        `FAIL  ${c.service.padEnd(9)} ${c.target} ${Math.round(performance.now() - t0)} ms: ${(err as Error).message}`,
+        `FAIL  ${c.service.padEnd(9)} ${c.target} ${Math.round(performance.now() - t0)} ms: ${redactText((err as Error).message)}`,
       );
     }
   }

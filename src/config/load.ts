@@ -7,6 +7,7 @@ import { parseConfigRules } from '../alerts/rules.js';
 import { IngestError } from '../errors.js';
 import { originConfigProblems } from '../http/origin.js';
 import { canonicalBuildingKey } from '../ingest/building.js';
+import { redactUrl, splitUrlCredentials } from '../redact.js';
 import { envName, type Field, fields, SCHEMA } from './schema.js';
 import type { BuildingMeta, Config } from './types.js';
 
@@ -171,15 +172,8 @@ function coerce(field: Field, raw: unknown): { value: unknown } | { error: strin
   }
 }
 
-export function redactUrl(raw: string): string {
-  try {
-    const u = new URL(raw);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '***';
-  }
-}
+/** kept here for callers that import it with the configuration (see src/redact.ts) */
+export { redactUrl };
 
 export function isLoopbackOnly(cfg: Pick<Config, 'mqtt' | 'http'>): boolean {
   return [cfg.mqtt.host, cfg.http.host].every(isLoopback);
@@ -322,6 +316,14 @@ export function loadConfig(opts: LoadOptions): Config {
   }
 
   cfg.influx.database ??= cfg.influx.bucket;
+  if (typeof cfg.influx.url === 'string') {
+    // fetch refuses a URL with user:password@ (and would repeat it in its error): the credentials
+    // go to the v1 client's Basic auth instead; INFLUX_USERNAME/INFLUX_PASSWORD, when set, win
+    const split = splitUrlCredentials(cfg.influx.url);
+    cfg.influx.url = split.url;
+    if (split.username !== undefined) cfg.influx.username ??= split.username;
+    if (split.password !== undefined) cfg.influx.password ??= split.password;
+  }
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const explicitAnon = cfg.auth?.allowAnonymous;
   cfg.auth = {

@@ -207,7 +207,8 @@ export const SCHEMA = {
   influx: {
     url: {
       kind: 'url',
-      description: 'InfluxDB base URL; unset writes line protocol files under dataDir/readings',
+      description:
+        'InfluxDB base URL; unset writes line protocol files under dataDir/readings. user:password@ (or ?u=&p=) in it is taken out into influx.username/password (v1 Basic auth; explicit ones win)',
       env: 'INFLUX_URL',
     },
     api: {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
 import { IngestError } from '../errors.js';
+import { redactText, redactUrl } from '../redact.js';
 import { FileSink } from './file.js';
 import { InfluxV1Sink } from './influxV1.js';
 import { InfluxV2Sink } from './influxV2.js';
@@ -31,7 +32,7 @@ export async function probeInflux(
   } catch (err) {
     throw new IngestError(
       'EI_INFLUX_UNREACHABLE',
-      `InfluxDB at ${url} did not answer /ping: ${(err as Error).message}`,
+      `InfluxDB at ${redactUrl(url)} did not answer /ping: ${redactText((err as Error).message)}`,
       {
         cause: err,
       },

@@ -1,5 +1,6 @@
 import { IngestError } from '../errors.js';
 import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
+import { redactText, redactUrl } from '../redact.js';
 import { classifyStatus, networkMessage, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV1Options {
@@ -49,7 +50,7 @@ export class InfluxV1Sink implements Sink {
     } catch (err) {
       throw new IngestError(
         'EI_INFLUX_UNREACHABLE',
-        `InfluxDB at ${this.base} did not answer: ${(err as Error).message}`,
+        `InfluxDB at ${redactUrl(this.base)} did not answer: ${redactText((err as Error).message)}`,
         { cause: err },
       );
     }
@@ -57,7 +58,7 @@ export class InfluxV1Sink implements Sink {
     if (res.status === 401 || res.status === 403) {
       throw new IngestError(
         'EI_INFLUX_AUTH',
-        `InfluxDB refused the credentials (${res.status}): ${body.slice(0, 200)}`,
+        `InfluxDB refused the credentials (${res.status}): check INFLUX_USERNAME/INFLUX_PASSWORD (or user:password@ in INFLUX_URL): ${body.slice(0, 200)}`,
       );
     }
     if (!res.ok || body.includes('"error"')) {

@@ -1,6 +1,7 @@
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { IngestError } from '../errors.js';
 import type { NewlineMode } from '../ingest/lineProtocol.js';
+import { redactText, redactUrl } from '../redact.js';
 import { classifyStatus, networkMessage, parseRetryAfter, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV2Options {
@@ -60,7 +61,7 @@ export class InfluxV2Sink implements Sink {
       }
       throw new IngestError(
         'EI_INFLUX_UNREACHABLE',
-        `InfluxDB at ${this.opts.url} did not answer: ${(err as Error).message}`,
+        `InfluxDB at ${redactUrl(this.opts.url)} did not answer: ${redactText((err as Error).message)}`,
         {
           cause: err,
         },

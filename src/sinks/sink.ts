@@ -1,4 +1,5 @@
 import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
+import { redactText } from '../redact.js';
 
 // Every sink has the same small shape (Telegraf's Output, Vector's service):
 // connect / write / close. A sink classifies the server's answer; it never
@@ -63,5 +64,6 @@ export function parseRetryAfter(header: string | null | undefined, now = Date.no
 export function networkMessage(err: unknown): string {
   const e = err as Error & { cause?: { code?: string; message?: string } };
   const cause = e?.cause?.code ?? e?.cause?.message;
-  return `network: ${e?.message ?? String(err)}${cause ? ` (${cause})` : ''}`;
+  // fetch repeats the URL (with any user:password@) in its message
+  return redactText(`network: ${e?.message ?? String(err)}${cause ? ` (${cause})` : ''}`);
 }

@@ -137,8 +137,11 @@ async function restartableServer(o: {
   };
 }
 
-/** InfluxDB 1.x (Debian package `influxdb`), speaking the v1 /write API. */
-export async function startInflux1(): Promise<RestartableService> {
+/**
+ * InfluxDB 1.x (Debian package `influxdb`), speaking the v1 /write API. With `auth`, HTTP
+ * authentication is on and that user is created as the admin (allowed while no user exists).
+ */
+export async function startInflux1(auth?: { user: string; password: string }): Promise<RestartableService> {
   const dir = tempDir('influx1');
   const [httpPort, bindPort] = [await freePort(), await freePort()];
   const conf = join(dir, 'influxdb.conf');
@@ -157,6 +160,7 @@ bind-address = "127.0.0.1:${bindPort}"
   log-queries-after = "0s"
 [http]
   bind-address = "127.0.0.1:${httpPort}"
+  auth-enabled = ${auth ? 'true' : 'false'}
   log-enabled = false
   max-body-size = 0
 [monitor]
@@ -166,7 +170,7 @@ bind-address = "127.0.0.1:${bindPort}"
 `,
   );
   const url = `http://127.0.0.1:${httpPort}`;
-  return restartableServer({
+  const server = await restartableServer({
     name: 'influxd',
     url,
     port: httpPort,
@@ -175,6 +179,16 @@ bind-address = "127.0.0.1:${bindPort}"
     ready: () => pingOk(url),
     crashSignal: 'SIGKILL',
   });
+  if (auth) {
+    const q = `CREATE USER "${auth.user}" WITH PASSWORD '${auth.password}' WITH ALL PRIVILEGES`;
+    const res = await fetch(`${url}/query`, { method: 'POST', body: new URLSearchParams({ q }) });
+    const body = await res.text();
+    if (!res.ok || body.includes('"error"')) {
+      await server.stop();
+      throw new Error(`influxd: creating the admin user failed: ${res.status} ${body}`);
+    }
+  }
+  return server;
 }
 
 /** VictoriaMetrics: a real server speaking InfluxDB's v2 /api/v2/write. */
