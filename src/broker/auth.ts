@@ -3,7 +3,7 @@ import type { Metrics } from '../http/metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { type Principal, roleOf } from './acl.js';
-import { dummyHash, type VerifiedCache } from './credentials.js';
+import { checkStoredHash, dummyHash, KDF_LIMITS, type VerifiedCache } from './credentials.js';
 import type { LoginGuard } from './loginGuard.js';
 
 export interface UserRow {
@@ -114,7 +114,16 @@ export class Authenticator {
     return this.dummy.hash;
   }
 
-  private async verify(pw: string, stored: string): Promise<Refusal | undefined> {
+  private async verify(pw: string, stored: string, username?: string): Promise<Refusal | undefined> {
+    if (checkStoredHash(stored) === 'too_costly') {
+      // refused before any derivation: the cost is the stored hash's, not the client's
+      this.opts.refusals.warn(
+        `auth:kdf_too_costly:${username}`,
+        { username: username ?? null, limits: KDF_LIMITS },
+        'login refused: the stored password hash asks for more key-derivation work than allowed; set the password again (energy-ingest passwd)',
+      );
+      return { ok: false, returnCode: 4, reason: 'kdf_too_costly' };
+    }
     const ok = await this.opts.cache.verify(pw, stored);
     if (ok === 'busy') return { ok: false, returnCode: 3, reason: 'login_busy', retryAfterS: 1 };
     return ok ? undefined : { ok: false, returnCode: 4, reason: 'bad_credentials' };
@@ -124,7 +133,7 @@ export class Authenticator {
     const device = this.opts.devices().find((d) => d.username === username);
     if (device) {
       // the password first: a disabled device's name is told apart only by who knows its password
-      const refused = await this.verify(pw, device.password_hash);
+      const refused = await this.verify(pw, device.password_hash, username);
       if (refused) return refused;
       if (!device.enabled) return { ok: false, returnCode: 5, reason: 'disabled' };
       return {
@@ -145,14 +154,14 @@ export class Authenticator {
       return { ok: false, returnCode: 4, reason: 'lookup_failed' };
     }
     if (user) {
-      const refused = await this.verify(pw, user.password_hash);
+      const refused = await this.verify(pw, user.password_hash, username);
       if (!refused) {
         return {
           ok: true,
           principal: { username, role: roleOf(user.role, 'users'), buildingId: null, anonymous: false },
         };
       }
-      if (refused.reason === 'login_busy') return refused;
+      if (refused.reason !== 'bad_credentials') return refused;
     }
     if (username === 'session' && this.opts.lookupSession) return this.session(pw);
     // an unknown name costs a derivation too: otherwise its quick refusal tells which names exist

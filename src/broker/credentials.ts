@@ -20,6 +20,38 @@ export type ParsedHash =
   | { method: 'scrypt'; n: number; r: number; p: number; salt: string; digest: Buffer }
   | { method: 'pbkdf2'; hash: string; iterations: number; salt: string; digest: Buffer };
 
+/**
+ * The most a stored hash may make one check cost. The stored parameters come
+ * from the database, not from us: a hash with N=2^20 (1 GiB, seconds of CPU)
+ * let four unauthenticated CONNECTs stall every PUBACK for 9.4 s (issue 18
+ * item 11). `energy-ingest passwd` and werkzeug write scrypt N=32768, r=8,
+ * p=1 (32 MiB); werkzeug 3.1 writes pbkdf2 with 1,000,000 iterations.
+ */
+export const KDF_LIMITS = {
+  scryptMaxN: 2 ** 16,
+  scryptMaxMemoryBytes: 64 * 1024 * 1024,
+  scryptMaxP: 4,
+  pbkdf2MaxIterations: 1_000_000,
+} as const;
+
+/** True when a well-formed hash asks for more work than KDF_LIMITS allows. */
+export function kdfCostExceeded(h: ParsedHash): boolean {
+  if (h.method === 'scrypt')
+    return (
+      h.n > KDF_LIMITS.scryptMaxN ||
+      128 * h.n * h.r > KDF_LIMITS.scryptMaxMemoryBytes ||
+      h.p > KDF_LIMITS.scryptMaxP
+    );
+  return h.iterations > KDF_LIMITS.pbkdf2MaxIterations;
+}
+
+/** 'too_costly': the stored hash exceeds KDF_LIMITS; nothing was derived. */
+export function checkStoredHash(stored: string): 'ok' | 'malformed' | 'too_costly' {
+  const h = parseWerkzeugHash(stored);
+  if (!h) return 'malformed';
+  return kdfCostExceeded(h) ? 'too_costly' : 'ok';
+}
+
 export function parseWerkzeugHash(stored: string): ParsedHash | undefined {
   const [method, salt, hex] = stored.split('$');
   if (!method || salt === undefined || !hex || !/^[0-9a-f]+$/i.test(hex)) return undefined;
@@ -48,7 +80,8 @@ export function parseWerkzeugHash(stored: string): ParsedHash | undefined {
 
 export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const h = parseWerkzeugHash(stored);
-  if (!h) return false;
+  // never derive beyond the limits, whoever calls
+  if (!h || kdfCostExceeded(h)) return false;
   let key: Buffer;
   if (h.method === 'scrypt') {
     key = await scryptAsync(password, h.salt, h.digest.length, {
@@ -148,7 +181,8 @@ export class VerifiedCache {
  * costs what a known name costs, so timing does not tell which names exist.
  */
 export function dummyHash(like?: string): string {
-  const h = like ? parseWerkzeugHash(like) : undefined;
+  const parsed = like ? parseWerkzeugHash(like) : undefined;
+  const h = parsed && !kdfCostExceeded(parsed) ? parsed : undefined;
   const method = h
     ? h.method === 'scrypt'
       ? `scrypt:${h.n}:${h.r}:${h.p}`

@@ -78,8 +78,9 @@ export async function main(argv: readonly string[]): Promise<void> {
         console.log(
           await runPasswd(cfg.postgres.url, {
             username,
-            role: (args.options.role as string | undefined) ?? 'sensor',
-            buildingId: (args.options.building as number | undefined) ?? null,
+            // absent: an existing device keeps its role and building (a new one: sensor, every building)
+            role: args.options.role as string | undefined,
+            buildingId: args.options.building as number | undefined,
           }),
         );
         return;

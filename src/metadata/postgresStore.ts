@@ -70,7 +70,7 @@ export async function lookupUser(
   return r.rows[0];
 }
 
-/** energy-ingest passwd: create or update one MQTT credential. */
+/** Create or replace one MQTT credential, enabled (tests' fixtures; `energy-ingest passwd` keeps unspecified fields). */
 export async function upsertDevice(
   pool: pg.Pool,
   d: { username: string; passwordHash: string; role: string; buildingId: number | null },

@@ -65,7 +65,7 @@ describe('device credentials and ACL (real PostgreSQL, mosquitto clients, MQTT.j
       'created sensor sensor-1 for building 1',
     );
     expect(await passwd(url, 'sensor-1', 's3nsor-pass', ['--role', 'sensor', '--building', '1'])).toBe(
-      'updated sensor sensor-1 for building 1',
+      'updated sensor sensor-1 for building 1 (changed: password)',
     );
     // the storm test connects hundreds of clients from one address: lift the per-address rate limit here;
     // these tests fail logins on purpose, one after another: the failed-login limits

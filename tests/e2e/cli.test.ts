@@ -2,6 +2,7 @@ import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { mosquittoPub } from '../helpers/app.js';
 import { eventually, freePort, freshDatabase, tempDir } from '../helpers/services.js';
@@ -21,6 +22,24 @@ async function cli(
     const e = err as { code: number; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
+}
+
+/** `cli` with `input` on stdin (a pipe, as scripts use it). */
+function cliIn(
+  args: string[],
+  env: Record<string, string>,
+  input: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = execFile(
+      'node',
+      [BIN, ...args],
+      { env: { ...process.env, ...env }, timeout: 30_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+    child.stdin!.end(input);
+  });
 }
 
 const children: ChildProcess[] = [];
@@ -91,6 +110,94 @@ describe('energy-ingest CLI', () => {
     const none = await cli(['migrate'], { DATABASE_URL: '' });
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/migrate needs DATABASE_URL/);
+  });
+
+  it('passwd keeps what it is not told to change, says what changed, and refuses reserved names', async () => {
+    const url = await freshDatabase(inject('postgresUrl'), 'cli_passwd');
+    expect((await cli(['migrate'], { DATABASE_URL: url })).code).toBe(0);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      await db.query(`INSERT INTO buildings (id, name, address) VALUES (3, 'C', 'Seoul'), (4, 'D', 'Seoul')`);
+      const row = async (u: string) =>
+        (
+          await db.query(
+            'SELECT password_hash, role, building_id, enabled FROM mqtt_devices WHERE username = $1',
+            [u],
+          )
+        ).rows[0];
+      const made = await cliIn(
+        ['passwd', 'meter-7', '--building', '3'],
+        { DATABASE_URL: url },
+        'first-pass-7\n',
+      );
+      expect(made.code, made.stderr).toBe(0);
+      const before = await row('meter-7');
+      expect(before).toMatchObject({ role: 'sensor', building_id: 3, enabled: true });
+      // an operator disabled it; a password reset must not silently re-enable it nor widen it to every building
+      await db.query(`UPDATE mqtt_devices SET enabled = FALSE WHERE username = 'meter-7'`);
+      const reset = await cliIn(['passwd', 'meter-7'], { DATABASE_URL: url }, 'second-pass-7\n');
+      expect(reset.code, reset.stderr).toBe(0);
+      const after = await row('meter-7');
+      expect(after).toMatchObject({ role: 'sensor', building_id: 3, enabled: false });
+      expect(after.password_hash).not.toBe(before.password_hash);
+      expect(reset.stdout).toMatch(/password/);
+      expect(reset.stdout).toMatch(/disabled/);
+      expect(reset.stdout).not.toMatch(/role|building \d+ →/);
+      // a given field changes and is named
+      const moved = await cliIn(
+        ['passwd', 'meter-7', '--building', '4'],
+        { DATABASE_URL: url },
+        'third-pass-7\n',
+      );
+      expect(moved.code, moved.stderr).toBe(0);
+      expect(moved.stdout).toMatch(/building 3 → 4/);
+      expect(await row('meter-7')).toMatchObject({ role: 'sensor', building_id: 4, enabled: false });
+      // "session" is the Redis-session login's user name: a device by that name would shadow it
+      const reserved = await cliIn(
+        ['passwd', 'session', '--role', 'admin'],
+        { DATABASE_URL: url },
+        'session-pass\n',
+      );
+      expect(reserved.code).toBe(2);
+      expect(reserved.stderr).toMatch(/"session" is reserved/);
+      expect(await row('session')).toBeUndefined();
+    } finally {
+      await db.end();
+    }
+  });
+
+  it('passwd does not echo the password on a terminal', async () => {
+    const url = await freshDatabase(inject('postgresUrl'), 'cli_passwd_tty');
+    expect((await cli(['migrate'], { DATABASE_URL: url })).code).toBe(0);
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    await db
+      .query(`INSERT INTO buildings (id, name, address) VALUES (2, 'B', 'Seoul')`)
+      .finally(() => db.end());
+    // script(1) gives the command a pseudo-terminal; what it prints is what the terminal shows
+    const child = spawn('script', ['-qec', `node ${BIN} passwd tty-meter --building 2`, '/dev/null'], {
+      env: { ...process.env, DATABASE_URL: url },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => {
+      out += b.toString('utf8');
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    // typed once the prompt shows (or after 5 s without one: the terminal then echoes whatever it gets)
+    const prompted = (n: number) =>
+      eventually(async () => (out.match(/password/gi) ?? []).length >= n, 5_000).catch(() => undefined);
+    await prompted(1);
+    child.stdin!.write('tty-secret-42\r');
+    await prompted(2);
+    child.stdin!.write('tty-secret-42\r');
+    const code = await Promise.race([exited, new Promise<null>((r) => setTimeout(() => r(null), 10_000))]);
+    if (code === null) child.kill('SIGKILL');
+    expect(out).not.toContain('tty-secret-42');
+    expect(code, out).toBe(0);
+    expect(out).toMatch(/created sensor tty-meter for building 2/);
   });
 
   it('check prints one line per service and fails when one does not answer', async () => {
