@@ -12,6 +12,8 @@ declare -A need=(
   [docker-compose]=docker-compose
   [openssl]=openssl
   [chromium]=chromium
+  [mosquitto]=mosquitto
+  [haproxy]=haproxy
 )
 missing=()
 for bin in "${!need[@]}"; do
@@ -35,6 +37,6 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts packaged services on install; the tests start their own throwaway ones.
-for svc in influxdb victoria-metrics redis-server postgresql; do
+for svc in influxdb victoria-metrics redis-server postgresql mosquitto haproxy; do
   (command -v systemctl >/dev/null && systemctl stop "$svc" >/dev/null 2>&1) || service "$svc" stop >/dev/null 2>&1 || true
 done
