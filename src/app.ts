@@ -15,7 +15,7 @@ import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { LatestReadings } from './http/latest.js';
-import { Metrics } from './http/metrics.js';
+import { Metrics } from './metrics.js';
 import { BrowserGuard } from './http/origin.js';
 import { routes } from './http/routes.js';
 import { createHttpServer, type Guard } from './http/server.js';
@@ -27,12 +27,12 @@ import { DeadLetterWriter } from './pipeline/deadLetter.js';
 import { DrainProgress } from './pipeline/drainProgress.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { jitteredBackoff } from './pipeline/retry.js';
+import { jitteredBackoff } from './retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { redactText } from './redact.js';
 import { createSink } from './sinks/detect.js';
 import { InvalidRowsWatch } from './sinks/invalidRows.js';
-import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
+import { ROLLUP_SINK, RollupSync } from './rollups/sync.js';
 import type { Sink } from './sinks/sink.js';
 
 /** A PEM file named by the configuration, read once at start (unreadable: start-up stops, naming the key). */

@@ -1,12 +1,12 @@
 import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 import type { Reading } from '../ingest/reading.js';
 import { RateLimitedLog } from '../log.js';
-import { fullJitterBackoff } from '../pipeline/retry.js';
-import { AlertMqttOutput } from '../sinks/alertMqtt.js';
-import { AlertRedisOutput } from '../sinks/alertRedis.js';
+import { fullJitterBackoff } from '../retry.js';
+import { AlertMqttOutput } from './mqttOutput.js';
+import { AlertRedisOutput } from './redisOutput.js';
 import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField, alertKind } from './evaluator.js';
 import { AlertJournal } from './journal.js';
 import type { Locale } from './messages.js';

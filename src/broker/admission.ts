@@ -1,6 +1,6 @@
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 
 /*
  * Admission control (contract section 7: memory bounded whatever the offered

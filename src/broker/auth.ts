@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { type Principal, roleOf } from './acl.js';

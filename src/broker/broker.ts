@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Config } from '../config/types.js';
 import { IngestError } from '../errors.js';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { canPublish, canRead, canSubscribe, type Principal } from './acl.js';

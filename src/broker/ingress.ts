@@ -1,6 +1,6 @@
 import type { Client } from 'aedes';
 import type { Logger } from 'pino';
-import type { Metrics } from '../http/metrics.js';
+import type { Metrics } from '../metrics.js';
 import type { KnownBuildings } from '../ingest/knownBuildings.js';
 import {
   type BackslashMode,

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import { RateLimitedLog } from '../log.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../metrics.js';
 
 // Browsers are attackers too. In the default anonymous loopback mode any page
 // the operator opens can reach 127.0.0.1: a page of another origin could open

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import type { AlertEvent } from '../alerts/evaluator.js';
 import { canonicalBuildingKey, parseBuildingSegment } from '../ingest/building.js';
 import type { MetadataSnapshot } from '../metadata/snapshot.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from '../metrics.js';
 import { json, type Route } from './server.js';
 import { STATUS_PAGE, STATUS_SCRIPT, STATUS_STYLE } from './statusPage.js';
 

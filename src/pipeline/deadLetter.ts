@@ -1,7 +1,7 @@
 import { appendFile, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RejectReason } from '../ingest/reading.js';
-import { retryPolicy } from './retry.js';
+import { retryPolicy } from '../retry.js';
 
 // {dataDir}/deadletter/YYYY-MM-DD.jsonl, one JSON object per rejected message
 // (contract section 6). Appends are queued and written in order.

@@ -3,7 +3,7 @@ import { type FileHandle, open, readFile, rename, rm, truncate, writeFile } from
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
-import { retryPolicy } from './retry.js';
+import { retryPolicy } from '../retry.js';
 
 /*
  * The local durable log (contract section 7): every accepted reading is

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Admission } from '../../src/broker/admission.js';
-import { Metrics } from '../../src/http/metrics.js';
+import { Metrics } from '../../src/metrics.js';
 
 // Admission control (issue 11, item 3): which publishers are held, and that they are let go.
 

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AlertEvaluator } from '../../src/alerts/evaluator.js';
 import { parseRule } from '../../src/alerts/rules.js';
 import { LatestReadings } from '../../src/http/latest.js';
-import { RollupAggregator } from '../../src/sinks/rollups.js';
+import { RollupAggregator } from '../../src/rollups/rollups.js';
 import { aReading } from '../helpers/reading.js';
 
 // Issue 11 item 9: series and active alerts are bounded; beyond the bounds new

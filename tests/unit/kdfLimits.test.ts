@@ -8,7 +8,7 @@ import {
   VerifiedCache,
   verifyPassword,
 } from '../../src/broker/credentials.js';
-import { Metrics } from '../../src/http/metrics.js';
+import { Metrics } from '../../src/metrics.js';
 import { RateLimitedLog } from '../../src/log.js';
 
 // issue 18 item 11: stored KDF parameters come from the database; a costly one must not be computed

@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Metrics } from '../../src/http/metrics.js';
+import { Metrics } from '../../src/metrics.js';
 import { DurableLog } from '../../src/pipeline/durableLog.js';
 import { Pipeline } from '../../src/pipeline/pipeline.js';
-import { fullJitterBackoff } from '../../src/pipeline/retry.js';
+import { fullJitterBackoff } from '../../src/retry.js';
 import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
 

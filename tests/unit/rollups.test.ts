@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { encodeReading } from '../../src/ingest/lineProtocol.js';
 import type { Reading } from '../../src/ingest/reading.js';
-import { RollupAggregator } from '../../src/sinks/rollups.js';
+import { RollupAggregator } from '../../src/rollups/rollups.js';
 
 const base = { buildingId: 7, floor: '1', room: '회의실 A,=', sensorType: 'power' };
 const H = Date.UTC(2024, 0, 15, 10);
