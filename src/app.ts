@@ -15,7 +15,6 @@ import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
 import { LatestReadings } from './http/latest.js';
-import { Metrics } from './metrics.js';
 import { BrowserGuard } from './http/origin.js';
 import { routes } from './http/routes.js';
 import { createHttpServer, type Guard } from './http/server.js';
@@ -23,16 +22,17 @@ import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
 import { MetadataSync } from './metadata/sync.js';
+import { Metrics } from './metrics.js';
 import { DeadLetterWriter } from './pipeline/deadLetter.js';
 import { DrainProgress } from './pipeline/drainProgress.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import { jitteredBackoff } from './retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { redactText } from './redact.js';
+import { jitteredBackoff } from './retry.js';
+import { ROLLUP_SINK, RollupSync } from './rollups/sync.js';
 import { createSink } from './sinks/detect.js';
 import { InvalidRowsWatch } from './sinks/invalidRows.js';
-import { ROLLUP_SINK, RollupSync } from './rollups/sync.js';
 import type { Sink } from './sinks/sink.js';
 
 /** A PEM file named by the configuration, read once at start (unreadable: start-up stops, naming the key). */

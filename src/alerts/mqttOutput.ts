@@ -1,7 +1,7 @@
 import type { Aedes, PublishPacket } from 'aedes';
 import type { Logger } from 'pino';
-import { type AlertEvent, alertTopic } from './evaluator.js';
 import type { Metrics } from '../metrics.js';
+import { type AlertEvent, alertTopic } from './evaluator.js';
 
 // Alert events on the embedded broker (contract section 11): QoS 1, the raised
 // event retained so a dashboard that subscribes later sees what is active; a

@@ -1,8 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { type AlertEvent, alertField } from './evaluator.js';
 import type { Metrics } from '../metrics.js';
 import type { RetryPolicy } from '../retry.js';
+import { type AlertEvent, alertField } from './evaluator.js';
 
 // Alert events into Redis (contract section 11), off the ingest path: a
 // bounded queue drained in pipelined batches, retried with backoff while

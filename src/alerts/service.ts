@@ -1,15 +1,15 @@
 import type { Aedes } from 'aedes';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Metrics } from '../metrics.js';
 import type { Reading } from '../ingest/reading.js';
 import { RateLimitedLog } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { fullJitterBackoff } from '../retry.js';
-import { AlertMqttOutput } from './mqttOutput.js';
-import { AlertRedisOutput } from './redisOutput.js';
 import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField, alertKind } from './evaluator.js';
 import { AlertJournal } from './journal.js';
 import type { Locale } from './messages.js';
+import { AlertMqttOutput } from './mqttOutput.js';
+import { AlertRedisOutput } from './redisOutput.js';
 import type { AlertRule } from './rules.js';
 
 // Alerts as a side branch of ingest: readings in (once, as they are

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import type { Metrics } from '../metrics.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
+import type { Metrics } from '../metrics.js';
 import { type Principal, roleOf } from './acl.js';
 import { checkStoredHash, dummyHash, KDF_LIMITS, type VerifiedCache } from './credentials.js';
 import type { LoginGuard } from './loginGuard.js';

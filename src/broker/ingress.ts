@@ -1,6 +1,5 @@
 import type { Client } from 'aedes';
 import type { Logger } from 'pino';
-import type { Metrics } from '../metrics.js';
 import type { KnownBuildings } from '../ingest/knownBuildings.js';
 import {
   type BackslashMode,
@@ -12,6 +11,7 @@ import { type ParseLimits, parseMessage } from '../ingest/parse.js';
 import type { Reading, Rejection } from '../ingest/reading.js';
 import { isSensorTopic } from '../ingest/topic.js';
 import type { RateLimitedLog } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
 import type { DurableLog } from '../pipeline/durableLog.js';
 import type { Pipeline } from '../pipeline/pipeline.js';

@@ -1,7 +1,7 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
-import type { DurableLog, StoredRecord } from './durableLog.js';
 import { retryPolicy } from '../retry.js';
+import type { DurableLog, StoredRecord } from './durableLog.js';
 import { type BatchWriter, type Point, ShutdownAbort } from './writer.js';
 
 export interface PipelineOptions {

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
+import type { RetryPolicy } from '../retry.js';
 import type { Sink, WriteResult } from '../sinks/sink.js';
 import type { DeadLetterRecord } from './deadLetter.js';
-import type { RetryPolicy } from '../retry.js';
 
 /** Where a point came from: kept so a line the sink refuses can be dead-lettered with its message. */
 export interface PointSource {

@@ -6,8 +6,8 @@ import type { Logger } from 'pino';
 import type { BackslashMode } from '../ingest/lineProtocol.js';
 import type { Reading } from '../ingest/reading.js';
 import type { DurableLog } from '../pipeline/durableLog.js';
-import { flushRollups, rollupOffset } from './store.js';
 import { RollupAggregator } from './rollups.js';
+import { flushRollups, rollupOffset } from './store.js';
 
 export const ROLLUP_SINK = 'rollups';
 

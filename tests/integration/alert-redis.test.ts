@@ -2,9 +2,9 @@ import { Redis } from 'ioredis';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertEvent } from '../../src/alerts/evaluator.js';
+import { AlertRedisOutput } from '../../src/alerts/redisOutput.js';
 import { Metrics } from '../../src/metrics.js';
 import { fullJitterBackoff } from '../../src/retry.js';
-import { AlertRedisOutput } from '../../src/alerts/redisOutput.js';
 import { eventually, type RestartableService, startRedis } from '../helpers/services.js';
 
 // The Redis alert output against a real Redis that goes away: a bounded

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, expect, it } from 'vitest';
 import { Ingress } from '../../src/broker/ingress.js';
-import { Metrics } from '../../src/metrics.js';
 import { KnownBuildings } from '../../src/ingest/knownBuildings.js';
 import { RateLimitedLog } from '../../src/log.js';
+import { Metrics } from '../../src/metrics.js';
 import { DurableLog } from '../../src/pipeline/durableLog.js';
 import type { Pipeline } from '../../src/pipeline/pipeline.js';
 

@@ -8,8 +8,8 @@ import {
   VerifiedCache,
   verifyPassword,
 } from '../../src/broker/credentials.js';
-import { Metrics } from '../../src/metrics.js';
 import { RateLimitedLog } from '../../src/log.js';
+import { Metrics } from '../../src/metrics.js';
 
 // issue 18 item 11: stored KDF parameters come from the database; a costly one must not be computed
 const fake = (method: string) => `${method}$saltsaltsaltsalt$${randomBytes(64).toString('hex')}`;

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
-import { Metrics } from '../../src/metrics.js';
 import { BrowserGuard, type BrowserGuardOptions, hostName } from '../../src/http/origin.js';
+import { Metrics } from '../../src/metrics.js';
 
 // The Host / Origin policy of src/http/origin.ts (the browser side is tests/e2e/browser-attacks.test.ts).
 

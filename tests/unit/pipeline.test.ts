@@ -6,8 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
 import { DurableLog } from '../../src/pipeline/durableLog.js';
 import { Pipeline } from '../../src/pipeline/pipeline.js';
-import { fullJitterBackoff } from '../../src/retry.js';
 import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
+import { fullJitterBackoff } from '../../src/retry.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
 
 const silent = pino({ level: 'silent' });

@@ -2,8 +2,8 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
 import type { DeadLetterRecord } from '../../src/pipeline/deadLetter.js';
-import { fullJitterBackoff, retryPolicy } from '../../src/retry.js';
 import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
+import { fullJitterBackoff, retryPolicy } from '../../src/retry.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
 import { classifyStatus, networkMessage, parseRetryAfter } from '../../src/sinks/sink.js';
 
