@@ -276,6 +276,10 @@ export class Metrics {
     'energy_ingest_io_errors_total',
     'file and socket errors on the hot path (retried, never fatal), by operation and code',
   );
+  readonly consumerErrors = new Counter(
+    'energy_ingest_consumer_errors_total',
+    'accepted readings a consumer (rollups, alerts, latest) failed on, by consumer; the readings are stored all the same',
+  );
   readonly sinkRowsInvalid = new Counter(
     'energy_ingest_sink_rows_invalid_total',
     "rows a server other than InfluxDB (VictoriaMetrics) answered 204 to but dropped, from its vm_rows_invalid_total (every writer's)",

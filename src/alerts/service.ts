@@ -4,7 +4,8 @@ import type { Logger } from 'pino';
 import type { Reading } from '../ingest/reading.js';
 import { RateLimitedLog } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { fullJitterBackoff } from '../retry.js';
+import { retryPolicy } from '../retry.js';
+import type { Scheduler } from '../scheduler.js';
 import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField, alertKind } from './evaluator.js';
 import { AlertJournal } from './journal.js';
 import type { Locale } from './messages.js';
@@ -27,6 +28,8 @@ export interface AlertServiceOptions {
   readonly maxActivePerBuilding: number;
   readonly metrics: Metrics;
   readonly log: Logger;
+  /** runs the offline tick, the watch-list save and the Redis re-assert; none: private timers (tests) */
+  readonly scheduler?: Scheduler;
 }
 
 const TICK_MS = 1000;
@@ -76,7 +79,7 @@ export class AlertService {
           redis: opts.redis,
           metrics: opts.metrics,
           log: opts.log,
-          retry: fullJitterBackoff(250, 5000),
+          retry: retryPolicy('alertRedis'),
           maxQueued: opts.maxQueued,
           activeEvent: (b, f) => this.activeIndex.get(b)?.get(f) ?? null,
         })
@@ -168,17 +171,29 @@ export class AlertService {
           'active alerts restored',
         );
     }
-    this.timers.push(
-      setInterval(() => {
-        const events = this.evaluator.tick(Date.now());
-        if (events.length) this.emit(events);
-      }, TICK_MS),
-      setInterval(() => void this.saveSeen(), SAVE_SEEN_MS),
+    const jobs: Array<[string, number, () => unknown]> = [
+      [
+        'alerts-offline-tick',
+        TICK_MS,
+        () => {
+          const events = this.evaluator.tick(Date.now());
+          if (events.length) this.emit(events);
+        },
+      ],
+      ['alerts-save-seen', SAVE_SEEN_MS, () => this.saveSeen()],
       // alerts:active:* rewritten from our state now and then: a FLUSHDB or an
       // evicted key heals within a minute (HSET of what is active: idempotent)
-      setInterval(() => this.redisOut?.reassert(this.active()), REASSERT_MS),
-    );
-    for (const t of this.timers) t.unref();
+      ['alerts-redis-reassert', REASSERT_MS, () => this.redisOut?.reassert(this.active())],
+    ];
+    const scheduler = this.opts.scheduler;
+    for (const [name, ms, run] of jobs) {
+      if (scheduler) scheduler.every(name, ms, run);
+      else {
+        const t = setInterval(run, ms);
+        t.unref();
+        this.timers.push(t);
+      }
+    }
   }
 
   attachBroker(aedes: Aedes): void {
@@ -264,6 +279,8 @@ export class AlertService {
   async stop(deadline: number): Promise<void> {
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    for (const job of ['alerts-offline-tick', 'alerts-save-seen', 'alerts-redis-reassert'])
+      this.opts.scheduler?.stop(job);
     this.mqtt.detach();
     await this.redisOut?.stop(deadline);
     await this.saveSeen();

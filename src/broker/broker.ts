@@ -5,7 +5,7 @@ import { Aedes, type AedesOptions, type Client } from 'aedes';
 import type { Logger } from 'pino';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { Config } from '../config/types.js';
-import { IngestError } from '../errors.js';
+import { listen } from '../listen.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import type { Metrics } from '../metrics.js';
@@ -629,29 +629,4 @@ function certificateName(client: Client): string | undefined {
   if (!(conn instanceof TLSSocket) || !conn.authorized) return undefined;
   const cn = conn.getPeerCertificate()?.subject?.CN;
   return typeof cn === 'string' && cn ? cn : undefined;
-}
-
-export function listen(
-  server: NetServer | HttpServer,
-  host: string,
-  port: number,
-  what: string,
-): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException) => {
-      reject(
-        new IngestError(
-          'EI_LISTEN_FAILED',
-          `${what} listener cannot bind ${host}:${port}: ${err.code ?? err.message}`,
-          { cause: err },
-        ),
-      );
-    };
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      const addr = server.address();
-      resolve(typeof addr === 'object' && addr ? addr.port : port);
-    });
-  });
 }

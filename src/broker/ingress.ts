@@ -1,5 +1,6 @@
 import type { Client } from 'aedes';
 import type { Logger } from 'pino';
+import type { ReadingConsumer } from '../ingest/consumer.js';
 import type { KnownBuildings } from '../ingest/knownBuildings.js';
 import {
   type BackslashMode,
@@ -26,12 +27,8 @@ export interface IngressDeps {
   readonly newlines?: NewlineMode;
   readonly pipeline: Pipeline;
   readonly durableLog: DurableLog;
-  /** roll-ups see every reading that went into the log (when PostgreSQL is configured) */
-  readonly rollups?: { record(readings: readonly Reading[], logEnd: number): void };
-  /** alert evaluation, once per accepted reading; a promise only when events were produced */
-  readonly alerts?: { evaluate(readings: readonly Reading[], receivedAtMs: number): void };
-  /** the newest reading per building and type (status page) */
-  readonly latest?: { record(readings: readonly Reading[], receivedAtMs: number): void };
+  /** what follows every accepted reading (roll-ups, alerts, latest readings), in order, each isolated */
+  readonly consumers?: readonly ReadingConsumer[];
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
   readonly metrics: Metrics;
   readonly log: Logger;
@@ -63,8 +60,11 @@ export interface InboundPublish {
 export class Ingress {
   private readonly now: () => number;
 
+  private readonly consumers: readonly ReadingConsumer[];
+
   constructor(private readonly deps: IngressDeps) {
     this.now = deps.now ?? Date.now;
+    this.consumers = deps.consumers ?? [];
   }
 
   /** undefined when nothing must be awaited (the hot path allocates no promise). */
@@ -144,10 +144,21 @@ export class Ingress {
     );
     deps.metrics.readingsAccepted.inc(undefined, points.length);
     deps.pipeline.offer(points, appended.start, appended.end);
-    deps.rollups?.record(readings, appended.end);
-    // evaluated here and nowhere else: the pipeline's replays and retries never reach the alerts
-    deps.alerts?.evaluate(readings, receivedAtMs);
-    deps.latest?.record(readings, receivedAtMs);
+    // here and nowhere else: the pipeline's replays and retries never reach the consumers
+    for (const c of this.consumers) {
+      try {
+        c.consume(readings, receivedAtMs, appended.end);
+      } catch (err) {
+        // the readings are in the log and the others must still see them: a consumer's
+        // failure is its own, never the publisher's (no error to Aedes, no lost PUBACK)
+        deps.metrics.consumerErrors.inc({ consumer: c.name });
+        deps.rejectLog.warn(
+          `consumer:${c.name}`,
+          { consumer: c.name, err: (err as Error)?.message ?? String(err) },
+          'a reading consumer failed; the readings are stored and the other consumers still got them',
+        );
+      }
+    }
     return appended.durable;
   }
 

@@ -1,8 +1,8 @@
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { listen } from '../broker/broker.js';
 import type { Config } from '../config/types.js';
+import { listen } from '../listen.js';
 import { redactText, redactUrl } from '../redact.js';
 import { createSink } from '../sinks/detect.js';
 
@@ -32,7 +32,7 @@ export async function runCheck(cfg: Config, print: (line: string) => void): Prom
       service: 'influxdb',
       target: redactUrl(cfg.influx.url),
       async run() {
-        const sink = await createSink(cfg);
+        const sink = await createSink(cfg.influx, cfg.dataDir);
         await sink.connect();
         await sink.ping();
         return sink.name;
@@ -43,7 +43,7 @@ export async function runCheck(cfg: Config, print: (line: string) => void): Prom
       service: 'file-sink',
       target: cfg.dataDir,
       async run() {
-        const sink = await createSink(cfg);
+        const sink = await createSink(cfg.influx, cfg.dataDir);
         await sink.ping();
         return 'writable';
       },

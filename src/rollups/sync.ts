@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { BackslashMode } from '../ingest/lineProtocol.js';
 import type { Reading } from '../ingest/reading.js';
 import type { DurableLog } from '../pipeline/durableLog.js';
+import type { Scheduler } from '../scheduler.js';
 import { RollupAggregator } from './rollups.js';
 import { flushRollups, rollupOffset } from './store.js';
 
@@ -22,6 +23,8 @@ export interface RollupSyncOptions {
   readonly maxRows?: number;
   /** a reading not counted because maxRows rows are held */
   readonly onUntracked?: () => void;
+  /** runs the periodic flush (job "rollups-flush"); none: a private timer (tests) */
+  readonly scheduler?: Scheduler;
 }
 
 /**
@@ -75,8 +78,12 @@ export class RollupSync {
     const replayed = await this.replay(from, durableLog.endOffset);
     if (replayed) log.info({ records: replayed }, 'roll-ups: counted the readings not yet in PostgreSQL');
     this.agg.offset = durableLog.endOffset;
-    this.timer = setInterval(() => void this.flush(), this.opts.flushIntervalMs);
-    this.timer.unref();
+    if (this.opts.scheduler)
+      this.opts.scheduler.every('rollups-flush', this.opts.flushIntervalMs, () => this.flush());
+    else {
+      this.timer = setInterval(() => void this.flush(), this.opts.flushIntervalMs);
+      this.timer.unref();
+    }
   }
 
   private async replay(from: number, to: number): Promise<number> {
@@ -129,6 +136,7 @@ export class RollupSync {
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    this.opts.scheduler?.stop('rollups-flush');
     await this.flush();
     await this.pool?.end().catch(() => {});
   }

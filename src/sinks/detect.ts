@@ -2,11 +2,16 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
+
+/** the sink's own config section (contract section 2) */
+export type InfluxConfig = Config['influx'];
+
 import { IngestError } from '../errors.js';
 import { redactText, redactUrl } from '../redact.js';
 import { FileSink } from './file.js';
 import { InfluxV1Sink } from './influxV1.js';
 import { InfluxV2Sink } from './influxV2.js';
+import { influxPing } from './ping.js';
 import type { Sink } from './sink.js';
 
 export interface ServerInfo {
@@ -25,10 +30,9 @@ export async function probeInflux(
   token: string | undefined,
   timeoutMs: number,
 ): Promise<ServerInfo> {
-  let res: Response;
+  let version: string;
   try {
-    res = await fetch(`${url.replace(/\/+$/, '')}/ping`, { signal: AbortSignal.timeout(timeoutMs) });
-    await res.body?.cancel();
+    ({ version } = await influxPing(url, timeoutMs));
   } catch (err) {
     throw new IngestError(
       'EI_INFLUX_UNREACHABLE',
@@ -38,7 +42,6 @@ export async function probeInflux(
       },
     );
   }
-  const version = (res.headers.get('x-influxdb-version') ?? '').trim();
   if (/^v?1\./.test(version)) return { api: 'v1', version };
   if (/^v?[2-9]\./.test(version)) return { api: 'v2', version };
   return { api: token ? 'v2' : 'v1', version };
@@ -70,11 +73,16 @@ function serverCachePath(dataDir: string): string {
   return join(dataDir, 'influx-server.json');
 }
 
-async function probeOrRemember(cfg: Config, url: string, log?: Logger): Promise<ServerInfo> {
-  const cache = serverCachePath(cfg.dataDir);
+async function probeOrRemember(
+  influx: InfluxConfig,
+  dataDir: string,
+  url: string,
+  log?: Logger,
+): Promise<ServerInfo> {
+  const cache = serverCachePath(dataDir);
   try {
-    const info = await probeInflux(url, cfg.influx.token, cfg.influx.timeoutMs);
-    await mkdir(cfg.dataDir, { recursive: true });
+    const info = await probeInflux(url, influx.token, influx.timeoutMs);
+    await mkdir(dataDir, { recursive: true });
     await writeFile(cache, `${JSON.stringify({ url, ...info })}\n`);
     return info;
   } catch (err) {
@@ -89,11 +97,11 @@ async function probeOrRemember(cfg: Config, url: string, log?: Logger): Promise<
       );
       return { api: remembered.api, version: remembered.version };
     }
-    if (cfg.influx.api !== 'auto') {
+    if (influx.api !== 'auto') {
       // v1 without a known version: assume InfluxDB 1.x, the usual server behind /write
       const assumed: ServerInfo = {
-        api: cfg.influx.api,
-        version: cfg.influx.api === 'v1' ? '1.x (assumed)' : '',
+        api: influx.api,
+        version: influx.api === 'v1' ? '1.x (assumed)' : '',
       };
       log?.warn(
         { api: assumed.api },
@@ -109,32 +117,33 @@ async function probeOrRemember(cfg: Config, url: string, log?: Logger): Promise<
   }
 }
 
-export async function createSink(cfg: Config, log?: Logger): Promise<Sink> {
-  const url = cfg.influx.url;
-  if (!url) return new FileSink(cfg.dataDir);
-  const timeoutMs = cfg.influx.timeoutMs;
-  let api = cfg.influx.api;
+/** The reading sink for `influx` (contract section 5): the file sink under dataDir when no URL is set. */
+export async function createSink(influx: InfluxConfig, dataDir: string, log?: Logger): Promise<Sink> {
+  const url = influx.url;
+  if (!url) return new FileSink(dataDir);
+  const timeoutMs = influx.timeoutMs;
+  let api = influx.api;
   let version = '';
   if (api === 'auto' || api === 'v1') {
-    const info = await probeOrRemember(cfg, url, log);
+    const info = await probeOrRemember(influx, dataDir, url, log);
     version = info.version;
     if (api === 'auto') api = info.api;
   }
   if (api === 'v2') {
     return new InfluxV2Sink({
       url,
-      token: cfg.influx.token,
-      org: cfg.influx.org,
-      bucket: cfg.influx.bucket,
+      token: influx.token,
+      org: influx.org,
+      bucket: influx.bucket,
       timeoutMs,
       newlines: newlinesFor(version),
     });
   }
   return new InfluxV1Sink({
     url,
-    database: cfg.influx.database,
-    username: cfg.influx.username,
-    password: cfg.influx.password,
+    database: influx.database,
+    username: influx.username,
+    password: influx.password,
     timeoutMs,
     backslashMode: legacyBackslashes(version) ? 'literal' : 'escape',
     newlines: newlinesFor(version),

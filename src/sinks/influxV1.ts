@@ -1,6 +1,7 @@
 import { IngestError } from '../errors.js';
 import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
 import { redactText, redactUrl } from '../redact.js';
+import { influxPingOk } from './ping.js';
 import { classifyStatus, networkMessage, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV1Options {
@@ -99,10 +100,8 @@ export class InfluxV1Sink implements Sink {
     return classifyStatus(res.status, text, res.headers.get('retry-after'));
   }
 
-  async ping(): Promise<void> {
-    const res = await fetch(`${this.base}/ping`, { signal: AbortSignal.timeout(this.opts.timeoutMs) });
-    await res.body?.cancel();
-    if (!res.ok) throw new Error(`/ping answered ${res.status}`);
+  ping(): Promise<void> {
+    return influxPingOk(this.base, this.opts.timeoutMs);
   }
 
   async close(): Promise<void> {}

@@ -2,6 +2,7 @@ import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { IngestError } from '../errors.js';
 import type { NewlineMode } from '../ingest/lineProtocol.js';
 import { redactText, redactUrl } from '../redact.js';
+import { influxPingOk } from './ping.js';
 import { classifyStatus, networkMessage, parseRetryAfter, type Sink, type WriteResult } from './sink.js';
 
 export interface InfluxV2Options {
@@ -102,12 +103,8 @@ export class InfluxV2Sink implements Sink {
     }
   }
 
-  async ping(): Promise<void> {
-    const res = await fetch(`${this.opts.url.replace(/\/+$/, '')}/ping`, {
-      signal: AbortSignal.timeout(this.opts.timeoutMs),
-    });
-    await res.body?.cancel();
-    if (!res.ok) throw new Error(`/ping answered ${res.status}`);
+  ping(): Promise<void> {
+    return influxPingOk(this.opts.url, this.opts.timeoutMs);
   }
 
   async close(): Promise<void> {}

@@ -22,29 +22,19 @@ export async function readRowsInvalid(url: string, timeoutMs: number): Promise<n
 
 export interface InvalidRowsWatchOptions {
   readonly url: string;
-  readonly intervalMs: number;
   readonly timeoutMs: number;
   /** rows the server counted invalid since the last check */
   readonly onInvalid: (rows: number, total: number) => void;
 }
 
 export class InvalidRowsWatch {
-  private timer: NodeJS.Timeout | undefined;
   /** the counter at the previous check; undefined until the server has answered once */
   private last: number | undefined;
   private running = false;
 
   constructor(private readonly opts: InvalidRowsWatchOptions) {}
 
-  start(): void {
-    if (this.timer || this.opts.intervalMs <= 0) return;
-    void this.check();
-    this.timer = setInterval(() => void this.check(), this.opts.intervalMs);
-    // a watch never keeps the process alive
-    this.timer.unref();
-  }
-
-  /** One reading of the counter; unreachable servers and servers without it are skipped quietly. */
+  /** One reading of the counter (run by the scheduler); unreachable servers and servers without it are skipped quietly. */
   async check(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -57,10 +47,5 @@ export class InvalidRowsWatch {
     } finally {
       this.running = false;
     }
-  }
-
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
   }
 }

@@ -212,8 +212,10 @@ describe('which sinks get raw line breaks', () => {
   it('only a server whose version header says InfluxDB; VictoriaMetrics (either API) and files get escapes', async () => {
     const dir = tempDir('sinkmode');
     try {
-      const sinkFor = async (env: Record<string, string>) =>
-        (await createSink(loadConfig({ env: { DATA_DIR: dir, LOG_LEVEL: 'silent', ...env } }))).newlines;
+      const sinkFor = async (env: Record<string, string>) => {
+        const cfg = loadConfig({ env: { DATA_DIR: dir, LOG_LEVEL: 'silent', ...env } });
+        return (await createSink(cfg.influx, cfg.dataDir)).newlines;
+      };
       expect(await sinkFor({ INFLUX_URL: inject('influx1Url') })).toBe('raw');
       expect(await sinkFor({ INFLUX_URL: vm.url })).toBe('escape'); // auto: v1 API, no version header
       expect(await sinkFor({ INFLUX_URL: vm.url, INFLUX_TOKEN: 'tok' })).toBe('escape'); // auto: v2
