@@ -228,37 +228,51 @@ function unknownKeys(doc: Plain, errors: string[]): void {
 
 /**
  * Build the frozen configuration: file(s) → env overrides → validation. All
- * problems are collected and reported together, each naming its key.
+ * problems (single keys and cross-field checks) are collected and reported
+ * together, each naming its key.
  */
 export function loadConfig(opts: LoadOptions): Config {
-  const sources: string[] = [];
-  let doc: Plain;
+  const { doc, sources } = readDocuments(opts);
+  const errors: string[] = [];
+  unknownKeys(doc, errors);
+  const out = fieldValues(doc, opts.env, errors);
+  const buildings = parseBuildings(doc.buildings, errors);
+  const alertRules = parseConfigRules((doc.alerts as Plain | undefined)?.rules, errors);
+  errors.push(...crossFieldProblems(out));
+  if (errors.length) {
+    throw new IngestError('EI_CONFIG_INVALID', `invalid configuration:\n  ${errors.join('\n  ')}`);
+  }
+  return deepFreeze(complete(out, { buildings, alertRules, sources })) as unknown as Config;
+}
+
+/** the config file (explicit, or the shipped default.yaml merged with config/local.yaml) */
+function readDocuments(opts: LoadOptions): { doc: Plain; sources: string[] } {
   const explicit = opts.configPath ?? opts.env.ENERGY_INGEST_CONFIG;
   if (explicit) {
     const path = resolve(explicit);
-    doc = readYaml(path);
-    sources.push(path);
-  } else {
-    doc = readYaml(DEFAULT_CONFIG_FILE);
-    sources.push(DEFAULT_CONFIG_FILE);
-    const local = resolve(dirname(DEFAULT_CONFIG_FILE), 'local.yaml');
-    if (existsSync(local)) {
-      doc = deepMerge(doc, readYaml(local));
-      sources.push(local);
-    }
+    return { doc: readYaml(path), sources: [path] };
   }
+  let doc = readYaml(DEFAULT_CONFIG_FILE);
+  const sources = [DEFAULT_CONFIG_FILE];
+  const local = resolve(dirname(DEFAULT_CONFIG_FILE), 'local.yaml');
+  if (existsSync(local)) {
+    doc = deepMerge(doc, readYaml(local));
+    sources.push(local);
+  }
+  return { doc, sources };
+}
 
-  const errors: string[] = [];
-  unknownKeys(doc, errors);
+/** every schema key: env over file over the schema's default, coerced to its kind */
+function fieldValues(doc: Plain, env: LoadOptions['env'], errors: string[]): Plain {
   const out: Plain = {};
   for (const [path, field] of fields()) {
-    const env = envName(path, field);
-    const envRaw = opts.env[env];
+    const name = envName(path, field);
+    const envRaw = env[name];
     let raw: unknown = getPath(doc, path);
     let origin = path;
     if (envRaw !== undefined && envRaw !== '') {
       raw = envRaw;
-      origin = `${path} (env ${env})`;
+      origin = `${path} (env ${name})`;
     }
     if (raw === undefined || raw === null || raw === '') {
       if (field.default !== undefined) setPath(out, path, field.default);
@@ -276,45 +290,61 @@ export function loadConfig(opts: LoadOptions): Config {
       if (getPath(out, section) === undefined) setPath(out, section, {});
     }
   }
-  const buildings = parseBuildings(doc.buildings, errors);
-  const alertRules = parseConfigRules((doc.alerts as Plain | undefined)?.rules, errors);
+  return out;
+}
 
-  const cfg = out as unknown as {
-    mqtt: Config['mqtt'];
-    http: Config['http'];
-    influx: Plain;
-    auth: Plain;
-    pipeline: Config['pipeline'];
-  };
-  const tls = cfg.mqtt.tls ?? {};
+type Loose = {
+  mqtt: Config['mqtt'];
+  http: Config['http'];
+  influx: Plain;
+  auth: Plain;
+  pipeline: Config['pipeline'];
+  metadata: { refreshCron?: string };
+  postgres: { url?: string };
+  redis: { url?: string };
+};
 
+/** checks across keys, reported with the single-key problems (never thrown on their own) */
+export function crossFieldProblems(out: Plain): string[] {
+  const cfg = out as unknown as Loose;
+  const problems: string[] = [];
   if (cfg.mqtt.maxPacketBytes <= cfg.mqtt.maxPayloadBytes) {
-    errors.push(
+    problems.push(
       'mqtt.maxPacketBytes: must exceed mqtt.maxPayloadBytes (payloads in between are dead-lettered as payload_too_large)',
     );
   }
-  const httpTls = (out as { http?: { tls?: { cert?: string; key?: string } } }).http?.tls ?? {};
-  const httpLists = (out as { http?: { allowedHosts?: string[]; allowedOrigins?: string[] } }).http;
-  errors.push(...originConfigProblems(httpLists?.allowedHosts, httpLists?.allowedOrigins));
+  const httpTls = cfg.http?.tls ?? {};
+  problems.push(...originConfigProblems(cfg.http?.allowedHosts, cfg.http?.allowedOrigins));
   if (Boolean(httpTls.cert) !== Boolean(httpTls.key))
-    errors.push('http.tls: HTTPS needs both http.tls.cert and http.tls.key');
+    problems.push('http.tls: HTTPS needs both http.tls.cert and http.tls.key');
+  const tls = cfg.mqtt.tls ?? {};
   if (tls.port !== undefined && (!tls.cert || !tls.key)) {
-    errors.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
+    problems.push('mqtt.tls.port: TLS needs mqtt.tls.cert and mqtt.tls.key');
   }
-  const cronExpr = (out as { metadata?: { refreshCron?: string } }).metadata?.refreshCron;
+  const cronExpr = cfg.metadata?.refreshCron;
   if (cronExpr && !cron.validate(cronExpr))
-    errors.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
+    problems.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
-    errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
+    problems.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }
-  const o = out as { postgres?: { url?: string }; redis?: { url?: string } };
   const redisSessions = cfg.auth?.redisSessions === true;
-  // checked before the report below: an error added after it would be silently dropped
-  if (redisSessions && !o.redis?.url) errors.push('auth.redisSessions: needs REDIS_URL (redis.url)');
-  if (errors.length) {
-    throw new IngestError('EI_CONFIG_INVALID', `invalid configuration:\n  ${errors.join('\n  ')}`);
+  if (redisSessions && !cfg.redis?.url) problems.push('auth.redisSessions: needs REDIS_URL (redis.url)');
+  const hosts = [cfg.mqtt.host, cfg.http.host];
+  const anon = cfg.auth?.allowAnonymous;
+  const allowAnonymous = typeof anon === 'boolean' ? anon : hosts.every(isLoopback);
+  const hasCredentialSource = Boolean(cfg.postgres?.url) || (redisSessions && Boolean(cfg.redis?.url));
+  if (!hosts.every(isLoopback) && !allowAnonymous && !hasCredentialSource) {
+    problems.push(
+      `auth.allowAnonymous: listeners on ${hosts.filter((h) => !isLoopback(h)).join(', ')} need credentials: ` +
+        'set DATABASE_URL (devices in mqtt_devices, see energy-ingest passwd) or allow anonymous clients explicitly with ALLOW_ANONYMOUS=true',
+    );
   }
+  return problems;
+}
 
+/** what load.ts decides beyond single keys, once everything is valid */
+function complete(out: Plain, extra: { buildings: unknown; alertRules: unknown; sources: string[] }): Plain {
+  const cfg = out as unknown as Loose;
   cfg.influx.database ??= cfg.influx.bucket;
   if (typeof cfg.influx.url === 'string') {
     // fetch refuses a URL with user:password@ (and would repeat it in its error): the credentials
@@ -330,22 +360,14 @@ export function loadConfig(opts: LoadOptions): Config {
     ...cfg.auth,
     allowAnonymous: typeof explicitAnon === 'boolean' ? explicitAnon : hosts.every(isLoopback),
     allowAnonymousExplicit: typeof explicitAnon === 'boolean',
-    redisSessions,
+    redisSessions: cfg.auth?.redisSessions === true,
   };
-  const hasCredentialSource = Boolean(o.postgres?.url) || (redisSessions && Boolean(o.redis?.url));
-  if (!hosts.every(isLoopback) && !cfg.auth.allowAnonymous && !hasCredentialSource) {
-    throw new IngestError(
-      'EI_CONFIG_INVALID',
-      `invalid configuration:\n  auth.allowAnonymous: listeners on ${hosts.filter((h) => !isLoopback(h)).join(', ')} need credentials: ` +
-        'set DATABASE_URL (devices in mqtt_devices, see energy-ingest passwd) or allow anonymous clients explicitly with ALLOW_ANONYMOUS=true',
-    );
-  }
-  (out as Plain).mqtt = { ...cfg.mqtt, tls };
-  (out as Plain).buildings = buildings;
-  (out as { alerts: Plain }).alerts.rules = alertRules;
-  (out as Plain).sources = sources;
-  (out as Plain).dataDir = isAbsolute(out.dataDir as string) ? out.dataDir : resolve(out.dataDir as string);
-  return deepFreeze(out) as unknown as Config;
+  out.mqtt = { ...cfg.mqtt, tls: cfg.mqtt.tls ?? {} };
+  out.buildings = extra.buildings;
+  (out.alerts as Plain).rules = extra.alertRules;
+  out.sources = extra.sources;
+  out.dataDir = isAbsolute(out.dataDir as string) ? out.dataDir : resolve(out.dataDir as string);
+  return out;
 }
 
 function deepFreeze<T>(o: T): T {

@@ -17,14 +17,18 @@ export interface Field {
   readonly max?: number;
 }
 
-const port = (description: string, def: number | undefined, env?: string): Field => ({
-  kind: 'int',
-  description,
-  default: def,
-  env,
-  min: 0,
-  max: 65535,
-});
+// (generic so the derived Config type knows whether a port has a default)
+const port = <D extends number | undefined>(description: string, def: D, env?: string) =>
+  ({
+    kind: 'int',
+    description,
+    ...(def === undefined ? {} : { default: def }),
+    env,
+    min: 0,
+    max: 65535,
+  }) as { kind: 'int'; description: string; env?: string; min: number; max: number } & (D extends number
+    ? { default: D }
+    : { default?: undefined });
 
 export const SCHEMA = {
   mqtt: {
@@ -522,3 +526,35 @@ export function envName(path: string, field: Field): string {
       .toUpperCase()}`
   );
 }
+
+/** The value type of a field: numbers for int and bytes (parsed), the listed strings for enums. */
+type FieldValue<F> = F extends { kind: 'int' | 'bytes' }
+  ? number
+  : F extends { kind: 'bool' }
+    ? boolean
+    : F extends { kind: 'enum'; values: readonly (infer V)[] }
+      ? V
+      : F extends { kind: 'list' }
+        ? readonly string[]
+        : string;
+
+type HasDefault<F> = F extends { default: string | number | boolean } ? true : false;
+
+/**
+ * The typed configuration of a schema node, derived from the schema itself so
+ * a key is declared once: a field with a default is always set, one without
+ * may be undefined.
+ */
+export type ConfigOf<N> = {
+  readonly [K in keyof N as N[K] extends Field
+    ? HasDefault<N[K]> extends true
+      ? K
+      : never
+    : K]: N[K] extends Field ? FieldValue<N[K]> : ConfigOf<N[K]>;
+} & {
+  readonly [K in keyof N as N[K] extends Field
+    ? HasDefault<N[K]> extends true
+      ? never
+      : K
+    : never]?: N[K] extends Field ? FieldValue<N[K]> : never;
+};

@@ -1,4 +1,5 @@
 import type { AlertRule } from '../alerts/rules.js';
+import type { ConfigOf, SCHEMA } from './schema.js';
 // The typed, frozen configuration every module receives. Built once by load.ts.
 
 export interface BuildingMeta {
@@ -8,109 +9,25 @@ export interface BuildingMeta {
   readonly address: string;
 }
 
-export interface Config {
-  readonly mqtt: {
-    readonly host: string;
-    readonly port: number;
-    readonly maxPayloadBytes: number;
-    readonly maxPacketBytes: number;
-    readonly connectTimeoutMs: number;
-    readonly maxConnections: number;
-    readonly fdReserve: number;
-    readonly connectRatePerIp: number;
-    readonly maxClientIdBytes: number;
-    readonly maxSubscriptionsPerClient: number;
-    readonly maxMessagesPerSecond: number;
-    readonly maxTopicLevels: number;
-    readonly maxQueuedBytesPerClient: number;
-    readonly maxOfflineMessagesPerSession: number;
-    readonly maxOfflineBytesPerSession: number;
-    readonly sessionExpirySeconds: number;
-    readonly maxIdleSessions: number;
-    readonly maxPersistentSessions: number;
-    readonly maxRetainedMessages: number;
-    readonly maxRetainedBytes: number;
-    readonly maxRetainedPayloadBytes: number;
-    readonly sensorsMayRetain: boolean;
-    readonly maxPendingWebSocketConnections: number;
-    readonly tls: {
-      readonly port?: number;
-      readonly cert?: string;
-      readonly key?: string;
-      readonly ca?: string;
-    };
-  };
-  readonly http: {
-    readonly host: string;
-    readonly port: number;
-    readonly tls: { readonly cert?: string; readonly key?: string };
-    /** unset: loopback names plus the bind address, or any name on a wildcard bind (src/http/origin.ts) */
-    readonly allowedHosts?: readonly string[];
-    /** origins besides the daemon's own that may open the MQTT WebSocket */
-    readonly allowedOrigins?: readonly string[];
-  };
-  readonly influx: {
-    readonly url?: string;
-    readonly api: 'auto' | 'v1' | 'v2';
-    readonly token?: string;
-    readonly org: string;
-    readonly bucket: string;
-    readonly database: string;
-    readonly username?: string;
-    readonly password?: string;
-    readonly timeoutMs: number;
-    /** 0: off */
-    readonly invalidRowsCheckMs: number;
-  };
-  readonly redis: { readonly url?: string };
-  readonly postgres: { readonly url?: string };
-  readonly dataDir: string;
-  /** pretty: undefined means "when stdout is a TTY" */
-  readonly log: { readonly level: string; readonly pretty?: boolean };
-  readonly auth: {
+type FromSchema = ConfigOf<typeof SCHEMA>;
+
+/**
+ * The configuration every module receives: the schema's keys with their types
+ * (src/config/schema.ts, the one place a key is declared), plus what load.ts
+ * computes or validates beyond single keys.
+ */
+export type Config = Omit<FromSchema, 'auth' | 'influx' | 'alerts'> & {
+  readonly auth: FromSchema['auth'] & {
+    /** decided by load.ts when unset: anonymous only in zero-config, loopback-only mode (contract section 9) */
     readonly allowAnonymous: boolean;
+    /** allowAnonymous was set by the user, not decided by zero-config mode */
     readonly allowAnonymousExplicit: boolean;
-    readonly redisSessions: boolean;
-    readonly maxFailedLoginsPerMinute: number;
-    readonly maxFailedLoginsPerUserPerMinute: number;
-    readonly failedLoginBurst: number;
-    readonly maxTrackedLogins: number;
-    readonly maxConcurrentKeyDerivations: number;
-    readonly maxQueuedKeyDerivations: number;
   };
-  readonly pipeline: {
-    readonly batchSize: number;
-    readonly flushIntervalMs: number;
-    readonly maxInflightBatches: number;
-    readonly maxLogBytes: number;
-    readonly maxUnsentBytes: number;
-    readonly maxLogBufferBytes: number;
-    readonly gcAboveHeapBytes: number;
-    readonly durability: 'fsync' | 'relaxed';
-    readonly shutdownTimeoutMs: number;
-    readonly retryMinMs: number;
-    readonly retryMaxMs: number;
-    readonly deadLetterMaxBytes: number;
-    readonly deadLetterMaxFileBytes: number;
-    readonly deadLetterMaxQueuedBytes: number;
-    readonly probeIntervalMs: number;
-  };
-  readonly ingest: {
-    readonly maxFutureSkewS: number;
-    readonly maxAgeS: number;
-    readonly acceptUnknownBuildings: boolean;
-  };
-  readonly metadata: { readonly refreshCron: string };
-  readonly rollups: { readonly flushIntervalMs: number };
-  readonly alerts: {
-    readonly locale: 'ko' | 'en';
-    readonly maxQueued: number;
-    readonly maxSeries: number;
-    readonly maxActivePerBuilding: number;
-    /** `alerts.rules`, validated; alert_rules rows win on the same id */
-    readonly rules: readonly AlertRule[];
-  };
+  /** database defaults to the bucket */
+  readonly influx: FromSchema['influx'] & { readonly database: string };
+  /** `alerts.rules`, validated; alert_rules rows win on the same id */
+  readonly alerts: FromSchema['alerts'] & { readonly rules: readonly AlertRule[] };
   readonly buildings: readonly BuildingMeta[];
   /** Where the configuration came from, for `energy-ingest config` and logs. */
   readonly sources: readonly string[];
-}
+};

@@ -1,9 +1,15 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { deepMerge, loadConfig, parseBytes, redactedConfig } from '../../src/config/load.js';
+import {
+  DEFAULT_CONFIG_FILE,
+  deepMerge,
+  loadConfig,
+  parseBytes,
+  redactedConfig,
+} from '../../src/config/load.js';
 import { envName, fields } from '../../src/config/schema.js';
 import { IngestError } from '../../src/errors.js';
 
@@ -180,6 +186,37 @@ describe('configuration', () => {
     expect(() => loadConfig({ env: { MQTT_HOST: '0.0.0.0' } })).toThrow(
       /auth\.allowAnonymous: .*0\.0\.0\.0.*DATABASE_URL.*ALLOW_ANONYMOUS=true/,
     );
+  });
+
+  it('cross-field checks are reported together with every other problem (issue 13.3)', () => {
+    let msg = 'no error';
+    try {
+      loadConfig({
+        configPath: file('mqtt: { port: 99999 }\n'),
+        env: { MQTT_HOST: '0.0.0.0', EI_PIPELINE_RETRY_MAX_MS: '10', EI_PIPELINE_RETRY_MIN_MS: '100' },
+      });
+    } catch (e) {
+      msg = (e as IngestError).message;
+    }
+    expect(msg).toContain('mqtt.port');
+    expect(msg).toContain('pipeline.retryMaxMs');
+    expect(msg).toMatch(/auth\.allowAnonymous: .*need credentials/);
+  });
+
+  it('the shipped config/default.yaml repeats no default: the schema is the one place a default is written', () => {
+    const shipped = parseYaml(readFileSync(DEFAULT_CONFIG_FILE, 'utf8')) as Record<string, unknown> | null;
+    const repeated: string[] = [];
+    for (const [path, field] of fields()) {
+      let v: unknown = shipped ?? {};
+      for (const k of path.split('.')) v = (v as Record<string, unknown> | undefined)?.[k];
+      if (v !== undefined && field.default !== undefined && String(v) === String(field.default))
+        repeated.push(path);
+    }
+    expect(repeated).toEqual([]);
+    // and the daemon's zero-config defaults still come out of the schema
+    const cfg = loadConfig({ env: {} });
+    expect(cfg.mqtt.port).toBe(1883);
+    expect(cfg.pipeline.batchSize).toBe(5000);
   });
 
   it('redacts secrets', () => {
