@@ -23,6 +23,13 @@ export interface Component {
   registerMetrics?(metrics: Metrics): void;
 }
 
+/** what a /ready answer carries besides the probes (the pipeline's log and backlog) */
+export interface ReadinessExtra {
+  /** false when something outside the probes keeps the node from being ready (failing writes to the file sink) */
+  readonly ready: boolean;
+  readonly body: Record<string, unknown>;
+}
+
 export class Lifecycle {
   private started: Component[] = [];
 

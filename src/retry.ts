@@ -156,6 +156,8 @@ export class Outage {
     /** what is failing, e.g. "Redis alert delivery" */
     private readonly what: string,
     private readonly now: () => number = Date.now,
+    /** false: the owner logs the start itself (with details only it has); the recovery is still logged here */
+    private readonly announce = true,
   ) {}
 
   get failing(): boolean {
@@ -168,7 +170,7 @@ export class Outage {
     this.failures++;
     if (this.since === null) {
       this.since = this.now();
-      this.log.warn({ ...fields, err: this.lastError }, `${this.what} failing; retrying`);
+      if (this.announce) this.log.warn({ ...fields, err: this.lastError }, `${this.what} failing; retrying`);
     }
     return this.failures;
   }

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
-import type { RetryPolicy } from '../retry.js';
+import { Outage, type RetryPolicy, Sleeps } from '../retry.js';
 import { type AlertEvent, alertField } from './evaluator.js';
 
 // Alert events into Redis (contract section 11), off the ingest path: a
@@ -29,13 +29,14 @@ export class AlertRedisOutput {
   private head = 0;
   private readonly dirty = new Map<string, { building: string; field: string }>();
   private running: Promise<void> | null = null;
-  private failures = 0;
   private stopped = false;
-  private wake: (() => void) | null = null;
+  private readonly sleeps = new Sleeps();
   /** since when Redis has been failing, for the recovery log line */
-  private failingSince: number | null = null;
+  private readonly outage: Outage;
 
-  constructor(private readonly opts: AlertRedisOptions) {}
+  constructor(private readonly opts: AlertRedisOptions) {
+    this.outage = new Outage(opts.log, 'Redis alert delivery');
+  }
 
   get queued(): number {
     return this.queue.length - this.head;
@@ -86,37 +87,13 @@ export class AlertRedisOutput {
             this.head = 0;
           }
         } else for (const r of repairs) this.dirty.delete(`${r.building}\n${r.field}`);
-        if (this.failingSince !== null) {
-          this.opts.log.info(
-            { downForS: Math.round((Date.now() - this.failingSince) / 1000), queued: this.queued },
-            'Redis alert delivery recovered',
-          );
-          this.failingSince = null;
-        }
-        this.failures = 0;
+        this.outage.ok({ queued: this.queued });
       } catch (err) {
         this.opts.metrics.alertDeliveryRetries.inc({ output: 'redis' });
-        if (this.failingSince === null) {
-          this.failingSince = Date.now();
-          this.opts.log.warn(
-            { err: (err as Error).message, queued: this.queued },
-            'Redis alert delivery failing; queued and retrying',
-          );
-        }
-        await this.sleep(this.opts.retry.delayMs(++this.failures));
+        const attempt = this.outage.fail(err, { queued: this.queued });
+        await this.sleeps.sleep(this.opts.retry.delayMs(attempt), true);
       }
     }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const t = setTimeout(resolve, ms);
-      t.unref();
-      this.wake = () => {
-        clearTimeout(t);
-        resolve();
-      };
-    });
   }
 
   private async send(batch: readonly AlertEvent[]): Promise<void> {
@@ -146,12 +123,12 @@ export class AlertRedisOutput {
   /** Deliver what is queued until the deadline; what is left is logged (the active hash is repaired at next start). */
   async stop(deadline: number): Promise<void> {
     const left = () => this.queued + this.dirty.size;
-    while (left() && Date.now() < deadline && this.failingSince === null) {
-      this.wake?.();
+    while (left() && Date.now() < deadline && !this.outage.failing) {
+      this.sleeps.wake();
       await new Promise((r) => setTimeout(r, 20));
     }
     this.stopped = true;
-    this.wake?.();
+    this.sleeps.wake(true);
     await this.running;
     if (left())
       this.opts.log.warn({ undelivered: left() }, 'alert events not delivered to Redis at shutdown');

@@ -1,4 +1,4 @@
-import type { Component } from '../component.js';
+import type { Component, ReadinessExtra } from '../component.js';
 import { redactText } from '../redact.js';
 
 // GET /ready (contract section 10): every started part's own probe, each with
@@ -11,12 +11,6 @@ export interface Check {
   latency_ms?: number;
   error?: string;
   last_error?: { error: string; at: string } | null;
-}
-
-export interface ReadinessExtra {
-  /** false when something outside the probes keeps the node from being ready (failing writes to the file sink) */
-  readonly ready: boolean;
-  readonly body: Record<string, unknown>;
 }
 
 const PROBE_TIMEOUT_MS = 2000;

@@ -1,27 +1,9 @@
+import type { BackslashMode, NewlineMode } from '../sinks/sink.js';
 import type { Reading } from './reading.js';
 
-// InfluxDB line protocol for one Reading. Escaping differs between servers, so
-// it is a parameter (both behaviours verified against the real servers in
-// tests/integration/line-protocol.test.ts):
-// - 'escape'  (InfluxDB 2.x, 1.8+ docs, VictoriaMetrics): "\\" in a tag is one backslash.
-// - 'literal' (InfluxDB 1.x up to 1.7): a backslash is kept as is and only
-//   "\," "\ " "\=" are escapes; a tag value ending in a backslash cannot be
-//   written at all, so such a line is refused here and dead-lettered.
-export type BackslashMode = 'escape' | 'literal';
-
-// Line breaks in string fields (issue 12 item 1: a note holding "\n" plus a
-// whole forged line was stored as a second point by VictoriaMetrics). The line
-// protocol has no escape for them: InfluxDB 1.x and 2.x read a raw newline
-// inside a quoted string as part of the string (their parser tracks quotes)
-// and read "\n" as a backslash and an "n". So, per sink:
-// - 'raw'    (a server that said it is InfluxDB): kept inside the quotes, the
-//   only encoding that reads back exactly (contract section 5);
-// - 'escape' (VictoriaMetrics, unknown servers, the .lp file): LF and CR are
-//   written as the two characters "\n" and "\r", so no physical line of ours
-//   ever holds a line break inside a string. VictoriaMetrics keeps no string
-//   fields anyway (it stores a number parsed from the text, usually 0).
-// Tags and field keys never hold one: control characters are refused at parse.
-export type NewlineMode = 'raw' | 'escape';
+// InfluxDB line protocol for one Reading, encoded the way the sink's server
+// reads it (BackslashMode and NewlineMode are the sink's: src/sinks/sink.ts).
+export type { BackslashMode, NewlineMode };
 
 export const MEASUREMENT = 'sensor_readings';
 

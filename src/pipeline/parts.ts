@@ -1,5 +1,4 @@
-import type { Component, NodeContext } from '../component.js';
-import type { ReadinessExtra } from '../http/readiness.js';
+import type { Component, NodeContext, ReadinessExtra } from '../component.js';
 import { redactText } from '../redact.js';
 import { jitteredBackoff } from '../retry.js';
 import type { SinkPart } from '../sinks/part.js';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
-import type { RetryPolicy } from '../retry.js';
+import { Outage, type RetryPolicy, Sleeps } from '../retry.js';
 import type { Sink, WriteResult } from '../sinks/sink.js';
 import type { DeadLetterRecord } from './deadLetter.js';
 
@@ -41,12 +41,6 @@ export interface WriterDeps {
   readonly probeIntervalMs?: number;
 }
 
-interface Sleeper {
-  readonly wake: () => void;
-  /** false for a Retry-After wait: the server asked for it, a probe must not cut it short */
-  readonly wakeable: boolean;
-}
-
 /**
  * One batch's write transaction (Telegraf's running_output + buffer semantics):
  *   ok          → every line is written
@@ -58,19 +52,27 @@ interface Sleeper {
  */
 export class BatchWriter {
   private readonly now: () => number;
-  private readonly sleepers = new Set<Sleeper>();
+  /** backoff sleeps; a Retry-After wait is not wakeable: the server asked for it, a probe must not cut it short */
+  private readonly sleeps = new Sleeps();
+  private readonly outage: Outage;
   private aborted = false;
   private probing: Promise<void> | null = null;
   /** the sink did not answer (a network error or a failed ping) since it last did */
   private sinkDown = false;
-  /** consecutive failed attempts across batches, for readiness and logs */
-  failingSince: number | null = null;
-  lastError: string | null = null;
-  /** retries since the current outage began (reported when it ends) */
-  private outageRetries = 0;
 
   constructor(private readonly deps: WriterDeps) {
     this.now = deps.now ?? Date.now;
+    // the first failure is logged below with its batch's details; the outage logs the recovery
+    this.outage = new Outage(deps.log.child({ sink: deps.sink.name }), 'sink writes', this.now, false);
+  }
+
+  /** since when writes fail (null: they do not), for readiness and logs */
+  get failingSince(): number | null {
+    return this.outage.since;
+  }
+
+  get lastError(): string | null {
+    return this.outage.lastError;
   }
 
   async deliver(points: readonly Point[]): Promise<void> {
@@ -100,9 +102,7 @@ export class BatchWriter {
           attempt++;
           this.deps.metrics.writeErrors.inc({ kind: result.status ? `http_${result.status}` : 'network' });
           this.deps.metrics.writeRetries.inc();
-          this.failingSince ??= this.now();
-          this.outageRetries++;
-          this.lastError = result.message;
+          this.outage.fail(result.message);
           const delay = this.deps.retry.delayMs(attempt, result.retryAfterMs);
           // no status: the server did not answer at all, so a ping that succeeds means it is back
           if (result.status === undefined) this.sinkDown = true;
@@ -118,7 +118,7 @@ export class BatchWriter {
               `write failed, will retry: ${result.message.slice(0, 300)}`,
             );
           }
-          const sleep = this.sleep(delay, result.retryAfterMs === undefined);
+          const sleep = this.sleeps.sleep(delay, result.retryAfterMs === undefined);
           this.startProbe();
           await sleep;
         }
@@ -132,15 +132,7 @@ export class BatchWriter {
     const now = this.now();
     this.sinkDown = false;
     for (const p of points) metrics.ingestLatency.observe((now - p.receivedAtMs) / 1000);
-    if (this.failingSince !== null) {
-      this.deps.log.info(
-        { sink: this.deps.sink.name, downForMs: now - this.failingSince, retries: this.outageRetries },
-        'writes recovered',
-      );
-      this.failingSince = null;
-      this.outageRetries = 0;
-      this.lastError = null;
-    }
+    this.outage.ok();
   }
 
   private async refuse(
@@ -163,21 +155,6 @@ export class BatchWriter {
     });
   }
 
-  private sleep(ms: number, wakeable = false): Promise<void> {
-    return new Promise((resolve) => {
-      const sleeper: Sleeper = {
-        wakeable,
-        wake: () => {
-          clearTimeout(timer);
-          this.sleepers.delete(sleeper);
-          resolve();
-        },
-      };
-      const timer = setTimeout(sleeper.wake, ms);
-      this.sleepers.add(sleeper);
-    });
-  }
-
   /**
    * One probe loop while some retry sleeps: a cheap round trip (InfluxDB
    * /ping, the file sink's writability check) every probeIntervalMs. A
@@ -188,10 +165,10 @@ export class BatchWriter {
   private startProbe(): void {
     const every = this.deps.probeIntervalMs ?? 0;
     if (every <= 0 || this.probing) return;
-    const waiting = () => [...this.sleepers].some((s) => s.wakeable);
+    const waiting = () => this.sleeps.waiting;
     this.probing = (async () => {
       while (!this.aborted && waiting()) {
-        await this.sleep(every);
+        await this.sleeps.sleep(every);
         if (this.aborted || !waiting()) break;
         let ok = false;
         try {
@@ -207,12 +184,8 @@ export class BatchWriter {
         }
         if (!this.sinkDown) continue; // it answers pings but refuses writes (5xx, 429, 401): keep backing off
         this.sinkDown = false;
-        const woken = [...this.sleepers].filter((s) => s.wakeable);
-        this.deps.log.info(
-          { sink: this.deps.sink.name, retries: woken.length },
-          'sink answers again; retrying now',
-        );
-        for (const s of woken) s.wake();
+        const woken = this.sleeps.wake();
+        this.deps.log.info({ sink: this.deps.sink.name, retries: woken }, 'sink answers again; retrying now');
       }
     })()
       .catch((err: unknown) => this.deps.log.error({ err }, 'sink probe failed unexpectedly'))
@@ -224,6 +197,6 @@ export class BatchWriter {
   /** Wake every backoff sleep and make pending deliveries give up (shutdown deadline). */
   abort(): void {
     this.aborted = true;
-    for (const s of [...this.sleepers]) s.wake();
+    this.sleeps.wake(true);
   }
 }

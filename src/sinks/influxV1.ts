@@ -1,8 +1,14 @@
 import { IngestError } from '../errors.js';
-import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
 import { redactText, redactUrl } from '../redact.js';
 import { influxPingOk } from './ping.js';
-import { classifyStatus, networkMessage, type Sink, type WriteResult } from './sink.js';
+import {
+  type BackslashMode,
+  classifyStatus,
+  type NewlineMode,
+  networkMessage,
+  type Sink,
+  type WriteResult,
+} from './sink.js';
 
 export interface InfluxV1Options {
   readonly url: string;

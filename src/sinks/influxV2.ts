@@ -1,9 +1,15 @@
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { IngestError } from '../errors.js';
-import type { NewlineMode } from '../ingest/lineProtocol.js';
 import { redactText, redactUrl } from '../redact.js';
 import { influxPingOk } from './ping.js';
-import { classifyStatus, networkMessage, parseRetryAfter, type Sink, type WriteResult } from './sink.js';
+import {
+  classifyStatus,
+  type NewlineMode,
+  networkMessage,
+  parseRetryAfter,
+  type Sink,
+  type WriteResult,
+} from './sink.js';
 
 export interface InfluxV2Options {
   readonly url: string;

@@ -1,5 +1,27 @@
-import type { BackslashMode, NewlineMode } from '../ingest/lineProtocol.js';
 import { redactText } from '../redact.js';
+
+// How a sink's server reads InfluxDB line protocol. Escaping differs between servers, so
+// it is a parameter (both behaviours verified against the real servers in
+// tests/integration/line-protocol.test.ts; the encoder is ingest/lineProtocol.ts):
+// - 'escape'  (InfluxDB 2.x, 1.8+ docs, VictoriaMetrics): "\\" in a tag is one backslash.
+// - 'literal' (InfluxDB 1.x up to 1.7): a backslash is kept as is and only
+//   "\," "\ " "\=" are escapes; a tag value ending in a backslash cannot be
+//   written at all, so such a line is refused here and dead-lettered.
+export type BackslashMode = 'escape' | 'literal';
+
+// Line breaks in string fields (issue 12 item 1: a note holding "\n" plus a
+// whole forged line was stored as a second point by VictoriaMetrics). The line
+// protocol has no escape for them: InfluxDB 1.x and 2.x read a raw newline
+// inside a quoted string as part of the string (their parser tracks quotes)
+// and read "\n" as a backslash and an "n". So, per sink:
+// - 'raw'    (a server that said it is InfluxDB): kept inside the quotes, the
+//   only encoding that reads back exactly (contract section 5);
+// - 'escape' (VictoriaMetrics, unknown servers, the .lp file): LF and CR are
+//   written as the two characters "\n" and "\r", so no physical line of ours
+//   ever holds a line break inside a string. VictoriaMetrics keeps no string
+//   fields anyway (it stores a number parsed from the text, usually 0).
+// Tags and field keys never hold one: control characters are refused at parse.
+export type NewlineMode = 'raw' | 'escape';
 
 // Every sink has the same small shape (Telegraf's Output, Vector's service):
 // connect / write / close. A sink classifies the server's answer; it never
