@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { mergeRules } from './alerts/rules.js';
+import { InvalidRowLog } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
 import { Admission, HeapGuard } from './broker/admission.js';
 import { Authenticator } from './broker/auth.js';
@@ -81,6 +81,7 @@ export class App {
   private pipeline: Pipeline | null = null;
   private durableLog: DurableLog | null = null;
   private metadata: MetadataSync | null = null;
+  private readonly invalidRuleRows = new InvalidRowLog();
   private redis: Redis | null = null;
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
@@ -239,6 +240,9 @@ export class App {
       this.metadata = new MetadataSync({
         url: cfg.postgres.url,
         refreshCron: cfg.metadata.refreshCron,
+        minReloadIntervalMs: cfg.metadata.minReloadIntervalMs,
+        reloadRetryMinMs: cfg.metadata.reloadRetryMinMs,
+        reloadRetryMaxMs: cfg.metadata.reloadRetryMaxMs,
         dataDir: cfg.dataDir,
         log,
         redis: this.redis,
@@ -332,6 +336,26 @@ export class App {
       'energy_ingest_metadata_age_seconds',
       'age of the building/rule/device metadata in use',
       () => Math.max(0, Math.round((Date.now() - Date.parse(this.snapshot.loadedAt)) / 1000)),
+    );
+    metrics.counter(
+      'energy_ingest_metadata_reloads_total',
+      'metadata snapshots loaded from PostgreSQL (start, cron, NOTIFY, retries)',
+      () => this.metadata?.reloads.reloads ?? 0,
+    );
+    metrics.counter(
+      'energy_ingest_metadata_reload_failures_total',
+      'metadata reloads that failed (each is retried with backoff)',
+      () => this.metadata?.reloads.failures ?? 0,
+    );
+    metrics.counter(
+      'energy_ingest_metadata_notifications_total',
+      'NOTIFY energy_ingest_metadata received',
+      () => this.metadata?.notifications ?? 0,
+    );
+    metrics.counter(
+      'energy_ingest_metadata_reload_requests_coalesced_total',
+      'reload requests (NOTIFY, cron) merged into a reload already pending',
+      () => this.metadata?.reloads.coalesced ?? 0,
     );
     metrics.gauge('energy_ingest_alerts_active', 'alerts currently raised', () => alerts.activeCount);
     metrics.gauge(
@@ -482,8 +506,12 @@ export class App {
   /** config rules merged with the alert_rules rows of the current metadata (rows win) */
   private applyRules(): void {
     if (!this.alerts) return;
-    const rules = mergeRules(this.cfg.alerts.rules, this.snapshot.alertRules, (id, problems) =>
-      this.log.warn({ rule: id, problems }, 'alert_rules row skipped: it cannot be evaluated'),
+    // logged once per change of the row, not on every reload
+    const rules = this.invalidRuleRows.merge(
+      this.cfg.alerts.rules,
+      this.snapshot.alertRules,
+      (id, problems) =>
+        this.log.warn({ rule: id, problems }, 'alert_rules row skipped: it cannot be evaluated'),
     );
     this.alerts.setRules(rules);
   }

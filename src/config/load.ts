@@ -285,6 +285,7 @@ export function loadConfig(opts: LoadOptions): Config {
     influx: Plain;
     auth: Plain;
     pipeline: Config['pipeline'];
+    metadata: Config['metadata'];
   };
   const tls = cfg.mqtt.tls ?? {};
 
@@ -304,6 +305,9 @@ export function loadConfig(opts: LoadOptions): Config {
   const cronExpr = (out as { metadata?: { refreshCron?: string } }).metadata?.refreshCron;
   if (cronExpr && !cron.validate(cronExpr))
     errors.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
+  if (cfg.metadata.reloadRetryMaxMs < cfg.metadata.reloadRetryMinMs) {
+    errors.push('metadata.reloadRetryMaxMs: must be at least metadata.reloadRetryMinMs');
+  }
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

@@ -100,7 +100,12 @@ export interface Config {
     readonly maxAgeS: number;
     readonly acceptUnknownBuildings: boolean;
   };
-  readonly metadata: { readonly refreshCron: string };
+  readonly metadata: {
+    readonly refreshCron: string;
+    readonly minReloadIntervalMs: number;
+    readonly reloadRetryMinMs: number;
+    readonly reloadRetryMaxMs: number;
+  };
   readonly rollups: { readonly flushIntervalMs: number };
   readonly alerts: {
     readonly locale: 'ko' | 'en';

@@ -161,7 +161,11 @@ describe('metadata reloads under NOTIFY bursts and faults (real PostgreSQL, buil
       await new Promise((r) => setTimeout(r, 500));
       expect(closedAt).toBe(0);
       await locker.query('COMMIT');
-      await eventually(async () => closedAt > 0, 15_000, 'the disabled device disconnected by a retried reload');
+      await eventually(
+        async () => closedAt > 0,
+        15_000,
+        'the disabled device disconnected by a retried reload',
+      );
       console.log(`disabled device cut off ${closedAt - failedAt} ms after the failed reload`);
       expect(closedAt - failedAt).toBeLessThan(15_000);
       expect(
