@@ -91,13 +91,17 @@ describe('metadata reloads under NOTIFY bursts and faults (real PostgreSQL, buil
     const logged = loads();
     const counted = metricValue(after, 'energy_ingest_metadata_reloads_total') - reloads0;
     const coalesced = metricValue(after, 'energy_ingest_metadata_reload_requests_coalesced_total');
+    const cpuS =
+      metricValue(after, 'energy_ingest_process_cpu_seconds_total') -
+      metricValue(before, 'energy_ingest_process_cpu_seconds_total');
     console.log(
-      `burst: 2000 UPDATEs in ${burstS.toFixed(1)} s -> ${logged} reloads (metric ${counted}), ${coalesced} requests coalesced`,
+      `burst: 2000 UPDATEs in ${burstS.toFixed(1)} s -> ${logged} reloads (metric ${counted}), ${coalesced} requests coalesced, daemon CPU ${cpuS.toFixed(2)} s`,
     );
     // minimum interval 1 s: about one reload per second of burst, plus the first and the last
     expect(logged).toBeGreaterThanOrEqual(1);
     expect(logged).toBeLessThanOrEqual(Math.ceil(burstS) + 3);
-    expect(counted).toBe(logged);
+    // the log line comes just before the counter moves: one reload may be between the two reads
+    expect(Math.abs(counted - logged)).toBeLessThanOrEqual(1);
     expect(metricValue(after, 'energy_ingest_metadata_notifications_total')).toBeGreaterThanOrEqual(2000);
     expect(coalesced).toBeGreaterThanOrEqual(2000 - logged);
   }, 60_000);
