@@ -4,7 +4,7 @@ import type { ReadingConsumer } from '../ingest/consumer.js';
 import type { Reading } from '../ingest/reading.js';
 import type { MetadataPart } from '../metadata/part.js';
 import type { RedisPart } from '../redis.js';
-import { mergeRules } from './rules.js';
+import { InvalidRowLog } from './rules.js';
 import { AlertService } from './service.js';
 
 /**
@@ -15,6 +15,8 @@ import { AlertService } from './service.js';
 export class AlertsPart implements Component, ReadingConsumer {
   readonly name = 'alerts';
   service!: AlertService;
+  /** an invalid alert_rules row is logged once per change of the row, not on every reload */
+  private readonly invalidRows = new InvalidRowLog();
 
   constructor(
     private readonly ctx: NodeContext,
@@ -44,8 +46,11 @@ export class AlertsPart implements Component, ReadingConsumer {
 
   /** config rules merged with the alert_rules rows of the current metadata (rows win) */
   private applyRules(): void {
-    const rules = mergeRules(this.ctx.cfg.alerts.rules, this.metadata.snapshot.alertRules, (id, problems) =>
-      this.ctx.log.warn({ rule: id, problems }, 'alert_rules row skipped: it cannot be evaluated'),
+    const rules = this.invalidRows.merge(
+      this.ctx.cfg.alerts.rules,
+      this.metadata.snapshot.alertRules,
+      (id, problems) =>
+        this.ctx.log.warn({ rule: id, problems }, 'alert_rules row skipped: it cannot be evaluated'),
     );
     this.service.setRules(rules);
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { AlertRuleRow } from '../metadata/snapshot.js';
 
 // Alert rules: one shape for config rules and alert_rules rows, validation
@@ -184,18 +185,49 @@ export function parseConfigRules(raw: unknown, errors: string[]): AlertRule[] {
 export function mergeRules(
   configRules: readonly AlertRule[],
   rows: readonly AlertRuleRow[],
-  onInvalid: (id: string, problems: string[]) => void,
+  onInvalid: (id: string, problems: string[], row: AlertRuleRow) => void,
 ): AlertRule[] {
   const byId = new Map<string, AlertRule>();
   for (const r of configRules) byId.set(r.id, r);
   for (const row of rows) {
     const r = parseRule(row, `alert_rules[id=${row.id}]`);
     if ('errors' in r) {
-      onInvalid(row.id, r.errors);
+      onInvalid(row.id, r.errors, row);
       byId.delete(row.id);
     } else byId.set(r.rule.id, r.rule);
   }
   return [...byId.values()].filter((r) => r.enabled);
+}
+
+/**
+ * Which invalid alert_rules rows were already reported, so that a row is
+ * logged once per change rather than on every reload (a NOTIFY burst re-logged
+ * every invalid row per reload). Keyed by id with a hash of the row's content:
+ * an edited row is news again. Only the rows invalid in the latest merge are
+ * kept, so it is bounded by the table itself (already held in the snapshot);
+ * a row fixed and broken again is reported again.
+ */
+export class InvalidRowLog {
+  private reported = new Map<string, string>();
+
+  /**
+   * Merge like mergeRules, calling `report` only for invalid rows not
+   * reported in this shape before.
+   */
+  merge(
+    configRules: readonly AlertRule[],
+    rows: readonly AlertRuleRow[],
+    report: (id: string, problems: string[]) => void,
+  ): AlertRule[] {
+    const now = new Map<string, string>();
+    const rules = mergeRules(configRules, rows, (id, problems, row) => {
+      const hash = createHash('sha256').update(JSON.stringify(row)).digest('base64url');
+      now.set(id, hash);
+      if (this.reported.get(id) !== hash) report(id, problems);
+    });
+    this.reported = now;
+    return rules;
+  }
 }
 
 /** Rules that apply to one series, in the order given (the evaluator passes them sorted by id). */

@@ -299,7 +299,7 @@ type Loose = {
   influx: Plain;
   auth: Plain;
   pipeline: Config['pipeline'];
-  metadata: { refreshCron?: string };
+  metadata: { refreshCron?: string; reloadRetryMinMs: number; reloadRetryMaxMs: number };
   postgres: { url?: string };
   redis: { url?: string };
 };
@@ -324,6 +324,9 @@ export function crossFieldProblems(out: Plain): string[] {
   const cronExpr = cfg.metadata?.refreshCron;
   if (cronExpr && !cron.validate(cronExpr))
     problems.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
+  if (cfg.metadata.reloadRetryMaxMs < cfg.metadata.reloadRetryMinMs) {
+    problems.push('metadata.reloadRetryMaxMs: must be at least metadata.reloadRetryMinMs');
+  }
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     problems.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

@@ -462,6 +462,29 @@ export const SCHEMA = {
       description: 'node-cron schedule of the metadata reload',
       default: '*/5 * * * *',
     },
+    minReloadIntervalMs: {
+      kind: 'int',
+      description:
+        'reloads on NOTIFY start at least this far apart; notifications meanwhile are coalesced into one pending reload (energy_ingest_metadata_reload_requests_coalesced_total)',
+      default: 1000,
+      min: 0,
+      max: 600000,
+    },
+    reloadRetryMinMs: {
+      kind: 'int',
+      description:
+        'a failed metadata reload is retried after this (±25% jitter), doubling per failure up to metadata.reloadRetryMaxMs (energy_ingest_metadata_reload_failures_total)',
+      default: 1000,
+      min: 10,
+      max: 600000,
+    },
+    reloadRetryMaxMs: {
+      kind: 'int',
+      description: 'longest wait between retries of a failing metadata reload',
+      default: 30000,
+      min: 10,
+      max: 3600000,
+    },
   },
   rollups: {
     flushIntervalMs: {

@@ -41,8 +41,12 @@ export class MetadataPart implements Component {
     this.sync = new MetadataSync({
       url: cfg.postgres.url,
       refreshCron: cfg.metadata.refreshCron,
+      minReloadIntervalMs: cfg.metadata.minReloadIntervalMs,
+      reloadRetryMinMs: cfg.metadata.reloadRetryMinMs,
+      reloadRetryMaxMs: cfg.metadata.reloadRetryMaxMs,
       dataDir: cfg.dataDir,
       log,
+      scheduler: this.ctx.scheduler,
       redis: this.redis.client,
       onSnapshot: (s) => this.use(s),
     });

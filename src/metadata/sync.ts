@@ -4,15 +4,24 @@ import type { Redis } from 'ioredis';
 import cron, { type ScheduledTask } from 'node-cron';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import type { Scheduler } from '../scheduler.js';
 import { loadSnapshot, lookupUser, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
 import { writeBuildingCache } from './redisCache.js';
+import { ReloadScheduler } from './reloadScheduler.js';
 import type { MetadataSnapshot } from './snapshot.js';
 
 export interface MetadataSyncOptions {
   readonly url: string;
   readonly refreshCron: string;
+  /** NOTIFY-driven reloads start at least this far apart (coalesced meanwhile) */
+  readonly minReloadIntervalMs: number;
+  /** a failed reload is retried after this, doubling up to reloadRetryMaxMs */
+  readonly reloadRetryMinMs: number;
+  readonly reloadRetryMaxMs: number;
   readonly dataDir: string;
   readonly log: Logger;
+  /** runs the refreshCron job ("metadata-refresh"); none: a private node-cron task (tests) */
+  readonly scheduler?: Scheduler;
   readonly redis: Redis | null;
   /** receives every new snapshot; must not throw */
   readonly onSnapshot: (s: MetadataSnapshot) => void;
@@ -20,7 +29,9 @@ export interface MetadataSyncOptions {
 
 /**
  * Keeps the metadata snapshot current (contract section 8): a load at start,
- * one on every refreshCron tick, and one at once on NOTIFY energy_ingest_metadata.
+ * one on every refreshCron tick, and one soon after NOTIFY energy_ingest_metadata
+ * (bursts coalesced, reloads at least minReloadIntervalMs apart, a failed one
+ * retried with backoff: see reloadScheduler.ts).
  * The LISTEN connection is re-opened after PostgreSQL restarts (and a load
  * follows, for changes missed meanwhile). The last good snapshot is kept in
  * {dataDir}/metadata.json and used when PostgreSQL is unreachable at start.
@@ -30,9 +41,9 @@ export class MetadataSync {
   private pool: pg.Pool | null = null;
   private listener: pg.Client | null = null;
   private task: ScheduledTask | null = null;
-  private inFlight: Promise<void> | null = null;
-  private again = false;
-  private debounce: NodeJS.Timeout | null = null;
+  readonly reloads: ReloadScheduler;
+  /** NOTIFY energy_ingest_metadata received */
+  notifications = 0;
   private stopped = false;
   private cachedIds = new Set<number>();
   private listenLoopDone: Promise<void> | null = null;
@@ -41,7 +52,15 @@ export class MetadataSync {
   lastError: string | null = null;
   listening = false;
 
-  constructor(private readonly opts: MetadataSyncOptions) {}
+  constructor(private readonly opts: MetadataSyncOptions) {
+    this.reloads = new ReloadScheduler({
+      minIntervalMs: opts.minReloadIntervalMs,
+      retryMinMs: opts.reloadRetryMinMs,
+      retryMaxMs: opts.reloadRetryMaxMs,
+      load: () => this.loadOnce(),
+      onFailure: (_err, retryInMs) => opts.log.debug({ retryInMs }, 'metadata reload will be retried'),
+    });
+  }
 
   get filePath(): string {
     return join(this.opts.dataDir, 'metadata.json');
@@ -59,14 +78,18 @@ export class MetadataSync {
     // an idle pooled connection dropped by a PostgreSQL restart must not crash the daemon
     this.pool.on('error', (err) => log.debug({ err: err.message }, 'postgres pool connection lost'));
     try {
-      await this.refresh();
+      await this.reloads.runNow();
     } catch {
+      // retries are scheduled; meanwhile the last good copy
       await this.fromFile();
     }
-    this.task = cron.schedule(this.opts.refreshCron, () => this.refresh().catch(() => {}), {
-      noOverlap: true,
-      name: 'metadata-refresh',
-    });
+    if (this.opts.scheduler)
+      this.opts.scheduler.cron('metadata-refresh', this.opts.refreshCron, () => this.reloads.request());
+    else
+      this.task = cron.schedule(this.opts.refreshCron, () => this.reloads.request(), {
+        noOverlap: true,
+        name: 'metadata-refresh',
+      });
     this.listenLoopDone = this.listenLoop();
   }
 
@@ -85,25 +108,6 @@ export class MetadataSync {
     }
   }
 
-  /** Load now; concurrent callers share the load, and a call during a load schedules one more. */
-  refresh(): Promise<void> {
-    if (this.inFlight) {
-      this.again = true;
-      return this.inFlight;
-    }
-    this.inFlight = (async () => {
-      try {
-        do {
-          this.again = false;
-          await this.loadOnce();
-        } while (this.again && !this.stopped);
-      } finally {
-        this.inFlight = null;
-      }
-    })();
-    return this.inFlight;
-  }
-
   private async loadOnce(): Promise<void> {
     const { log } = this.opts;
     const t0 = performance.now();
@@ -113,7 +117,7 @@ export class MetadataSync {
     } catch (err) {
       const message = (err as Error).message;
       if (this.lastError === null)
-        log.warn({ err: message }, 'metadata load failed; keeping the last good copy');
+        log.warn({ err: message }, 'metadata load failed; keeping the last good copy and retrying');
       else log.debug({ err: message }, 'metadata load failed again');
       this.lastError = message;
       throw err;
@@ -149,14 +153,6 @@ export class MetadataSync {
     await rename(tmp, this.filePath);
   }
 
-  private scheduleRefresh(): void {
-    // a burst of row changes is one statement-level NOTIFY each: coalesce them
-    this.debounce ??= setTimeout(() => {
-      this.debounce = null;
-      this.refresh().catch(() => {});
-    }, 20);
-  }
-
   private async listenLoop(): Promise<void> {
     let delay = 250;
     let first = true;
@@ -176,13 +172,17 @@ export class MetadataSync {
       });
       try {
         await client.connect();
-        client.on('notification', () => this.scheduleRefresh());
+        client.on('notification', () => {
+          this.notifications++;
+          this.reloads.request();
+        });
         await client.query(`LISTEN ${NOTIFY_CHANNEL}`);
         this.listening = true;
         this.opts.log.debug({ first, lastError: this.lastError }, 'metadata listener up');
         if (!first) this.opts.log.info('metadata listener reconnected');
         // changes made while nobody listened (or a start that fell back to metadata.json)
-        if (!first || this.lastError !== null) this.scheduleRefresh();
+        // (PostgreSQL answers again: a retry waiting out its backoff goes now)
+        if (!first || this.lastError !== null) this.reloads.request(true);
         first = false;
         delay = 250;
         await closed;
@@ -220,11 +220,11 @@ export class MetadataSync {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.debounce) clearTimeout(this.debounce);
     await this.task?.destroy();
+    this.opts.scheduler?.stop('metadata-refresh');
     this.wake?.();
     void this.listener?.end().catch(() => {});
-    await this.inFlight?.catch(() => {});
+    await this.reloads.stop();
     await this.listenLoopDone;
     await this.pool?.end().catch(() => {});
   }
