@@ -1,6 +1,6 @@
 // One catalogue of coded errors (after Fastify's lib/errors.js): every error the
 // daemon raises on purpose carries a stable code, so logs, tests and docs agree.
-// tests/unit/errors.test.ts checks this list against docs/errors.md.
+// tests/unit/docs.test.ts checks this list against docs/errors.md.
 
 export const ERROR_CODES = {
   EI_CONFIG_INVALID: 'invalid configuration',

@@ -14,7 +14,7 @@ import { retryPolicy } from '../retry.js';
  *   {dataDir}/log/00000000000067108864.seg   byte offset of their first record
  *   {dataDir}/log/committed.<sink>           offset below which the sink has everything
  *
- * A record is [u32 length][u32 crc32(body)][body: JSON]. Offsets are global byte
+ * A record is [u32 length][u32 crc32(body)][body, binary: see encodeBody]. Offsets are global byte
  * positions, so they survive restarts and segment deletion. Appends are group
  * committed: records appended while a write+fsync is running share the next
  * one, so the fsync cost is paid per few milliseconds, not per message.
