@@ -30,6 +30,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import { jitteredBackoff } from './pipeline/retry.js';
 import { BatchWriter } from './pipeline/writer.js';
 import { redactText } from './redact.js';
+import { checkDataDir } from './safeFs.js';
 import { createSink } from './sinks/detect.js';
 import { InvalidRowsWatch } from './sinks/invalidRows.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
@@ -137,6 +138,8 @@ export class App {
         'alerts.maxSeries reached; readings of new series are not tracked here',
       );
     };
+    // before anything is written there: refused (EI_DATA_DIR_UNSAFE) when others could plant links in it
+    await checkDataDir(cfg.dataDir);
     this.deadLetter = new DeadLetterWriter({
       dataDir: cfg.dataDir,
       maxBytes: cfg.pipeline.deadLetterMaxBytes,
