@@ -142,7 +142,10 @@ export async function readFileNoFollow(path: string, encoding?: 'utf8'): Promise
 export async function appendFileNoFollow(path: string, data: string | Uint8Array): Promise<void> {
   const fh = await openNoFollow(path, 'a');
   try {
-    await fh.appendFile(data);
+    // plain writes: FileHandle.appendFile costs several times more per call (measured)
+    const buf = typeof data === 'string' ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < buf.length) off += (await fh.write(buf, off)).bytesWritten;
   } finally {
     await fh.close();
   }
