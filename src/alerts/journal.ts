@@ -98,7 +98,7 @@ export class AlertJournal {
     // 0600 whatever the umask, never written through a planted link
     writeFileAtomicPrivateSync(this.path, active.map(serialize).join(''));
     if (this.fd !== null) closeSync(this.fd);
-    this.fd = null;
+    this.fd = null; // a refused open (a link planted meanwhile) must not leave the closed descriptor here
     this.fd = openNoFollowSync(this.path, 'a');
     this.lines = active.length;
     this.lastActiveCount = active.length;

@@ -236,3 +236,37 @@ describe('metadata.json', () => {
     expect(await readSnapshotFile(p, log)).toBeNull();
   });
 });
+
+describe('the daemon’s files refuse planted links at open', () => {
+  const silent = pino({ level: 'silent' });
+
+  it('DurableLog.open: a linked segment or committed file is refused, its target untouched', async () => {
+    const { DurableLog } = await import('../../src/pipeline/durableLog.js');
+    const logDir = join(dir, 'log');
+    mkdirSync(logDir, { mode: 0o700 });
+    symlinkSync(outside, join(logDir, '00000000000000000000.seg'));
+    const err = await unsafe(
+      DurableLog.open({ dir: logDir, durability: 'fsync', maxBytes: 1 << 30, log: silent }),
+    );
+    expect(err.message).toContain('00000000000000000000.seg: is a symbolic link');
+    rmSync(join(logDir, '00000000000000000000.seg'));
+    symlinkSync(outside, join(logDir, 'committed.influx'));
+    await unsafe(DurableLog.open({ dir: logDir, durability: 'fsync', maxBytes: 1 << 30, log: silent }));
+    expect(readFileSync(outside, 'utf8')).toBe(SECRET);
+  });
+
+  it('AlertJournal.open: a linked journal is refused; a linked seen.json is replaced, not written through', async () => {
+    const { AlertJournal } = await import('../../src/alerts/journal.js');
+    mkdirSync(join(dir, 'alerts'), { mode: 0o700 });
+    symlinkSync(outside, join(dir, 'alerts', 'journal.jsonl'));
+    await unsafe(AlertJournal.open({ dataDir: dir, sync: false, log: silent }));
+    rmSync(join(dir, 'alerts', 'journal.jsonl'));
+    symlinkSync(outside, join(dir, 'alerts', 'seen.json'));
+    const { journal } = await AlertJournal.open({ dataDir: dir, sync: false, log: silent });
+    await journal.saveSeen([]);
+    await journal.close();
+    expect(readFileSync(outside, 'utf8')).toBe(SECRET);
+    expect(lstatSync(join(dir, 'alerts', 'seen.json')).isFile()).toBe(true);
+    expect(mode(join(dir, 'alerts', 'journal.jsonl'))).toBe(0o600);
+  });
+});
