@@ -14,6 +14,7 @@ import { DeadLetterPart, LogPart, PipelinePart } from './pipeline/parts.js';
 import { RedisPart } from './redis.js';
 import { RollupsPart } from './rollups/part.js';
 import { ROLLUP_SINK } from './rollups/sync.js';
+import { checkDataDir } from './safeFs.js';
 import { Scheduler } from './scheduler.js';
 import { SinkPart } from './sinks/part.js';
 
@@ -89,7 +90,10 @@ export class App {
       ],
       outputs: [alerts],
     });
+    // before anything is written there: refused (EI_DATA_DIR_UNSAFE) when others could plant links in it
+    const dataDir: Component = { name: 'data-dir', start: () => checkDataDir(cfg.dataDir), stop() {} };
     const parts: Component[] = [
+      dataDir,
       deadLetter,
       sink,
       durable,

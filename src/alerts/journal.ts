@@ -1,7 +1,14 @@
-import { closeSync, fdatasync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { closeSync, fdatasync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import {
+  mkdirPrivate,
+  openNoFollowSync,
+  readFileNoFollow,
+  UnsafePathError,
+  writeFileAtomicPrivate,
+  writeFileAtomicPrivateSync,
+} from '../safeFs.js';
 import { type ActiveAlert, type AlertEvent, alertTopic } from './evaluator.js';
 
 // The alert state file under {DATA_DIR}/alerts: an append-only journal of
@@ -41,12 +48,12 @@ export class AlertJournal {
     log: Logger;
   }): Promise<{ journal: AlertJournal; active: ActiveAlert[]; seen: SeenSeries[]; existed: boolean }> {
     const dir = join(opts.dataDir, 'alerts');
-    await mkdir(dir, { recursive: true });
+    await mkdirPrivate(dir);
     const j = new AlertJournal(dir, opts.sync, opts.log);
     const { active, existed } = await j.fold();
     let seen: SeenSeries[] = [];
     try {
-      seen = JSON.parse(await readFile(join(dir, 'seen.json'), 'utf8')) as SeenSeries[];
+      seen = JSON.parse(await readFileNoFollow(join(dir, 'seen.json'), 'utf8')) as SeenSeries[];
     } catch {
       // first start, or an unreadable file: offline detection starts from the first readings
     }
@@ -62,8 +69,10 @@ export class AlertJournal {
   private async fold(): Promise<{ active: ActiveAlert[]; existed: boolean }> {
     let text: string;
     try {
-      text = await readFile(this.path, 'utf8');
-    } catch {
+      text = await readFileNoFollow(this.path, 'utf8');
+    } catch (err) {
+      // a planted link or another user's file stops start-up, named; a missing one is a first start
+      if (err instanceof UnsafePathError) throw err;
       return { active: [], existed: false };
     }
     const byTopic = new Map<string, ActiveAlert>();
@@ -86,11 +95,11 @@ export class AlertJournal {
 
   /** the active set as a fresh journal (write, rename: a crash leaves the old or the new one) */
   private rewrite(active: readonly ActiveAlert[]): void {
-    const tmp = `${this.path}.tmp`;
-    writeFileSync(tmp, active.map(serialize).join(''), { mode: 0o600 });
+    // 0600 whatever the umask, never written through a planted link
+    writeFileAtomicPrivateSync(this.path, active.map(serialize).join(''));
     if (this.fd !== null) closeSync(this.fd);
-    renameSync(tmp, this.path);
-    this.fd = openSync(this.path, 'a', 0o600);
+    this.fd = null; // a refused open (a link planted meanwhile) must not leave the closed descriptor here
+    this.fd = openNoFollowSync(this.path, 'a');
     this.lines = active.length;
     this.lastActiveCount = active.length;
   }
@@ -149,9 +158,7 @@ export class AlertJournal {
   }
 
   async saveSeen(seen: readonly SeenSeries[]): Promise<void> {
-    const tmp = join(this.dir, 'seen.json.tmp');
-    await writeFile(tmp, JSON.stringify(seen), { mode: 0o600 });
-    await rename(tmp, join(this.dir, 'seen.json'));
+    await writeFileAtomicPrivate(join(this.dir, 'seen.json'), JSON.stringify(seen));
   }
 
   async close(): Promise<void> {

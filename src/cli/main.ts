@@ -107,6 +107,12 @@ export async function main(argv: readonly string[]): Promise<void> {
       process.exitCode = 2;
       return;
     }
+    // an unsafe DATA_DIR is a bad value the operator must fix (contract: exit 2, naming the culprit)
+    if (err instanceof IngestError && err.code === 'EI_DATA_DIR_UNSAFE') {
+      console.error(`energy-ingest: ${err.code}: ${err.message}`);
+      process.exitCode = 2;
+      return;
+    }
     if (err instanceof IngestError) {
       console.error(`energy-ingest: ${err.code}: ${err.message}`);
       process.exitCode = 1;

@@ -1,4 +1,3 @@
-import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import cron, { type ScheduledTask } from 'node-cron';
@@ -9,6 +8,7 @@ import { loadSnapshot, lookupUser, NOTIFY_CHANNEL, pgTypes, ping } from './postg
 import { writeBuildingCache } from './redisCache.js';
 import { ReloadScheduler } from './reloadScheduler.js';
 import type { MetadataSnapshot } from './snapshot.js';
+import { readSnapshotFile, saveSnapshotFile } from './snapshotFile.js';
 
 export interface MetadataSyncOptions {
   readonly url: string;
@@ -95,7 +95,9 @@ export class MetadataSync {
 
   private async fromFile(): Promise<void> {
     try {
-      const s = JSON.parse(await readFile(this.filePath, 'utf8')) as MetadataSnapshot;
+      const s = await readSnapshotFile(this.filePath, this.opts.log);
+      // absent, or untrusted (warned there): start as if there were none
+      if (!s) throw new Error('no usable metadata.json');
       this.opts.onSnapshot({ ...s, source: 'file' });
       this.opts.log.warn(
         { file: this.filePath, loadedAt: s.loadedAt, buildings: s.buildings.length },
@@ -147,10 +149,7 @@ export class MetadataSync {
   }
 
   private async save(s: MetadataSnapshot): Promise<void> {
-    const tmp = `${this.filePath}.tmp`;
-    // device password hashes are in it: owner-only
-    await writeFile(tmp, JSON.stringify(s), { mode: 0o600 });
-    await rename(tmp, this.filePath);
+    await saveSnapshotFile(this.filePath, s);
   }
 
   private async listenLoop(): Promise<void> {

@@ -1,7 +1,8 @@
-import { appendFile, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { readdir, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RejectReason } from '../ingest/reading.js';
 import { retryPolicy } from '../retry.js';
+import { appendFileNoFollow, checkOwnFile, mkdirPrivate } from '../safeFs.js';
 
 // {dataDir}/deadletter/YYYY-MM-DD.jsonl, one JSON object per rejected message
 // (contract section 6). Appends are queued and written in order.
@@ -125,12 +126,13 @@ export class DeadLetterWriter {
   }
 
   async open(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await mkdirPrivate(this.dir);
     this.files = [];
     for (const name of await readdir(this.dir)) {
       const m = FILE_RE.exec(name);
       if (!m) continue;
-      const st = await stat(join(this.dir, name));
+      // lstat: a planted link (or another user's file) stops start-up, named, instead of being written through
+      const st = await checkOwnFile(join(this.dir, name));
       this.files.push({
         day: m[1]!,
         part: m[2] === undefined ? Number.POSITIVE_INFINITY : Number(m[2]),
@@ -224,7 +226,7 @@ export class DeadLetterWriter {
       chunkBytes = 0;
       for (let attempt = 1; ; attempt++) {
         try {
-          await appendFile(this.pathFor(day), text);
+          await appendFileNoFollow(this.pathFor(day), text);
           f.bytes += Buffer.byteLength(text);
           this.diskBytes += Buffer.byteLength(text);
           this.written += n;
@@ -270,6 +272,7 @@ export class DeadLetterWriter {
     for (const f of this.files)
       if (f.day === day && f.part !== Number.POSITIVE_INFINITY) part = Math.max(part, f.part + 1);
     try {
+      await checkOwnFile(this.pathFor(day));
       await rename(this.pathFor(day), this.pathFor(day, part));
     } catch (err) {
       this.opts.onError(err as Error);
@@ -304,7 +307,8 @@ export class DeadLetterWriter {
   /** after a failed append: the file's real size (part of the text may have been written) */
   private async resync(f: DayFile): Promise<void> {
     try {
-      const size = (await stat(this.pathFor(f.day, f.part))).size;
+      // a planted link counts nothing (its target is not ours)
+      const size = (await checkOwnFile(this.pathFor(f.day, f.part))).size;
       this.diskBytes += size - f.bytes;
       f.bytes = size;
     } catch {

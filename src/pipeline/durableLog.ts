@@ -1,9 +1,16 @@
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
-import { type FileHandle, open, readFile, rename, rm, truncate, writeFile } from 'node:fs/promises';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { type FileHandle, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { Logger } from 'pino';
 import { retryPolicy } from '../retry.js';
+import {
+  checkOwnFile,
+  mkdirPrivate,
+  openNoFollow,
+  readFileNoFollow,
+  writeFileAtomicPrivate,
+} from '../safeFs.js';
 
 /*
  * The local durable log (contract section 7): every accepted reading is
@@ -234,7 +241,7 @@ export class DurableLog {
 
   private async recover(): Promise<void> {
     const { dir, log } = this.opts;
-    mkdirSync(dir, { recursive: true });
+    await mkdirPrivate(dir);
     const bases = readdirSync(dir)
       .map((f) => SEGMENT_RE.exec(f))
       .filter((m): m is RegExpExecArray => m !== null)
@@ -243,7 +250,8 @@ export class DurableLog {
     for (const f of readdirSync(dir)) {
       const m = /^committed\.(.+)$/.exec(f);
       if (!m) continue;
-      const n = Number((await readFile(join(dir, f), 'utf8')).trim());
+      if (f.endsWith('.tmp')) continue;
+      const n = Number((await readFileNoFollow(join(dir, f), 'utf8')).trim());
       if (Number.isSafeInteger(n) && n >= 0) {
         this.committedBySink.set(m[1]!, n);
         this.persistedBySink.set(m[1]!, n);
@@ -251,7 +259,9 @@ export class DurableLog {
     }
     for (const [i, base] of bases.entries()) {
       const path = join(dir, segName(base));
-      const buf = await readFile(path);
+      // a planted link (or hard link) would be truncated and appended through: refused, naming it
+      await checkOwnFile(path);
+      const buf = await readFileNoFollow(path);
       const { valid, corrupt } = scanRecords(buf, base);
       if (valid < buf.length) {
         const last = i === bases.length - 1;
@@ -261,7 +271,12 @@ export class DurableLog {
             ? 'durable log: torn tail truncated'
             : 'durable log: corrupt record inside a segment; the rest of that segment is dropped',
         );
-        await truncate(path, valid);
+        const fh = await openNoFollow(path, 'r+');
+        try {
+          await fh.truncate(valid);
+        } finally {
+          await fh.close();
+        }
       }
       this.segments.push({ base, size: valid });
       this.diskBytes += valid;
@@ -270,7 +285,7 @@ export class DurableLog {
     const start = last ? last.base + last.size : Math.max(0, ...this.committedBySink.values());
     this.appendEnd = this.writtenEnd = start;
     if (!last || last.size >= this.segmentBytes) await this.roll();
-    else this.fh = await open(join(dir, segName(last.base)), 'a');
+    else this.fh = await openNoFollow(join(dir, segName(last.base)), 'a');
   }
 
   get endOffset(): number {
@@ -414,7 +429,7 @@ export class DurableLog {
   /** The next segment is opened before the current one is closed, so a failed open leaves a usable log. */
   private async roll(): Promise<void> {
     const base = this.writtenEnd;
-    const next = await open(join(this.opts.dir, segName(base)), 'a');
+    const next = await openNoFollow(join(this.opts.dir, segName(base)), 'a');
     const prev = this.fh;
     this.fh = next;
     this.segments.push({ base, size: 0 });
@@ -446,7 +461,7 @@ export class DurableLog {
       const next = this.segments.find((s) => s.base > seg.base);
       return next && from === seg.base + seg.size ? this.read(next.base, maxBytes) : [];
     }
-    const fh = await open(join(this.opts.dir, segName(seg.base)), 'r');
+    const fh = await openNoFollow(join(this.opts.dir, segName(seg.base)), 'r');
     try {
       const want = Math.min(limit - from, Math.max(maxBytes, 64 * 1024));
       const buf = Buffer.allocUnsafe(want);
@@ -505,8 +520,7 @@ export class DurableLog {
     for (const [sink, offset] of this.committedBySink) {
       if (this.persistedBySink.get(sink) === offset) continue;
       const path = join(this.opts.dir, `committed.${sink}`);
-      await writeFile(`${path}.tmp`, `${offset}\n`);
-      await rename(`${path}.tmp`, path);
+      await writeFileAtomicPrivate(path, `${offset}\n`);
       this.persistedBySink.set(sink, offset);
     }
     await this.deleteCommittedSegments();

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { BackslashMode } from '../ingest/lineProtocol.js';
 import type { Reading } from '../ingest/reading.js';
 import type { DurableLog } from '../pipeline/durableLog.js';
+import { readFileNoFollow, writeFileAtomicPrivate } from '../safeFs.js';
 import type { Scheduler } from '../scheduler.js';
+
 import { RollupAggregator } from './rollups.js';
 import { flushRollups, rollupOffset } from './store.js';
 
@@ -146,10 +147,11 @@ export class RollupSync {
 async function instanceId(dataDir: string): Promise<string> {
   const path = join(dataDir, 'instance-id');
   try {
-    return (await readFile(path, 'utf8')).trim();
+    return (await readFileNoFollow(path, 'utf8')).trim();
   } catch {
+    // missing, or not the daemon's own file (a planted link): a fresh id, written 0600 in its place
     const id = randomUUID();
-    await writeFile(path, `${id}\n`);
+    await writeFileAtomicPrivate(path, `${id}\n`);
     return id;
   }
 }

@@ -1,4 +1,3 @@
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/types.js';
@@ -8,6 +7,7 @@ export type InfluxConfig = Config['influx'];
 
 import { IngestError } from '../errors.js';
 import { redactText, redactUrl } from '../redact.js';
+import { checkDataDir, readFileNoFollow, writeFileAtomicPrivate } from '../safeFs.js';
 import { FileSink } from './file.js';
 import { InfluxV1Sink } from './influxV1.js';
 import { InfluxV2Sink } from './influxV2.js';
@@ -82,12 +82,12 @@ async function probeOrRemember(
   const cache = serverCachePath(dataDir);
   try {
     const info = await probeInflux(url, influx.token, influx.timeoutMs);
-    await mkdir(dataDir, { recursive: true });
-    await writeFile(cache, `${JSON.stringify({ url, ...info })}\n`);
+    await checkDataDir(dataDir);
+    await writeFileAtomicPrivate(cache, `${JSON.stringify({ url, ...info })}\n`);
     return info;
   } catch (err) {
     if (!(err instanceof IngestError) || err.code !== 'EI_INFLUX_UNREACHABLE') throw err;
-    const remembered = await readFile(cache, 'utf8')
+    const remembered = await readFileNoFollow(cache, 'utf8')
       .then((t) => JSON.parse(t) as ServerInfo & { url: string })
       .catch(() => undefined);
     if (remembered?.url === url) {

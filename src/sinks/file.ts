@@ -1,5 +1,5 @@
-import { appendFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { appendFileNoFollow, checkDataDir, mkdirPrivate } from '../safeFs.js';
 import type { Sink, WriteResult } from './sink.js';
 
 /**
@@ -12,15 +12,23 @@ export class FileSink implements Sink {
   /** files are read line by line (tail, grep, Telegraf's tail input): no raw line breaks */
   readonly newlines = 'escape' as const;
   private readonly dir: string;
+  private readonly dataDir: string;
   /** one append at a time: concurrent appends of large batches could interleave their lines */
   private tail: Promise<unknown> = Promise.resolve();
 
   constructor(dataDir: string) {
+    this.dataDir = dataDir;
     this.dir = join(dataDir, 'readings');
   }
 
+  /** DATA_DIR checked (also for `energy-ingest check`, which runs no App), readings/ made 0700 */
+  private async prepare(): Promise<void> {
+    await checkDataDir(this.dataDir);
+    await mkdirPrivate(this.dir);
+  }
+
   async connect(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await this.prepare();
   }
 
   pathFor(now = new Date()): string {
@@ -30,7 +38,8 @@ export class FileSink implements Sink {
   write(lines: readonly string[]): Promise<WriteResult> {
     const done = this.tail.then(async (): Promise<WriteResult> => {
       try {
-        await appendFile(this.pathFor(), `${lines.join('\n')}\n`);
+        // never through a planted link; a refusal is kept and retried like a full disk, and logged
+        await appendFileNoFollow(this.pathFor(), `${lines.join('\n')}\n`);
         return { kind: 'ok' };
       } catch (err) {
         // A full or read-only disk may recover: keep the batch.
@@ -47,8 +56,8 @@ export class FileSink implements Sink {
    * an empty append writes nothing.
    */
   async ping(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
-    await appendFile(this.pathFor(), '');
+    await this.prepare();
+    await appendFileNoFollow(this.pathFor(), '');
   }
 
   async close(): Promise<void> {}
