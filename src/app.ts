@@ -6,7 +6,7 @@ import { mergeRules } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
 import { Admission, HeapGuard } from './broker/admission.js';
 import { Authenticator } from './broker/auth.js';
-import { Broker, listen } from './broker/broker.js';
+import { Broker, type BrokerOptions, listen } from './broker/broker.js';
 import { DerivationSlots, VerifiedCache } from './broker/credentials.js';
 import { Ingress } from './broker/ingress.js';
 import { capConnections, fileDescriptorLimit, Limits, SocketBudget } from './broker/limits.js';
@@ -47,11 +47,13 @@ function readPem(key: string, path: string): Buffer {
   }
 }
 
-function readTls(cfg: Config): { port: number; cert: Buffer; key: Buffer; ca?: Buffer } | undefined {
+function readTls(cfg: Config): BrokerOptions['tls'] {
   const t = cfg.mqtt.tls;
   if (t.port === undefined || !t.cert || !t.key) return undefined;
   return {
     port: t.port,
+    maxPendingHandshakes: t.maxPendingHandshakes,
+    maxPendingHandshakesPerIp: t.maxPendingHandshakesPerIp,
     cert: readPem('mqtt.tls.cert', t.cert),
     key: readPem('mqtt.tls.key', t.key),
     ca: t.ca ? readPem('mqtt.tls.ca', t.ca) : undefined,

@@ -38,6 +38,8 @@ export interface Config {
       readonly cert?: string;
       readonly key?: string;
       readonly ca?: string;
+      readonly maxPendingHandshakes: number;
+      readonly maxPendingHandshakesPerIp: number;
     };
   };
   readonly http: {
