@@ -264,6 +264,10 @@ export class Metrics {
     'energy_ingest_retained_refused_total',
     'retained messages not stored (still delivered live), by reason: sensor, too_large, count, bytes',
   );
+  readonly tlsHandshakesRefused = new Counter(
+    'energy_ingest_tls_handshakes_refused_total',
+    'TLS connections closed before their handshake completed, by reason: refused at accept (too_many_connections, too_many_handshakes, handshakes_per_address, connect_rate) or not done within mqtt.connectTimeoutMs (timeout)',
+  );
   readonly webSocketRefused = new Counter(
     'energy_ingest_websocket_refused_total',
     'WebSocket upgrades refused (503) beyond mqtt.maxPendingWebSocketConnections',

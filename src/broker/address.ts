@@ -12,6 +12,10 @@ export function clientAddress(client: Client): string | undefined {
     conn?: { remoteAddress?: string };
     req?: { socket?: { remoteAddress?: string } };
   };
-  const a = c.conn?.remoteAddress ?? c.req?.socket?.remoteAddress;
+  return normalizeAddress(c.conn?.remoteAddress ?? c.req?.socket?.remoteAddress);
+}
+
+/** A socket's remote address, IPv4-mapped IPv6 addresses as their IPv4 address. */
+export function normalizeAddress(a: string | undefined): string | undefined {
   return a?.startsWith('::ffff:') ? a.slice(7) : a;
 }

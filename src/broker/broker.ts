@@ -9,8 +9,9 @@ import { listen } from '../listen.js';
 import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import type { Metrics } from '../metrics.js';
+import { TLS_CIPHERS, TLS_MIN_VERSION } from '../tlsCiphers.js';
 import { canPublish, canRead, canSubscribe, type Principal } from './acl.js';
-import { clientAddress } from './address.js';
+import { clientAddress, normalizeAddress } from './address.js';
 import type { Authenticator } from './auth.js';
 import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
@@ -18,6 +19,7 @@ import type { Limits, SocketBudget } from './limits.js';
 import { BoundedPersistence } from './persistence.js';
 import { principalKey, SessionOwners } from './sessions.js';
 import { boundOutgoingQueue } from './slowConsumers.js';
+import { HandshakeGate } from './tlsHandshakes.js';
 
 /** Memory bounds of the broker's queues and stores (issue 11): the config keys of these names under mqtt. */
 export type BrokerBounds = Pick<
@@ -56,7 +58,15 @@ export interface BrokerOptions {
   readonly bounds: BrokerBounds;
   /** open MQTT sockets (TCP + TLS) at most; more are closed on accept (the fd cap, limits.ts) */
   readonly socketBudget?: SocketBudget;
-  readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
+  readonly tls?: {
+    readonly port: number;
+    readonly cert: Buffer;
+    readonly key: Buffer;
+    readonly ca?: Buffer;
+    /** handshakes in progress at most, all addresses and per address (tlsHandshakes.ts) */
+    readonly maxPendingHandshakes: number;
+    readonly maxPendingHandshakesPerIp: number;
+  };
   /** Host and Origin check of a WebSocket upgrade (src/http/origin.ts): browsers of other origins are refused */
   readonly verifyUpgrade?: (
     req: IncomingMessage,
@@ -82,6 +92,7 @@ export class Broker {
   private guardWarned = false;
   private reorderWarned = false;
   private tlsServer: TlsServer | null = null;
+  private handshakes: HandshakeGate | null = null;
   tlsPort = 0;
   private readonly principals = new WeakMap<Client, Principal>();
   /** client id → the login that holds it (issue 12.2) */
@@ -171,10 +182,12 @@ export class Broker {
         (client, packet) => {
           // Aedes counts a client once it is registered, after authentication: a burst of CONNECTs
           // would all see the same count, so the admitted ones still authenticating count too
+          // ...and so do TLS handshakes in progress (a TLS client's address was charged at its accept)
           const r = this.opts.limits.admit(
             client,
             packet,
-            (this.aedes?.connectedClients ?? 0) + this.admitting,
+            (this.aedes?.connectedClients ?? 0) + this.admitting + (this.handshakes?.size ?? 0),
+            (client as unknown as { conn?: unknown }).conn instanceof TLSSocket,
           );
           if (r) this.refuse(r.reason, client.id ?? packet.clientId, undefined, r.reason, '');
           else this.holdAdmission(client);
@@ -312,6 +325,13 @@ export class Broker {
       // With a CA, clients may present a certificate; its CN can name a device
       // (checked at authenticate). Unverified certificates are not refused here
       // so that password logins over TLS keep working: they just name nobody.
+      const handshakes = this.tlsHandshakeGate(tlsOpts);
+      this.handshakes = handshakes;
+      metrics.gauge(
+        'energy_ingest_tls_handshakes_pending',
+        'TLS handshakes in progress',
+        () => handshakes.size,
+      );
       this.tlsServer = createTlsServer(
         {
           cert: tlsOpts.cert,
@@ -319,16 +339,26 @@ export class Broker {
           ca: tlsOpts.ca,
           requestCert: tlsOpts.ca !== undefined,
           rejectUnauthorized: false,
-          minVersion: 'TLSv1.2',
+          minVersion: TLS_MIN_VERSION,
+          ciphers: TLS_CIPHERS,
+          honorCipherOrder: true,
+          // Node's default is 120 s; this is an idle timer, the gate's deadline from the accept is the hard one
+          handshakeTimeout: this.opts.connectTimeoutMs,
         },
         (socket) => {
+          handshakes.secured(socket);
           socket.setNoDelay(true);
           this.adopt(aedes.handle(socket), socket);
         },
       );
-      this.tlsServer.on('tlsClientError', (err) => log.debug({ err: err.message }, 'TLS handshake failed'));
+      this.tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+        if (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT') handshakes.nodeTimedOut(socket);
+        log.debug({ err: err.message }, 'TLS handshake failed');
+      });
       // counted from the raw TCP accept, before the handshake spends anything on it
-      this.tlsServer.on('connection', (raw: Socket) => void this.admitSocket(raw));
+      this.tlsServer.on('connection', (raw: Socket) => {
+        if (this.admitSocket(raw) && handshakes.accept(raw)) raw.destroy();
+      });
       this.tlsPort = await listen(this.tlsServer, this.opts.host, tlsOpts.port, 'MQTT/TLS');
       this.tlsServer.on('error', (err) => this.listenerError('MQTT/TLS', err));
       log.info({ host: this.opts.host, port: this.tlsPort }, 'MQTT/TLS listener up');
@@ -382,6 +412,42 @@ export class Broker {
   }
 
   /**
+   * TLS handshakes in progress (issue 18 item 5): bounded in number, per
+   * address and in time, counted against the connection cap and the
+   * per-address connect rate; every refusal counted and logged with its address.
+   */
+  private tlsHandshakeGate(t: NonNullable<BrokerOptions['tls']>): HandshakeGate {
+    const { metrics, refusals, limits, connectTimeoutMs } = this.opts;
+    // never more than half the connection cap: a flood of handshakes leaves room for MQTT clients
+    const maxPending = Math.min(t.maxPendingHandshakes, Math.max(1, Math.floor(limits.maxConnections / 2)));
+    const gate: HandshakeGate = new HandshakeGate({
+      maxPending,
+      maxPendingPerAddress: t.maxPendingHandshakesPerIp,
+      timeoutMs: connectTimeoutMs,
+      maxConnections: limits.maxConnections,
+      connections: () => (this.aedes?.connectedClients ?? 0) + this.admitting,
+      chargeConnect: (address) => limits.chargeConnect(address),
+      onRefused: (reason, address) => {
+        metrics.tlsHandshakesRefused.inc({ reason });
+        refusals.warn(
+          `tls:${reason}`,
+          { address, reason, pending: gate.size, maxPending },
+          `TLS handshake refused at accept: ${reason}`,
+        );
+      },
+      onTimeout: (address) => {
+        metrics.tlsHandshakesRefused.inc({ reason: 'timeout' });
+        refusals.warn(
+          'tls:timeout',
+          { address, reason: 'timeout', timeoutMs: connectTimeoutMs },
+          'TLS handshake not completed within mqtt.connectTimeoutMs: closed',
+        );
+      },
+    });
+    return gate;
+  }
+
+  /**
    * The socket budget (limits.ts): false when the socket was closed at once
    * because too many MQTT sockets are open (each holds a file descriptor).
    */
@@ -389,8 +455,14 @@ export class Broker {
     const budget = this.opts.socketBudget;
     if (!budget) return true;
     if (!budget.take()) {
+      const address = normalizeAddress(socket.remoteAddress) ?? null;
       socket.destroy();
-      this.refuse('too_many_sockets', '', undefined, `${budget.max} MQTT sockets open`, '');
+      this.opts.metrics.authRefused.inc({ reason: 'too_many_sockets' });
+      this.opts.refusals.warn(
+        'acl:too_many_sockets',
+        { address, reason: 'too_many_sockets' },
+        `${budget.max} MQTT sockets open: connection closed at accept`,
+      );
       return false;
     }
     socket.once('close', () => budget.release());

@@ -104,13 +104,29 @@ export class Limits {
     this.now = o.now ?? Date.now;
   }
 
-  /** Admission at CONNECT: connection count, per-address rate, client id length. */
-  admit(client: Client, packet: ConnectPacket, connected: number): Refusal | undefined {
+  /** the connection cap admission enforces */
+  get maxConnections(): number {
+    return this.o.maxConnections;
+  }
+
+  /**
+   * Admission at CONNECT: connection count, per-address rate, client id length.
+   * `rateCharged`: the connection's address was charged already (a TLS
+   * connection is, at its TCP accept, before its handshake: tlsHandshakes.ts).
+   */
+  admit(client: Client, packet: ConnectPacket, connected: number, rateCharged = false): Refusal | undefined {
     if (Buffer.byteLength(packet.clientId ?? '') > this.o.maxClientIdBytes) {
       return { returnCode: 2, reason: 'client_id_too_long' };
     }
     if (connected >= this.o.maxConnections) return { returnCode: 3, reason: 'too_many_connections' };
-    const ip = clientAddress(client) ?? 'unknown';
+    if (!rateCharged && !this.chargeConnect(clientAddress(client) ?? 'unknown')) {
+      return { returnCode: 3, reason: 'connect_rate' };
+    }
+    return undefined;
+  }
+
+  /** One new connection from this address: false once it is over mqtt.connectRatePerIp in the current window. */
+  chargeConnect(ip: string): boolean {
     const t = this.now();
     let w = this.connects.get(ip);
     if (!w || t - w.start >= WINDOW_MS) {
@@ -119,8 +135,7 @@ export class Limits {
       w = { start: t, count: 0 };
       this.connects.set(ip, w);
     }
-    if (++w.count > this.o.connectRatePerIp) return { returnCode: 3, reason: 'connect_rate' };
-    return undefined;
+    return ++w.count <= this.o.connectRatePerIp;
   }
 
   /**

@@ -106,6 +106,8 @@ export class BrokerPart implements Component {
         tls.port !== undefined && tls.cert && tls.key
           ? {
               port: tls.port,
+              maxPendingHandshakes: tls.maxPendingHandshakes,
+              maxPendingHandshakesPerIp: tls.maxPendingHandshakesPerIp,
               cert: readPem('mqtt.tls.cert', tls.cert),
               key: readPem('mqtt.tls.key', tls.key),
               ca: tls.ca ? readPem('mqtt.tls.ca', tls.ca) : undefined,

@@ -183,6 +183,19 @@ export const SCHEMA = {
         secret: true,
       },
       ca: { kind: 'string', description: 'PEM CA file to verify client certificates', env: 'MQTT_TLS_CA' },
+      maxPendingHandshakes: {
+        kind: 'int',
+        description:
+          'TLS handshakes in progress at most (never more than half of maxConnections; they count against it); more connections are closed at accept',
+        default: 100,
+        min: 1,
+      },
+      maxPendingHandshakesPerIp: {
+        kind: 'int',
+        description: 'TLS handshakes in progress at most from one address; more are closed at accept',
+        default: 20,
+        min: 1,
+      },
     },
   },
   http: {

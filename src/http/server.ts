@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { TLS_CIPHERS, TLS_MIN_VERSION } from '../tlsCiphers.js';
 import type { BrowserGuard } from './origin.js';
 
 export type Route = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -100,7 +101,13 @@ export function createHttpServer(
   // HTTPS when a certificate is configured: the WebSocket endpoint becomes WSS with it
   return tls
     ? (createHttpsServer(
-        { cert: tls.cert, key: tls.key, minVersion: 'TLSv1.2' },
+        {
+          cert: tls.cert,
+          key: tls.key,
+          minVersion: TLS_MIN_VERSION,
+          ciphers: TLS_CIPHERS,
+          honorCipherOrder: true,
+        },
         handler,
       ) as unknown as Server)
     : createServer(handler);

@@ -105,7 +105,8 @@ describe('MQTT over TLS (openssl certificates, mosquitto_pub, MQTT.js)', () => {
 
 describe('HTTPS and MQTT over WSS', () => {
   it('serves /health over HTTPS and MQTT over wss://…/mqtt when http.tls is set', async () => {
-    const certs = makeCerts('unused');
+    // an RSA key: with it a static-RSA suite could be negotiated, were it offered
+    const certs = makeCerts('unused', { serverKey: 'rsa' });
     const t = await startApp({ EI_HTTP_TLS_CERT: certs.serverCert, EI_HTTP_TLS_KEY: certs.serverKey });
     try {
       const { get } = await import('node:https');
@@ -124,6 +125,20 @@ describe('HTTPS and MQTT over WSS', () => {
       await c.publishAsync('sensors/building_001/1/wss/temperature', '19.5', { qos: 1 });
       await c.endAsync();
       await eventually(async () => t.app.metrics.pointsWritten.get() > before);
+      // HTTPS offers TLS 1.2 with ECDHE AEAD suites only (issue 18 item 5), as the MQTT/TLS listener
+      const sClient = (cipher: string) =>
+        new Promise<boolean>((resolve) => {
+          const child = execFile(
+            'openssl',
+            ['s_client', '-connect', `127.0.0.1:${t.app.httpPort}`, '-tls1_2', '-cipher', cipher],
+            { timeout: 10_000 },
+            (err) => resolve(!err),
+          );
+          child.stdin?.end(); // s_client ends the connection once its input ends
+        });
+      expect(await sClient('AES128-SHA')).toBe(false);
+      expect(await sClient('ECDHE-RSA-AES128-SHA')).toBe(false);
+      expect(await sClient('ECDHE-RSA-AES128-GCM-SHA256')).toBe(true);
     } finally {
       await t.stop();
     }

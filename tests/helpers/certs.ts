@@ -16,8 +16,11 @@ export interface TestCerts {
   strangerKey: string;
 }
 
-/** A throwaway CA, a server certificate for 127.0.0.1 and client certificates, made with openssl. */
-export function makeCerts(clientCn: string): TestCerts {
+/**
+ * A throwaway CA, a server certificate for 127.0.0.1 and client certificates, made with openssl.
+ * `serverKey: 'rsa'` gives the server an RSA key (static-RSA key exchange is only possible with one).
+ */
+export function makeCerts(clientCn: string, opts: { serverKey?: 'ec' | 'rsa' } = {}): TestCerts {
   const dir = tempDir('tls');
   const p = (f: string) => join(dir, f);
   const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
@@ -35,7 +38,8 @@ export function makeCerts(clientCn: string): TestCerts {
     '-subj',
     '/CN=energy-ingest test CA',
   );
-  ssl('req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+  const serverKey = opts.serverKey === 'rsa' ? ['-newkey', 'rsa:2048', '-nodes'] : ec;
+  ssl('req', ...serverKey, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
   writeFileSync(p('san.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   ssl(
     'x509',
