@@ -23,6 +23,7 @@ import { KnownBuildings } from './ingest/knownBuildings.js';
 import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
 import { MetadataSync } from './metadata/sync.js';
+import { UserLookup } from './metadata/userLookup.js';
 import { DeadLetterWriter } from './pipeline/deadLetter.js';
 import { DrainProgress } from './pipeline/drainProgress.js';
 import { DurableLog, logDir } from './pipeline/durableLog.js';
@@ -81,6 +82,7 @@ export class App {
   private pipeline: Pipeline | null = null;
   private durableLog: DurableLog | null = null;
   private metadata: MetadataSync | null = null;
+  private userLookup: UserLookup | null = null;
   private redis: Redis | null = null;
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
@@ -381,16 +383,34 @@ export class App {
       );
     }
     const refusals = new RateLimitedLog(log);
-    const metadata = this.metadata;
+    // login look-ups have a pool of their own: a lock on users or a frozen PostgreSQL must not
+    // take the metadata pool's connections, nor hold a login without an answer (issue 18 item 4)
+    const users = cfg.postgres.url
+      ? new UserLookup({
+          url: cfg.postgres.url,
+          poolSize: cfg.auth.loginLookupPoolSize,
+          timeoutMs: cfg.auth.loginLookupTimeoutMs,
+          maxWaiting: cfg.auth.loginLookupMaxWaiting,
+          negativeTtlMs: cfg.auth.unknownUserCacheMs,
+          negativeMax: cfg.auth.unknownUserCacheMax,
+          log,
+          onQuery: () => metrics.loginLookups.inc(),
+          onRefused: () => metrics.loginLookupsRefused.inc(),
+          onNegativeDropped: () => metrics.unknownUsersForgotten.inc(),
+        })
+      : null;
+    this.userLookup = users;
     const authenticator = new Authenticator({
       allowAnonymous: cfg.auth.allowAnonymous,
       devices: () => this.snapshot.devices,
-      lookupUser: metadata ? (u) => metadata.lookupUser(u) : undefined,
+      lookupUser: users ? (u) => users.lookup(u) : undefined,
+      lookupTimeoutMs: cfg.auth.loginLookupTimeoutMs,
       lookupSession:
         cfg.auth.redisSessions && this.redis ? (id) => this.redis!.get(`session:${id}`) : undefined,
       cache: new VerifiedCache(
         10_000,
         new DerivationSlots(cfg.auth.maxConcurrentKeyDerivations, cfg.auth.maxQueuedKeyDerivations),
+        () => metrics.keyDerivations.inc(),
       ),
       guard: new LoginGuard({
         maxPerAddress: cfg.auth.maxFailedLoginsPerMinute,
@@ -613,6 +633,7 @@ export class App {
     await this.rollups?.stop();
     await this.durableLog?.close();
     await this.metadata?.stop();
+    await this.userLookup?.stop();
     if (this.redis) await this.redis.quit().catch(() => this.redis?.disconnect());
     await this.deadLetter?.close();
     await this.sink?.close();

@@ -77,6 +77,11 @@ export interface Config {
     readonly maxTrackedLogins: number;
     readonly maxConcurrentKeyDerivations: number;
     readonly maxQueuedKeyDerivations: number;
+    readonly loginLookupPoolSize: number;
+    readonly loginLookupTimeoutMs: number;
+    readonly loginLookupMaxWaiting: number;
+    readonly unknownUserCacheMs: number;
+    readonly unknownUserCacheMax: number;
   };
   readonly pipeline: {
     readonly batchSize: number;
