@@ -14,6 +14,7 @@ import {
   freshDatabase,
   type RestartableService,
   startPostgres,
+  startRedis,
   tempDir,
 } from '../helpers/services.js';
 
@@ -242,5 +243,55 @@ describe('logins under PostgreSQL faults, and alike answers for every refused na
       20_000,
       'users logins work again after SIGCONT',
     );
+  }, 60_000);
+});
+
+describe('session logins with Redis frozen (SIGSTOP)', () => {
+  it('answers CONNACK 0x03 within the look-up timeout, and logs in again after SIGCONT', async () => {
+    const redis = await startRedis();
+    const dir = tempDir('login-faults-redis');
+    let d: DaemonProcess | undefined;
+    const { Redis } = await import('ioredis');
+    const client = new Redis(redis.url);
+    try {
+      await client.set(
+        'session:live_1',
+        JSON.stringify({
+          username: 'kim',
+          role: 'user',
+          expires_at: new Date(Date.now() + 3_600_000).toISOString(),
+        }),
+      );
+      d = await spawnDaemon({
+        REDIS_URL: redis.url,
+        EI_AUTH_REDIS_SESSIONS: 'true',
+        ALLOW_ANONYMOUS: 'false',
+        DATA_DIR: dir,
+        EI_AUTH_LOGIN_LOOKUP_TIMEOUT_MS: String(LOOKUP_TIMEOUT_MS),
+      });
+      expect((await login(d.mqttPort, 'session', 'live_1')).code).toBe(0);
+      try {
+        redis.pause();
+        const r = await login(d.mqttPort, 'session', 'live_1', 20_000);
+        // Redis could not say: "server unavailable", never "bad user name or password"
+        expect(r.code).toBe(3);
+        expect(r.ms).toBeLessThan(LOOKUP_TIMEOUT_MS + 5000);
+      } finally {
+        redis.resume();
+      }
+      const daemon = d;
+      await eventually(
+        async () => (await login(daemon.mqttPort, 'session', 'live_1', 5000)).code === 0,
+        20_000,
+        'session logins work again after SIGCONT',
+      );
+    } finally {
+      client.disconnect();
+      if (d && d.child.exitCode === null) d.child.kill('SIGKILL');
+      await d?.exited;
+      redis.resume();
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 60_000);
 });
