@@ -137,17 +137,27 @@ export class Authenticator {
     return this.dummy.hash;
   }
 
-  private async verify(pw: string, stored: string, username?: string): Promise<Refusal | undefined> {
+  /**
+   * A derivation against the dummy hash. The user name goes into the derived
+   * input: concurrent guesses of one password at several unknown names must not
+   * share one derivation (the verified cache coalesces identical inputs), or
+   * they would answer sooner than guesses at names that exist.
+   */
+  private dummyVerify(username: string, pw: string): Promise<boolean | 'busy'> {
+    return this.opts.cache.verify(`${username}\u0000${pw}`, this.dummyHash());
+  }
+
+  private async verify(pw: string, stored: string, username: string): Promise<Refusal | undefined> {
     const shape = checkStoredHash(stored);
     if (shape !== 'ok') {
       // never the stored hash's own cost, but the dummy's: a name whose hash is too costly or no
       // hash at all must not answer sooner than any other (issue 18 item 10)
-      const ran = await this.opts.cache.verify(pw, this.dummyHash());
+      const ran = await this.dummyVerify(username, pw);
       if (ran === 'busy') return { ok: false, returnCode: 3, reason: 'login_busy', retryAfterS: 1 };
       if (shape === 'malformed') return { ok: false, returnCode: 4, reason: 'bad_credentials' };
       this.opts.refusals.warn(
         `auth:kdf_too_costly:${username}`,
-        { username: username ?? null, limits: KDF_LIMITS },
+        { username, limits: KDF_LIMITS },
         'login refused: the stored password hash asks for more key-derivation work than allowed; set the password again (energy-ingest passwd)',
       );
       return { ok: false, returnCode: 4, reason: 'kdf_too_costly' };
@@ -181,7 +191,7 @@ export class Authenticator {
       );
       // the same derivation as any refused login, so that this answer's timing tells no more
       // than its code (a device name's wrong password also ends with this look-up)
-      if (!derived) await this.opts.cache.verify(pw, this.dummyHash());
+      if (!derived) await this.dummyVerify(username, pw);
       return { ok: false, returnCode: 3, reason, retryAfterS: 1 };
     }
   }
@@ -228,10 +238,11 @@ export class Authenticator {
     }
     if (username === 'session' && this.opts.lookupSession) return this.session(pw);
     // an unknown name costs a derivation too: otherwise its quick refusal tells which names exist
-    if (!user)
-      return (
-        (await this.verify(pw, this.dummyHash())) ?? { ok: false, returnCode: 4, reason: 'bad_credentials' }
-      );
+    if (!user) {
+      const ran = await this.dummyVerify(username, pw);
+      if (ran === 'busy') return { ok: false, returnCode: 3, reason: 'login_busy', retryAfterS: 1 };
+      return { ok: false, returnCode: 4, reason: 'bad_credentials' };
+    }
     return { ok: false, returnCode: 4, reason: 'bad_credentials' };
   }
 

@@ -14,6 +14,7 @@ const N = 1024; // cheap hashes: what is counted here is derivations, not time
 
 async function setup(over: Partial<AuthenticatorOptions> = {}) {
   const good = await hashPassword('right', N);
+  const userHash = await hashPassword('right', N); // its own salt, as every real row has
   const devices: DeviceRow[] = [
     { id: 1, username: 'sensor-1', password_hash: good, building_id: 1, role: 'sensor', enabled: true },
     { id: 2, username: 'sensor-off', password_hash: good, building_id: 1, role: 'sensor', enabled: false },
@@ -33,7 +34,7 @@ async function setup(over: Partial<AuthenticatorOptions> = {}) {
   const auth = new Authenticator({
     allowAnonymous: false,
     devices: () => devices,
-    lookupUser: async (u) => (u === 'ops' ? { password_hash: good, role: 'admin' } : undefined),
+    lookupUser: async (u) => (u === 'ops' ? { password_hash: userHash, role: 'admin' } : undefined),
     cache: new VerifiedCache(100, new DerivationSlots(4, 100), () => derivations++),
     metrics,
     log,
@@ -45,7 +46,7 @@ async function setup(over: Partial<AuthenticatorOptions> = {}) {
     const r = await auth.authenticate('c', user, Buffer.from(pw));
     return { code: r.ok ? 0 : r.returnCode, derivations: derivations - before };
   };
-  return { attempt };
+  return { attempt, auth, count: () => derivations };
 }
 
 describe('login answers (issue 18 items 4 and 10)', () => {
@@ -57,6 +58,19 @@ describe('login answers (issue 18 items 4 and 10)', () => {
     expect((await attempt('sensor-off', 'right')).code).toBe(5);
     expect((await attempt('sensor-1', 'right')).code).toBe(0);
     expect((await attempt('ops', 'right')).code).toBe(0);
+  });
+
+  it('does not let concurrent guesses at several unknown names share one derivation', async () => {
+    const { auth, count } = await setup();
+    const codes = await Promise.all(
+      ['nobody-a', 'nobody-b', 'sensor-1', 'ops'].map(async (u) => {
+        const r = await auth.authenticate('c', u, Buffer.from('same-guess'));
+        return r.ok ? 0 : r.returnCode;
+      }),
+    );
+    expect(codes).toEqual([4, 4, 4, 4]);
+    // one each, as for names that exist (whose hashes differ anyway)
+    expect(count()).toBe(4);
   });
 
   it('answers 0x03 when the users look-up fails, for device names and other names alike', async () => {
