@@ -131,7 +131,6 @@ describe('logins under PostgreSQL faults, and alike answers for every refused na
       EI_AUTH_FAILED_LOGIN_BURST: '1000',
       EI_AUTH_MAX_FAILED_LOGINS_PER_MINUTE: '1000000',
       EI_AUTH_MAX_FAILED_LOGINS_PER_USER_PER_MINUTE: '1000000',
-      EI_AUTH_MAX_QUEUED_KEY_DERIVATIONS: '1000',
       EI_AUTH_LOGIN_LOOKUP_TIMEOUT_MS: String(LOOKUP_TIMEOUT_MS),
     });
     expect((await login(d.mqttPort, 'sensor-2', 's3nsor-pass')).code).toBe(0);
@@ -157,7 +156,7 @@ describe('logins under PostgreSQL faults, and alike answers for every refused na
       // five CONNECTs a second with names nobody has, for the whole test
       const flood = (async () => {
         while (flooding) {
-          answers.push(login(d.mqttPort, `rnd-${randomBytes(6).toString('hex')}`, 'x', 20_000));
+          answers.push(login(d.mqttPort, `rnd-${randomBytes(6).toString('hex')}`, 'x', 25_000));
           await new Promise((r) => setTimeout(r, 200));
         }
       })();
@@ -187,7 +186,8 @@ describe('logins under PostgreSQL faults, and alike answers for every refused na
     expect(results.length).toBeGreaterThan(10);
     // an infrastructure failure is "server unavailable", never "bad user name or password"
     for (const r of results) expect(r.code).toBe(3);
-    for (const r of results) expect(r.ms).toBeLessThan(LOOKUP_TIMEOUT_MS + 8000);
+    // the look-up timeout, then a derivation (or "busy" at once when 8 already wait), on a loaded machine
+    for (const r of results) expect(r.ms).toBeLessThan(LOOKUP_TIMEOUT_MS + 15_000);
     // the lock is gone: a users login works again
     expect((await login(d.mqttPort, 'ops', 'hunter2')).code).toBe(0);
   }, 60_000);
