@@ -214,6 +214,22 @@ export class Metrics {
     'energy_ingest_login_failures_forgotten_total',
     'failed-login counts dropped before their minute ended because auth.maxTrackedLogins was reached',
   );
+  readonly keyDerivations = new Counter(
+    'energy_ingest_key_derivations_total',
+    'password key derivations (scrypt/pbkdf2) started for logins, real or dummy',
+  );
+  readonly loginLookups = new Counter(
+    'energy_ingest_login_lookups_total',
+    'users look-ups sent to PostgreSQL at login (unknown names remembered for auth.unknownUserCacheMs are not)',
+  );
+  readonly loginLookupsRefused = new Counter(
+    'energy_ingest_login_lookups_refused_total',
+    'logins answered 0x03 at once because auth.loginLookupMaxWaiting look-ups were already waiting for a connection',
+  );
+  readonly unknownUsersForgotten = new Counter(
+    'energy_ingest_unknown_users_forgotten_total',
+    'unknown user names forgotten before auth.unknownUserCacheMs because auth.unknownUserCacheMax was reached',
+  );
   readonly throttled = new Counter(
     'energy_ingest_throttled_total',
     'publishes held back by the per-client message rate limit',

@@ -15,10 +15,12 @@ export interface AuthenticatorOptions {
   readonly allowAnonymous: boolean;
   /** the current metadata snapshot's devices */
   readonly devices: () => readonly DeviceRow[];
-  /** the system's users table (undefined without PostgreSQL) */
+  /** the system's users table (undefined without PostgreSQL); throws when PostgreSQL cannot answer */
   readonly lookupUser?: (username: string) => Promise<UserRow | undefined>;
   /** the system's Redis sessions (auth.redisSessions): the raw session:{id} value */
   readonly lookupSession?: (id: string) => Promise<string | null>;
+  /** longest a users or session look-up may take before the login is answered 0x03 (auth.loginLookupTimeoutMs) */
+  readonly lookupTimeoutMs?: number;
   readonly now?: () => number;
   readonly cache: VerifiedCache;
   /** failed-login limits per address and user name; none: unlimited */
@@ -31,6 +33,21 @@ export interface AuthenticatorOptions {
 type Refusal = { ok: false; returnCode: 3 | 4 | 5; reason: string; retryAfterS?: number };
 
 export type AuthResult = { ok: true; principal: Principal } | Refusal;
+
+/** A look-up that did not answer in time: the login is answered, whatever the look-up does later. */
+function withTimeout<T>(p: Promise<T>, ms: number | undefined): Promise<T> {
+  if (!ms) return p;
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`lookup timeout: no answer within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+const isTimeout = (err: unknown) =>
+  (err as { why?: string }).why === 'timeout' || /timeout|timed out/i.test((err as Error).message ?? '');
 
 const ANONYMOUS: Principal = { username: null, role: 'admin', buildingId: null, anonymous: true };
 
@@ -97,7 +114,13 @@ export class Authenticator {
     let outcome: 'ok' | 'failed' | 'other' = 'other';
     try {
       const r = await this.password(username, pw);
-      outcome = r.ok ? 'ok' : r.reason === 'bad_credentials' ? 'failed' : 'other';
+      // a stored hash refused as too costly counts like a wrong password: otherwise guesses at such a
+      // name would never be limited, and that alone would tell the name exists
+      outcome = r.ok
+        ? 'ok'
+        : r.reason === 'bad_credentials' || r.reason === 'kdf_too_costly'
+          ? 'failed'
+          : 'other';
       return r;
     } finally {
       // also when the check throws: a pending attempt left behind would never be counted again
@@ -114,12 +137,27 @@ export class Authenticator {
     return this.dummy.hash;
   }
 
-  private async verify(pw: string, stored: string, username?: string): Promise<Refusal | undefined> {
-    if (checkStoredHash(stored) === 'too_costly') {
-      // refused before any derivation: the cost is the stored hash's, not the client's
+  /**
+   * A derivation against the dummy hash. The user name goes into the derived
+   * input: concurrent guesses of one password at several unknown names must not
+   * share one derivation (the verified cache coalesces identical inputs), or
+   * they would answer sooner than guesses at names that exist.
+   */
+  private dummyVerify(username: string, pw: string): Promise<boolean | 'busy'> {
+    return this.opts.cache.verify(`${username}\u0000${pw}`, this.dummyHash());
+  }
+
+  private async verify(pw: string, stored: string, username: string): Promise<Refusal | undefined> {
+    const shape = checkStoredHash(stored);
+    if (shape !== 'ok') {
+      // never the stored hash's own cost, but the dummy's: a name whose hash is too costly or no
+      // hash at all must not answer sooner than any other (issue 18 item 10)
+      const ran = await this.dummyVerify(username, pw);
+      if (ran === 'busy') return { ok: false, returnCode: 3, reason: 'login_busy', retryAfterS: 1 };
+      if (shape === 'malformed') return { ok: false, returnCode: 4, reason: 'bad_credentials' };
       this.opts.refusals.warn(
         `auth:kdf_too_costly:${username}`,
-        { username: username ?? null, limits: KDF_LIMITS },
+        { username, limits: KDF_LIMITS },
         'login refused: the stored password hash asks for more key-derivation work than allowed; set the password again (energy-ingest passwd)',
       );
       return { ok: false, returnCode: 4, reason: 'kdf_too_costly' };
@@ -129,12 +167,47 @@ export class Authenticator {
     return ok ? undefined : { ok: false, returnCode: 4, reason: 'bad_credentials' };
   }
 
+  /**
+   * The users look-up. undefined: no such user; a Refusal (0x03): PostgreSQL
+   * could not say (down, frozen, locked, too busy). An infrastructure failure is
+   * never "bad user name or password": a client must not give up on its credentials.
+   */
+  private async lookup(
+    username: string,
+    pw: string,
+    derived = false,
+  ): Promise<UserRow | undefined | Refusal> {
+    try {
+      return await withTimeout(
+        this.opts.lookupUser?.(username) ?? Promise.resolve(undefined),
+        this.opts.lookupTimeoutMs,
+      );
+    } catch (err) {
+      const reason = isTimeout(err) ? 'lookup_timeout' : 'lookup_failed';
+      this.opts.refusals.warn(
+        `auth:${reason}`,
+        { err: (err as Error).message, code: (err as { code?: string }).code },
+        'users lookup failed',
+      );
+      // the same derivation as any refused login, so that this answer's timing tells no more
+      // than its code (a device name's wrong password also ends with this look-up)
+      if (!derived) await this.dummyVerify(username, pw);
+      return { ok: false, returnCode: 3, reason, retryAfterS: 1 };
+    }
+  }
+
   private async password(username: string, pw: string): Promise<AuthResult> {
     const device = this.opts.devices().find((d) => d.username === username);
     if (device) {
       // the password first: a disabled device's name is told apart only by who knows its password
       const refused = await this.verify(pw, device.password_hash, username);
-      if (refused) return refused;
+      if (refused) {
+        if (refused.returnCode === 3) return refused;
+        // the look-up an unknown name costs, done here too (its answer unused): otherwise, with
+        // PostgreSQL down, device names would answer 0x04 and every other name 0x03
+        const parity = await this.lookup(username, pw, true);
+        return parity && 'ok' in parity ? parity : refused;
+      }
       if (!device.enabled) return { ok: false, returnCode: 5, reason: 'disabled' };
       return {
         ok: true,
@@ -146,13 +219,13 @@ export class Authenticator {
         },
       };
     }
-    let user: UserRow | undefined;
-    try {
-      user = await this.opts.lookupUser?.(username);
-    } catch (err) {
-      this.opts.log.warn({ err: (err as Error).message }, 'users lookup failed');
-      return { ok: false, returnCode: 4, reason: 'lookup_failed' };
+    const found = await this.lookup(username, pw);
+    if (found && 'ok' in found) {
+      // the reserved session name needs Redis, not PostgreSQL
+      if (username === 'session' && this.opts.lookupSession) return this.session(pw);
+      return found;
     }
+    const user = found;
     if (user) {
       const refused = await this.verify(pw, user.password_hash, username);
       if (!refused) {
@@ -165,10 +238,11 @@ export class Authenticator {
     }
     if (username === 'session' && this.opts.lookupSession) return this.session(pw);
     // an unknown name costs a derivation too: otherwise its quick refusal tells which names exist
-    if (!user)
-      return (
-        (await this.verify(pw, this.dummyHash())) ?? { ok: false, returnCode: 4, reason: 'bad_credentials' }
-      );
+    if (!user) {
+      const ran = await this.dummyVerify(username, pw);
+      if (ran === 'busy') return { ok: false, returnCode: 3, reason: 'login_busy', retryAfterS: 1 };
+      return { ok: false, returnCode: 4, reason: 'bad_credentials' };
+    }
     return { ok: false, returnCode: 4, reason: 'bad_credentials' };
   }
 
@@ -178,10 +252,12 @@ export class Authenticator {
     if (!/^[\w.:-]{1,200}$/.test(id)) return { ok: false, returnCode: 4, reason: 'bad_credentials' };
     let raw: string | null;
     try {
-      raw = await this.opts.lookupSession!(id);
+      raw = await withTimeout(this.opts.lookupSession!(id), this.opts.lookupTimeoutMs);
     } catch (err) {
-      this.opts.log.warn({ err: (err as Error).message }, 'session lookup failed');
-      return { ok: false, returnCode: 4, reason: 'lookup_failed' };
+      const reason = isTimeout(err) ? 'session_lookup_timeout' : 'session_lookup_failed';
+      this.opts.refusals.warn(`auth:${reason}`, { err: (err as Error).message }, 'session lookup failed');
+      // Redis down or frozen: "server unavailable", never "bad user name or password"
+      return { ok: false, returnCode: 3, reason, retryAfterS: 1 };
     }
     let s: { username?: unknown; role?: unknown; expires_at?: unknown } | undefined;
     try {

@@ -149,6 +149,8 @@ export class VerifiedCache {
   constructor(
     private readonly max = 10_000,
     private readonly slots = new DerivationSlots(),
+    /** one key derivation started (energy_ingest_key_derivations_total) */
+    private readonly onDerivation?: () => void,
   ) {}
 
   private key(password: string, stored: string): string {
@@ -161,7 +163,10 @@ export class VerifiedCache {
     // a fleet sharing one credential reconnects at once: one scrypt serves them all
     let pending = this.inFlight.get(k);
     if (!pending) {
-      const run = this.slots.run(() => verifyPassword(password, stored));
+      const run = this.slots.run(() => {
+        this.onDerivation?.();
+        return verifyPassword(password, stored);
+      });
       if (!run) return 'busy';
       pending = run.finally(() => this.inFlight.delete(k));
       this.inFlight.set(k, pending);

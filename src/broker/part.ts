@@ -6,6 +6,7 @@ import type { HttpLogin, HttpPart } from '../http/part.js';
 import type { ReadingConsumer } from '../ingest/consumer.js';
 import { RateLimitedLog } from '../log.js';
 import type { MetadataPart } from '../metadata/part.js';
+import { UserLookup } from '../metadata/userLookup.js';
 import type { DeadLetterPart, LogPart, PipelinePart } from '../pipeline/parts.js';
 import type { RedisPart } from '../redis.js';
 import type { SinkPart } from '../sinks/part.js';
@@ -46,6 +47,7 @@ export class BrokerPart implements Component {
   readonly check = 'mqtt';
   broker: Broker | null = null;
   authenticator: Authenticator | null = null;
+  private userLookup: UserLookup | null = null;
   private heapGuard: HeapGuard | null = null;
   port = 0;
   tlsPort = 0;
@@ -137,17 +139,35 @@ export class BrokerPart implements Component {
 
   private createAuthenticator(): Authenticator {
     const { cfg, metrics, log } = this.ctx;
-    const sync = this.deps.metadata.sync;
     const redis = this.deps.redis.client;
     const metadata = this.deps.metadata;
+    // login look-ups have a pool of their own: a lock on users or a frozen PostgreSQL must not
+    // take the metadata pool's connections, nor hold a login without an answer (issue 18 item 4)
+    const users = cfg.postgres.url
+      ? new UserLookup({
+          url: cfg.postgres.url,
+          poolSize: cfg.auth.loginLookupPoolSize,
+          timeoutMs: cfg.auth.loginLookupTimeoutMs,
+          maxWaiting: cfg.auth.loginLookupMaxWaiting,
+          negativeTtlMs: cfg.auth.unknownUserCacheMs,
+          negativeMax: cfg.auth.unknownUserCacheMax,
+          log,
+          onQuery: () => metrics.loginLookups.inc(),
+          onRefused: () => metrics.loginLookupsRefused.inc(),
+          onNegativeDropped: () => metrics.unknownUsersForgotten.inc(),
+        })
+      : null;
+    this.userLookup = users;
     return new Authenticator({
       allowAnonymous: cfg.auth.allowAnonymous,
       devices: () => metadata.snapshot.devices,
-      lookupUser: sync ? (u) => sync.lookupUser(u) : undefined,
+      lookupUser: users ? (u) => users.lookup(u) : undefined,
+      lookupTimeoutMs: cfg.auth.loginLookupTimeoutMs,
       lookupSession: cfg.auth.redisSessions && redis ? (id) => redis.get(`session:${id}`) : undefined,
       cache: new VerifiedCache(
         10_000,
         new DerivationSlots(cfg.auth.maxConcurrentKeyDerivations, cfg.auth.maxQueuedKeyDerivations),
+        () => metrics.keyDerivations.inc(),
       ),
       guard: new LoginGuard({
         maxPerAddress: cfg.auth.maxFailedLoginsPerMinute,
@@ -185,6 +205,7 @@ export class BrokerPart implements Component {
     this.heapGuard?.stop();
     for (const o of this.deps.outputs) o.detachBroker();
     await this.broker?.close();
+    await this.userLookup?.stop();
   }
 
   registerMetrics(m: NodeContext['metrics']): void {

@@ -356,6 +356,45 @@ export const SCHEMA = {
       min: 0,
       max: 10000,
     },
+    loginLookupPoolSize: {
+      kind: 'int',
+      description:
+        'PostgreSQL connections for `users` look-ups at login, a pool apart from the metadata one (so logins cannot starve metadata reloads)',
+      default: 2,
+      min: 1,
+      max: 100,
+    },
+    loginLookupTimeoutMs: {
+      kind: 'int',
+      description:
+        'longest a `users` (PostgreSQL) or session (Redis) look-up may take at login; then CONNACK 0x03 / HTTP 503',
+      default: 2000,
+      min: 100,
+      max: 60000,
+    },
+    loginLookupMaxWaiting: {
+      kind: 'int',
+      description:
+        'logins waiting for a connection of the login pool; more get CONNACK 0x03 / HTTP 503 at once',
+      default: 16,
+      min: 0,
+      max: 10000,
+    },
+    unknownUserCacheMs: {
+      kind: 'int',
+      description:
+        'how long a user name found in neither `mqtt_devices` nor `users` is remembered as unknown (not looked up again); 0: not remembered',
+      default: 30000,
+      min: 0,
+      max: 3600000,
+    },
+    unknownUserCacheMax: {
+      kind: 'int',
+      description: 'unknown user names remembered at most; the oldest is forgotten first',
+      default: 10000,
+      min: 0,
+      max: 1000000,
+    },
   },
   pipeline: {
     batchSize: { kind: 'int', description: 'points per InfluxDB write', default: 5000, min: 1, max: 1000000 },

@@ -73,6 +73,11 @@ describe('configuration', () => {
       maxTrackedLogins: 100000,
       maxConcurrentKeyDerivations: 1,
       maxQueuedKeyDerivations: 8,
+      loginLookupPoolSize: 2,
+      loginLookupTimeoutMs: 2000,
+      loginLookupMaxWaiting: 16,
+      unknownUserCacheMs: 30000,
+      unknownUserCacheMax: 10000,
     });
   });
 
