@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cron from 'node-cron';
@@ -302,6 +303,7 @@ type Loose = {
   metadata: { refreshCron?: string; reloadRetryMinMs: number; reloadRetryMaxMs: number };
   postgres: { url?: string };
   redis: { url?: string };
+  cluster: { mode: string; nodeId?: string };
 };
 
 /** checks across keys, reported with the single-key problems (never thrown on their own) */
@@ -332,6 +334,10 @@ export function crossFieldProblems(out: Plain): string[] {
   }
   const redisSessions = cfg.auth?.redisSessions === true;
   if (redisSessions && !cfg.redis?.url) problems.push('auth.redisSessions: needs REDIS_URL (redis.url)');
+  if (cfg.cluster.mode === 'redis' && !cfg.redis?.url)
+    problems.push('cluster.mode: redis needs REDIS_URL (redis.url)');
+  if (cfg.cluster.nodeId !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(cfg.cluster.nodeId))
+    problems.push('cluster.nodeId: 1 to 64 of A-Z a-z 0-9 _ . - (it names Redis keys and channels)');
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const anon = cfg.auth?.allowAnonymous;
   const allowAnonymous = typeof anon === 'boolean' ? anon : hosts.every(isLoopback);
@@ -349,6 +355,10 @@ export function crossFieldProblems(out: Plain): string[] {
 function complete(out: Plain, extra: { buildings: unknown; alertRules: unknown; sources: string[] }): Plain {
   const cfg = out as unknown as Loose;
   cfg.influx.database ??= cfg.influx.bucket;
+  cfg.cluster.nodeId ??=
+    hostname()
+      .replace(/[^A-Za-z0-9_.-]/g, '-')
+      .slice(0, 64) || 'node';
   if (typeof cfg.influx.url === 'string') {
     // fetch refuses a URL with user:password@ (and would repeat it in its error): the credentials
     // go to the v1 client's Basic auth instead; INFLUX_USERNAME/INFLUX_PASSWORD, when set, win

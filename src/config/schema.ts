@@ -547,6 +547,21 @@ export const SCHEMA = {
       max: 3600000,
     },
   },
+  cluster: {
+    mode: {
+      kind: 'enum',
+      values: ['standalone', 'redis'],
+      description:
+        'standalone: one node; redis: every node with the same REDIS_URL, InfluxDB and PostgreSQL is one system (contract section 14)',
+      default: 'standalone',
+      env: 'CLUSTER_MODE',
+    },
+    nodeId: {
+      kind: 'string',
+      description: "this node's name in the cluster, unique per node; unset: the host name",
+      env: 'CLUSTER_NODE_ID',
+    },
+  },
   alerts: {
     locale: { kind: 'enum', values: ['ko', 'en'], description: 'language of alert messages', default: 'ko' },
     maxQueued: {

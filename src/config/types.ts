@@ -16,7 +16,9 @@ type FromSchema = ConfigOf<typeof SCHEMA>;
  * (src/config/schema.ts, the one place a key is declared), plus what load.ts
  * computes or validates beyond single keys.
  */
-export type Config = Omit<FromSchema, 'auth' | 'influx' | 'alerts'> & {
+export type Config = Omit<FromSchema, 'auth' | 'influx' | 'alerts' | 'cluster'> & {
+  /** nodeId defaults to the host name */
+  readonly cluster: FromSchema['cluster'] & { readonly nodeId: string };
   readonly auth: FromSchema['auth'] & {
     /** decided by load.ts when unset: anonymous only in zero-config, loopback-only mode (contract section 9) */
     readonly allowAnonymous: boolean;
