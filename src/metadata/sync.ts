@@ -3,8 +3,9 @@ import type { Redis } from 'ioredis';
 import cron, { type ScheduledTask } from 'node-cron';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { retryPolicy, Sleeps } from '../retry.js';
 import type { Scheduler } from '../scheduler.js';
-import { loadSnapshot, lookupUser, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
+import { loadSnapshot, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
 import { writeBuildingCache } from './redisCache.js';
 import { ReloadScheduler } from './reloadScheduler.js';
 import type { MetadataSnapshot } from './snapshot.js';
@@ -47,7 +48,8 @@ export class MetadataSync {
   private stopped = false;
   private cachedIds = new Set<number>();
   private listenLoopDone: Promise<void> | null = null;
-  private wake: (() => void) | null = null;
+  /** the listener's reconnect sleep, cut short at stop */
+  private readonly sleeps = new Sleeps();
   lastOkAt: number | null = null;
   lastError: string | null = null;
   listening = false;
@@ -153,7 +155,8 @@ export class MetadataSync {
   }
 
   private async listenLoop(): Promise<void> {
-    let delay = 250;
+    const reconnect = retryPolicy('postgresReconnect');
+    let attempt = 0;
     let first = true;
     while (!this.stopped) {
       const client = new pg.Client({ connectionString: this.opts.url, connectionTimeoutMillis: 5000 });
@@ -183,33 +186,17 @@ export class MetadataSync {
         // (PostgreSQL answers again: a retry waiting out its backoff goes now)
         if (!first || this.lastError !== null) this.reloads.request(true);
         first = false;
-        delay = 250;
+        attempt = 0;
         await closed;
       } catch (err) {
-        this.opts.log.debug(
-          { err: (err as Error).message, retryInMs: delay },
-          'metadata listener cannot connect',
-        );
+        this.opts.log.debug({ err: (err as Error).message, attempt }, 'metadata listener cannot connect');
       }
       this.listening = false;
       // end() on a client that already ended never settles in pg: only end a live one
       if (!ended) await client.end().catch(() => {});
       if (this.stopped) break;
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        this.wake = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      this.wake = null;
-      delay = Math.min(delay * 2, 10_000);
+      await this.sleeps.sleep(reconnect.delayMs(++attempt), true);
     }
-  }
-
-  lookupUser(username: string): Promise<{ password_hash: string; role: string | null } | undefined> {
-    if (!this.pool) return Promise.resolve(undefined);
-    return lookupUser(this.pool, username);
   }
 
   async ping(): Promise<void> {
@@ -221,7 +208,7 @@ export class MetadataSync {
     this.stopped = true;
     await this.task?.destroy();
     this.opts.scheduler?.stop('metadata-refresh');
-    this.wake?.();
+    this.sleeps.wake(true);
     void this.listener?.end().catch(() => {});
     await this.reloads.stop();
     await this.listenLoopDone;
