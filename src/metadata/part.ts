@@ -74,5 +74,27 @@ export class MetadataPart implements Component {
     m.gauge('energy_ingest_metadata_age_seconds', 'age of the building/rule/device metadata in use', () =>
       Math.max(0, Math.round((Date.now() - Date.parse(this.snapshot.loadedAt)) / 1000)),
     );
+    const sync = this.sync;
+    if (!sync) return;
+    m.counter(
+      'energy_ingest_metadata_reloads_total',
+      'metadata snapshots loaded from PostgreSQL (start, cron, NOTIFY, retries)',
+      () => sync.reloads.reloads,
+    );
+    m.counter(
+      'energy_ingest_metadata_reload_failures_total',
+      'metadata reloads that failed (each is retried with backoff)',
+      () => sync.reloads.failures,
+    );
+    m.counter(
+      'energy_ingest_metadata_notifications_total',
+      'NOTIFY energy_ingest_metadata received',
+      () => sync.notifications,
+    );
+    m.counter(
+      'energy_ingest_metadata_reload_requests_coalesced_total',
+      'reload requests (NOTIFY, cron) merged into a reload already pending',
+      () => sync.reloads.coalesced,
+    );
   }
 }
