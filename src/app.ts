@@ -418,6 +418,12 @@ export class App {
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,
       bounds: cfg.mqtt,
+      liveRights: {
+        lookupUsers: metadata ? (names) => metadata.lookupUsers(names) : undefined,
+        lookupSession:
+          cfg.auth.redisSessions && this.redis ? (id) => this.redis!.get(`session:${id}`) : undefined,
+        recheckIntervalMs: cfg.auth.recheckIntervalSeconds * 1000,
+      },
       ingress,
       log,
       httpServer: this.http,
@@ -493,7 +499,7 @@ export class App {
     this.applyRules();
     this.buildings.replace(s.buildings.map((b) => b.id));
     const closed = this.broker?.enforceDevices(s.devices) ?? 0;
-    if (closed) this.log.info({ closed }, 'disconnected clients of disabled or removed devices');
+    if (closed) this.log.info({ closed }, 'disconnected clients of disabled, removed or changed devices');
   }
 
   /** the last /ready answer, refreshed every few seconds for /api/status (which must not probe each time) */

@@ -5,6 +5,8 @@ import type { DeviceRow } from '../metadata/snapshot.js';
 import { type Principal, roleOf } from './acl.js';
 import { checkStoredHash, dummyHash, KDF_LIMITS, type VerifiedCache } from './credentials.js';
 import type { LoginGuard } from './loginGuard.js';
+import type { Login } from './liveRights.js';
+import { readSession } from './sessionRecord.js';
 
 export interface UserRow {
   readonly password_hash: string;
@@ -30,7 +32,8 @@ export interface AuthenticatorOptions {
 
 type Refusal = { ok: false; returnCode: 3 | 4 | 5; reason: string; retryAfterS?: number };
 
-export type AuthResult = { ok: true; principal: Principal } | Refusal;
+/** `login`: what the rights came from, re-checked while the client stays connected (liveRights.ts) */
+export type AuthResult = { ok: true; principal: Principal; login: Login } | Refusal;
 
 const ANONYMOUS: Principal = { username: null, role: 'admin', buildingId: null, anonymous: true };
 
@@ -80,12 +83,13 @@ export class Authenticator {
             buildingId: device.building_id,
             anonymous: false,
           },
+          login: { kind: 'device', name: certName },
         };
       }
     }
     if (!username) {
       return this.opts.allowAnonymous
-        ? { ok: true, principal: ANONYMOUS }
+        ? { ok: true, principal: ANONYMOUS, login: { kind: 'anonymous' } }
         : { ok: false, returnCode: 5, reason: 'anonymous' };
     }
     const pw = password?.toString('utf8') ?? '';
@@ -144,6 +148,7 @@ export class Authenticator {
           buildingId: device.building_id,
           anonymous: false,
         },
+        login: { kind: 'device', name: username, hash: device.password_hash },
       };
     }
     let user: UserRow | undefined;
@@ -159,6 +164,7 @@ export class Authenticator {
         return {
           ok: true,
           principal: { username, role: roleOf(user.role, 'users'), buildingId: null, anonymous: false },
+          login: { kind: 'user', name: username, hash: user.password_hash },
         };
       }
       if (refused.reason !== 'bad_credentials') return refused;
@@ -183,25 +189,17 @@ export class Authenticator {
       this.opts.log.warn({ err: (err as Error).message }, 'session lookup failed');
       return { ok: false, returnCode: 4, reason: 'lookup_failed' };
     }
-    let s: { username?: unknown; role?: unknown; expires_at?: unknown } | undefined;
-    try {
-      s = raw ? JSON.parse(raw) : undefined;
-    } catch {
-      s = undefined;
-    }
-    if (!s) return { ok: false, returnCode: 4, reason: 'bad_credentials' };
-    const expires = typeof s.expires_at === 'string' ? Date.parse(s.expires_at) : Number.NaN;
-    if (!Number.isFinite(expires) || expires <= (this.opts.now ?? Date.now)())
-      return { ok: false, returnCode: 5, reason: 'session_expired' };
-    const name = typeof s.username === 'string' ? s.username : `session:${id}`;
+    // strictly: a time without zone is UTC, anything but an ISO 8601 date-time is refused (sessionRecord.ts)
+    const s = readSession(raw, (this.opts.now ?? Date.now)());
+    if (!s.ok)
+      return s.reason === 'session_expired'
+        ? { ok: false, returnCode: 5, reason: 'session_expired' }
+        : { ok: false, returnCode: 4, reason: 'bad_credentials' };
+    const name = s.username ?? `session:${id}`;
     return {
       ok: true,
-      principal: {
-        username: name,
-        role: roleOf(typeof s.role === 'string' ? s.role : null, 'users'),
-        buildingId: null,
-        anonymous: false,
-      },
+      principal: { username: name, role: roleOf(s.role, 'users'), buildingId: null, anonymous: false },
+      login: { kind: 'session', id, username: s.username, expiresAt: s.expiresAt },
     };
   }
 }

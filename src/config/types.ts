@@ -77,6 +77,7 @@ export interface Config {
     readonly maxTrackedLogins: number;
     readonly maxConcurrentKeyDerivations: number;
     readonly maxQueuedKeyDerivations: number;
+    readonly recheckIntervalSeconds: number;
   };
   readonly pipeline: {
     readonly batchSize: number;

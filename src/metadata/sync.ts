@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import cron, { type ScheduledTask } from 'node-cron';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { loadSnapshot, lookupUser, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
+import { loadSnapshot, lookupUser, lookupUsers, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
 import { writeBuildingCache } from './redisCache.js';
 import type { MetadataSnapshot } from './snapshot.js';
 
@@ -211,6 +211,14 @@ export class MetadataSync {
   lookupUser(username: string): Promise<{ password_hash: string; role: string | null } | undefined> {
     if (!this.pool) return Promise.resolve(undefined);
     return lookupUser(this.pool, username);
+  }
+
+  /** users rows of these names, for re-checking connected logins (src/broker/liveRights.ts) */
+  lookupUsers(
+    names: readonly string[],
+  ): Promise<Map<string, { password_hash: string; role: string | null }>> {
+    if (!this.pool) return Promise.reject(new Error('metadata not started'));
+    return lookupUsers(this.pool, names);
   }
 
   async ping(): Promise<void> {
