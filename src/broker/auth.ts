@@ -4,8 +4,8 @@ import type { RateLimitedLog } from '../log.js';
 import type { DeviceRow } from '../metadata/snapshot.js';
 import { type Principal, roleOf } from './acl.js';
 import { checkStoredHash, dummyHash, KDF_LIMITS, type VerifiedCache } from './credentials.js';
-import type { LoginGuard } from './loginGuard.js';
 import type { Login } from './liveRights.js';
+import type { LoginGuard } from './loginGuard.js';
 import { readSession } from './sessionRecord.js';
 
 export interface UserRow {
