@@ -67,6 +67,7 @@ describe('configuration', () => {
       maxTrackedLogins: 100000,
       maxConcurrentKeyDerivations: 1,
       maxQueuedKeyDerivations: 8,
+      recheckIntervalSeconds: 30,
     });
   });
 
