@@ -161,13 +161,22 @@ export class Broker {
             .authenticate(client.id, username, password, certificateName(client), address)
             .then(
               (r) => {
-                if (r.ok && !this.bind(client, r.principal)) {
+                if (!r.ok) {
+                  done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+                  return;
+                }
+                // the device's row as of the newest snapshot: one may have landed while the password was checked
+                const who = this.live ? this.live.current(r.login, r.principal) : r.principal;
+                if (!who) {
+                  this.refuse('rights_changed', client.id, r.principal, 'device changed during login', '');
+                  done(Object.assign(new Error('rights_changed'), { returnCode: 5 }) as never, false);
+                } else if (!this.bind(client, who)) {
                   done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
-                } else if (r.ok) {
-                  this.principals.set(client, r.principal);
+                } else {
+                  this.principals.set(client, who);
                   this.live?.admitted(client, r.login);
                   done(null, true);
-                } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+                }
               },
               (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
             );

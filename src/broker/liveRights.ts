@@ -87,6 +87,25 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   ]).finally(() => clearTimeout(timer));
 }
 
+function devicePrincipal(row: DeviceRow): Principal {
+  return {
+    username: row.username,
+    role: roleOf(row.role, 'devices'),
+    buildingId: row.building_id,
+    anonymous: false,
+  };
+}
+
+function deviceRevoked(
+  row: DeviceRow,
+  login: Extract<Login, { kind: 'device' }>,
+): 'device_disabled' | 'password_changed' | undefined {
+  if (!row.enabled) return 'device_disabled';
+  // a new password ends the logins made with the old one (a certificate login has none)
+  if (login.hash !== undefined && row.password_hash !== login.hash) return 'password_changed';
+  return undefined;
+}
+
 export class LiveRights {
   /** admitted clients still connected → what their rights came from (bounded by the connections) */
   private readonly logins = new Map<Client, Login>();
@@ -96,6 +115,8 @@ export class LiveRights {
   private running: Promise<void> | null = null;
   private again = false;
   private readonly now: () => number;
+  /** the newest snapshot's devices by name (null until the broker sees its first snapshot) */
+  private devices: ReadonlyMap<string, DeviceRow> | null = null;
 
   constructor(private readonly o: LiveRightsOptions) {
     this.now = o.now ?? Date.now;
@@ -119,6 +140,17 @@ export class LiveRights {
     return this.logins.size;
   }
 
+  /**
+   * At admission: the rights of a device login as of the newest snapshot (a
+   * snapshot may have arrived while its password was checked, after
+   * onSnapshot looked at the admitted clients); undefined: no longer allowed.
+   */
+  current(login: Login, who: Principal): Principal | undefined {
+    if (login.kind !== 'device' || !this.devices) return who;
+    const row = this.devices.get(login.name);
+    return row && !deviceRevoked(row, login) ? devicePrincipal(row) : undefined;
+  }
+
   /** A client was admitted with these rights. */
   admitted(client: Client, login: Login): void {
     this.logins.set(client, login);
@@ -140,22 +172,17 @@ export class LiveRights {
    */
   onSnapshot(devices: readonly DeviceRow[]): number {
     const byName = new Map(devices.map((d) => [d.username, d]));
+    this.devices = byName;
     let closed = 0;
     for (const [client, login] of this.logins) {
       if (login.kind !== 'device') continue;
       const row = byName.get(login.name);
       if (!row) closed += this.disconnect(client, login, 'device_removed');
-      else if (!row.enabled) closed += this.disconnect(client, login, 'device_disabled');
-      // a new password ends the logins made with the old one (a certificate login has none)
-      else if (login.hash !== undefined && row.password_hash !== login.hash)
-        closed += this.disconnect(client, login, 'password_changed');
-      else
-        this.apply(client, {
-          username: login.name,
-          role: roleOf(row.role, 'devices'),
-          buildingId: row.building_id,
-          anonymous: false,
-        });
+      else {
+        const revoked = deviceRevoked(row, login);
+        if (revoked) closed += this.disconnect(client, login, revoked);
+        else this.apply(client, devicePrincipal(row));
+      }
     }
     void this.recheck();
     return closed;
@@ -297,6 +324,15 @@ export class LiveRights {
       },
       'rights of a connected client changed',
     );
+    this.prune(client, next);
+  }
+
+  /**
+   * Remove the client's subscriptions its new rights do not allow. (A
+   * persistent session resumed later needs nothing here: Aedes 1.2 passes
+   * restored subscriptions through authorizeSubscribe again.)
+   */
+  private prune(client: Client, next: Principal): void {
     const subs = (client as unknown as { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
     const gone = Object.keys(subs).filter((f) => !canSubscribe(next, f).ok);
     if (gone.length === 0) return;

@@ -126,6 +126,7 @@ describe('rights changes reach connected clients (issue 18.2)', () => {
       ['mover', 'sensor', 1],
       ['feeder', 'sensor', null],
       ['ops', 'admin', null],
+      ['ops-away', 'admin', null],
     ] as const) {
       await upsertDevice(pool, {
         username,
@@ -219,6 +220,29 @@ describe('rights changes reach connected clients (issue 18.2)', () => {
     await eventually(async () => serverSubscriptions(t, clientId).includes('sensors/#'), 5000, 'restore');
     expect(serverSubscriptions(t, clientId)).not.toContain('$SYS/#');
     await again.c.endAsync();
+  });
+
+  // a regression guard: Aedes 1.2 authorizes restored subscriptions again, so this held before issue 18 too
+  it('an admin demoted while its persistent session is offline does not get $SYS/# back on resume', async () => {
+    const clientId = 'ops-away-console';
+    const l = await connect(t, 'ops-away', 'ops-away-pass', { clientId, clean: false });
+    expect(await granted(l, ['$SYS/#', 'alerts/#'], 1)).toEqual([1, 1]);
+    await l.c.endAsync();
+    await db.query(`UPDATE mqtt_devices SET role = 'dashboard' WHERE username = 'ops-away'`);
+    await eventually(
+      async () => t.app.snapshot.devices.find((d) => d.username === 'ops-away')?.role === 'dashboard',
+      15_000,
+      'the NOTIFY-driven reload',
+    );
+    const back = await connect(t, 'ops-away', 'ops-away-pass', { clientId, clean: false });
+    expect(back.c.connected).toBe(true);
+    await eventually(async () => serverSubscriptions(t, clientId).includes('alerts/#'), 5000, 'restore');
+    await eventually(
+      async () => !serverSubscriptions(t, clientId).includes('$SYS/#'),
+      5000,
+      'the restored $SYS/# removed',
+    );
+    await back.c.endAsync();
   });
 
   it('a users admin demoted or deleted loses its rights within the re-check interval (no NOTIFY on users)', async () => {
