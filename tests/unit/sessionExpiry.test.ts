@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Authenticator } from '../../src/broker/auth.js';
 import { VerifiedCache } from '../../src/broker/credentials.js';
+import { parseExpiresAt } from '../../src/broker/sessionRecord.js';
 import { Metrics } from '../../src/http/metrics.js';
 import { RateLimitedLog } from '../../src/log.js';
 
@@ -67,5 +68,39 @@ describe('Redis session expires_at, read strictly', () => {
     // 07:01 in New York (-05) is 12:01 UTC
     expect(await login('2026-11-30T07:01:00-05')).toBe('ok');
     expect(await login('2026-11-30T06:59:00-05:00')).toBe('session_expired');
+  });
+});
+
+describe('parseExpiresAt', () => {
+  it('reads the accepted spellings to the same instant', () => {
+    const at = Date.UTC(2026, 10, 30, 12, 0, 5, 123);
+    for (const v of [
+      '2026-11-30T12:00:05.123',
+      '2026-11-30T12:00:05.123456789',
+      '2026-11-30 12:00:05,123',
+      '2026-11-30T12:00:05.123z',
+      '2026-11-30T21:00:05.123+09:00',
+      '2026-11-30T21:00:05.123+0900',
+      '2026-11-30T02:30:05.123-09:30',
+    ]) {
+      expect(parseExpiresAt(v), v).toBe(at);
+    }
+    expect(parseExpiresAt('2028-02-29T00:00:00Z')).toBe(Date.UTC(2028, 1, 29));
+  });
+  it('refuses everything else', () => {
+    for (const v of [
+      '2027-02-29T00:00:00Z',
+      '2026-11-30T12:60:00Z',
+      '2026-11-30T12:00:60Z',
+      '2026-13-01T00:00Z',
+      '2026-11-30T12:00:00.Z',
+      `2026-11-30T12:00:00.${'1'.repeat(60)}`,
+      '2026-11-30T12:00:00+09:60',
+      '٢٠٢٦-11-30T12:00:00Z',
+      {},
+      undefined,
+    ]) {
+      expect(parseExpiresAt(v), String(v)).toBeUndefined();
+    }
   });
 });
