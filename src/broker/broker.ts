@@ -58,9 +58,9 @@ export interface BrokerOptions {
   /** open MQTT sockets (TCP + TLS) at most; more are closed on accept (the fd cap, limits.ts) */
   readonly socketBudget?: SocketBudget;
   readonly tls?: { readonly port: number; readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer };
-  /** Host and Origin check of a WebSocket upgrade (src/http/origin.ts): browsers of other origins are refused */
   /** re-checks of connected logins (liveRights.ts): users rows, Redis sessions, how often */
   readonly liveRights?: Pick<LiveRightsOptions, 'lookupUsers' | 'lookupSession' | 'recheckIntervalMs'>;
+  /** Host and Origin check of a WebSocket upgrade (src/http/origin.ts): browsers of other origins are refused */
   readonly verifyUpgrade?: (
     req: IncomingMessage,
   ) => { ok: true } | { ok: false; status: number; detail: string };
