@@ -276,6 +276,23 @@ export class Metrics {
     'energy_ingest_sessions_expired_total',
     'persistent sessions removed after mqtt.sessionExpirySeconds disconnected',
   );
+  // rights of connected clients follow their rows and sessions (issue 18, items 2 and 3; src/broker/liveRights.ts)
+  readonly liveRightsChanged = new Counter(
+    'energy_ingest_live_rights_changed_total',
+    'connected clients whose role or building changed and who kept their connection with the new rights',
+  );
+  readonly liveSubscriptionsRemoved = new Counter(
+    'energy_ingest_live_subscriptions_removed_total',
+    'subscriptions removed from connected clients (and their stored sessions) whose new rights do not allow them',
+  );
+  readonly liveRightsDisconnected = new Counter(
+    'energy_ingest_live_rights_disconnected_total',
+    'connected clients disconnected because their device or user row, password or Redis session was revoked, by reason',
+  );
+  readonly liveRightsChecksFailed = new Counter(
+    'energy_ingest_live_rights_checks_failed_total',
+    're-checks of connected logins that failed (the clients keep their rights until a check succeeds), by store',
+  );
   readonly retainedRefused = new Counter(
     'energy_ingest_retained_refused_total',
     'retained messages not stored (still delivered live), by reason: sensor, too_large, count, bytes',

@@ -4,7 +4,9 @@ import type { DeviceRow } from '../metadata/snapshot.js';
 import type { Metrics } from '../metrics.js';
 import { type Principal, roleOf } from './acl.js';
 import { checkStoredHash, dummyHash, KDF_LIMITS, type VerifiedCache } from './credentials.js';
+import type { Login } from './liveRights.js';
 import type { LoginGuard } from './loginGuard.js';
+import { readSession } from './sessionRecord.js';
 
 export interface UserRow {
   readonly password_hash: string;
@@ -32,7 +34,8 @@ export interface AuthenticatorOptions {
 
 type Refusal = { ok: false; returnCode: 3 | 4 | 5; reason: string; retryAfterS?: number };
 
-export type AuthResult = { ok: true; principal: Principal } | Refusal;
+/** `login`: what the rights came from, re-checked while the client stays connected (liveRights.ts) */
+export type AuthResult = { ok: true; principal: Principal; login: Login } | Refusal;
 
 /** A look-up that did not answer in time: the login is answered, whatever the look-up does later. */
 function withTimeout<T>(p: Promise<T>, ms: number | undefined): Promise<T> {
@@ -97,12 +100,13 @@ export class Authenticator {
             buildingId: device.building_id,
             anonymous: false,
           },
+          login: { kind: 'device', name: certName },
         };
       }
     }
     if (!username) {
       return this.opts.allowAnonymous
-        ? { ok: true, principal: ANONYMOUS }
+        ? { ok: true, principal: ANONYMOUS, login: { kind: 'anonymous' } }
         : { ok: false, returnCode: 5, reason: 'anonymous' };
     }
     const pw = password?.toString('utf8') ?? '';
@@ -217,6 +221,7 @@ export class Authenticator {
           buildingId: device.building_id,
           anonymous: false,
         },
+        login: { kind: 'device', name: username, hash: device.password_hash },
       };
     }
     const found = await this.lookup(username, pw);
@@ -232,6 +237,7 @@ export class Authenticator {
         return {
           ok: true,
           principal: { username, role: roleOf(user.role, 'users'), buildingId: null, anonymous: false },
+          login: { kind: 'user', name: username, hash: user.password_hash },
         };
       }
       if (refused.reason !== 'bad_credentials') return refused;
@@ -259,25 +265,17 @@ export class Authenticator {
       // Redis down or frozen: "server unavailable", never "bad user name or password"
       return { ok: false, returnCode: 3, reason, retryAfterS: 1 };
     }
-    let s: { username?: unknown; role?: unknown; expires_at?: unknown } | undefined;
-    try {
-      s = raw ? JSON.parse(raw) : undefined;
-    } catch {
-      s = undefined;
-    }
-    if (!s) return { ok: false, returnCode: 4, reason: 'bad_credentials' };
-    const expires = typeof s.expires_at === 'string' ? Date.parse(s.expires_at) : Number.NaN;
-    if (!Number.isFinite(expires) || expires <= (this.opts.now ?? Date.now)())
-      return { ok: false, returnCode: 5, reason: 'session_expired' };
-    const name = typeof s.username === 'string' ? s.username : `session:${id}`;
+    // strictly: a time without zone is UTC, anything but an ISO 8601 date-time is refused (sessionRecord.ts)
+    const s = readSession(raw, (this.opts.now ?? Date.now)());
+    if (!s.ok)
+      return s.reason === 'session_expired'
+        ? { ok: false, returnCode: 5, reason: 'session_expired' }
+        : { ok: false, returnCode: 4, reason: 'bad_credentials' };
+    const name = s.username ?? `session:${id}`;
     return {
       ok: true,
-      principal: {
-        username: name,
-        role: roleOf(typeof s.role === 'string' ? s.role : null, 'users'),
-        buildingId: null,
-        anonymous: false,
-      },
+      principal: { username: name, role: roleOf(s.role, 'users'), buildingId: null, anonymous: false },
+      login: { kind: 'session', id, username: s.username, expiresAt: s.expiresAt },
     };
   }
 }

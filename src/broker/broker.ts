@@ -16,6 +16,7 @@ import type { Authenticator } from './auth.js';
 import { connectHooks, keepReorderedDeliveries } from './conformance.js';
 import type { InboundPublish, Ingress } from './ingress.js';
 import type { Limits, SocketBudget } from './limits.js';
+import { LiveRights, type LiveRightsOptions } from './liveRights.js';
 import { BoundedPersistence } from './persistence.js';
 import { principalKey, SessionOwners } from './sessions.js';
 import { boundOutgoingQueue } from './slowConsumers.js';
@@ -67,6 +68,8 @@ export interface BrokerOptions {
     readonly maxPendingHandshakes: number;
     readonly maxPendingHandshakesPerIp: number;
   };
+  /** re-checks of connected logins (liveRights.ts): users rows, Redis sessions, how often */
+  readonly liveRights?: Pick<LiveRightsOptions, 'lookupUsers' | 'lookupSession' | 'recheckIntervalMs'>;
   /** Host and Origin check of a WebSocket upgrade (src/http/origin.ts): browsers of other origins are refused */
   readonly verifyUpgrade?: (
     req: IncomingMessage,
@@ -94,13 +97,13 @@ export class Broker {
   private tlsServer: TlsServer | null = null;
   private handshakes: HandshakeGate | null = null;
   tlsPort = 0;
+  /** each client's current rights: set at CONNECT, replaced by liveRights when its rows change */
   private readonly principals = new WeakMap<Client, Principal>();
+  private live: LiveRights | null = null;
   /** client id → the login that holds it (issue 12.2) */
   private readonly owners = new SessionOwners<Client>();
   /** clients whose connection has ended (authentication may still be running for them) */
   private readonly gone = new WeakSet<Client>();
-  /** user names that were devices in some snapshot: removing one from mqtt_devices disconnects it */
-  private readonly deviceLogins = new Set<string>();
   private tcp: NetServer | null = null;
   private wss: WebSocketServer | null = null;
   private store: BoundedPersistence | null = null;
@@ -169,12 +172,22 @@ export class Broker {
             .authenticate(client.id, username, password, certificateName(client), address)
             .then(
               (r) => {
-                if (r.ok && !this.bind(client, r.principal)) {
+                if (!r.ok) {
+                  done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+                  return;
+                }
+                // the device's row as of the newest snapshot: one may have landed while the password was checked
+                const who = this.live ? this.live.current(r.login, r.principal) : r.principal;
+                if (!who) {
+                  this.refuse('rights_changed', client.id, r.principal, 'device changed during login', '');
+                  done(Object.assign(new Error('rights_changed'), { returnCode: 5 }) as never, false);
+                } else if (!this.bind(client, who)) {
                   done(Object.assign(new Error('client_id_taken'), { returnCode: 2 }) as never, false);
-                } else if (r.ok) {
-                  this.principals.set(client, r.principal);
+                } else {
+                  this.principals.set(client, who);
+                  this.live?.admitted(client, r.login);
                   done(null, true);
-                } else done(Object.assign(new Error(r.reason), { returnCode: r.returnCode }) as never, false);
+                }
               },
               (err: unknown) => done(Object.assign(err as Error, { returnCode: 3 }) as never, false),
             );
@@ -285,6 +298,23 @@ export class Broker {
       },
     });
     this.aedes = aedes;
+    const persistence = store.persistence as unknown as {
+      removeSubscriptions(client: Client, subs: string[]): Promise<unknown>;
+    };
+    this.live = new LiveRights({
+      principal: (c) => this.principals.get(c),
+      setPrincipal: (c, who) => this.principals.set(c, who),
+      removeStoredSubscriptions: (c, subs) => persistence.removeSubscriptions(c, subs),
+      recheckIntervalMs: 30_000,
+      ...this.opts.liveRights,
+      metrics,
+      log,
+      refusals: this.opts.refusals,
+    });
+    this.live.start();
+    metrics.gauge('energy_ingest_live_logins', 'connected logins whose rights are re-checked', () =>
+      this.live ? this.live.size : 0,
+    );
     aedes.on('clientError', (client, err) =>
       log.debug({ clientId: client?.id, err: err.message }, 'client error'),
     );
@@ -555,6 +585,7 @@ export class Broker {
    */
   private connectionEnded(client: Client): void {
     this.gone.add(client);
+    this.live?.ended(client);
     const id = (client as { id?: string | null }).id;
     if (!id || !this.owners.release(id, client)) return;
     const store = this.store;
@@ -647,24 +678,14 @@ export class Broker {
     );
   }
 
-  /** Disconnect clients whose device was disabled or removed (called on every metadata load). */
+  /**
+   * A new metadata snapshot (called on every load): connected device logins
+   * follow their rows (disabled or removed: disconnected; role or building
+   * changed: new rights at once), users and session logins are re-checked.
+   * Returns how many clients were disconnected at once.
+   */
   enforceDevices(devices: readonly DeviceRow[]): number {
-    const aedes = this.aedes;
-    if (!aedes) return 0;
-    const enabled = new Set(devices.filter((d) => d.enabled).map((d) => d.username));
-    const known = new Set(devices.map((d) => d.username));
-    let closed = 0;
-    for (const client of Object.values((aedes as unknown as { clients: Record<string, Client> }).clients)) {
-      const who = this.principals.get(client);
-      if (!who?.username) continue;
-      // users-table logins are not devices: only a device that was disabled or deleted is cut off
-      if (known.has(who.username) ? !enabled.has(who.username) : this.deviceLogins.has(who.username)) {
-        client.close();
-        closed++;
-      }
-    }
-    for (const d of devices) this.deviceLogins.add(d.username);
-    return closed;
+    return this.live?.onSnapshot(devices) ?? 0;
   }
 
   /**
@@ -687,6 +708,7 @@ export class Broker {
   async close(): Promise<void> {
     if (this.expiryTimer) clearInterval(this.expiryTimer);
     this.expiryTimer = null;
+    this.live?.stop();
     const listenersClosed = this.stopListening();
     const aedes = this.aedes;
     if (aedes) await new Promise<void>((resolve) => aedes.close(() => resolve()));

@@ -121,6 +121,14 @@ export class BrokerPart implements Component {
       maxPacketBytes: cfg.mqtt.maxPacketBytes,
       connectTimeoutMs: cfg.mqtt.connectTimeoutMs,
       bounds: cfg.mqtt,
+      liveRights: {
+        lookupUsers: deps.metadata.sync ? (names) => deps.metadata.sync!.lookupUsers(names) : undefined,
+        lookupSession:
+          cfg.auth.redisSessions && deps.redis.client
+            ? (id) => deps.redis.client!.get(`session:${id}`)
+            : undefined,
+        recheckIntervalMs: cfg.auth.recheckIntervalSeconds * 1000,
+      },
       ingress,
       log,
       httpServer: deps.http.server,
@@ -129,7 +137,7 @@ export class BrokerPart implements Component {
     const broker = this.broker;
     deps.metadata.onSnapshot((s) => {
       const closed = broker.enforceDevices(s.devices);
-      if (closed) log.info({ closed }, 'disconnected clients of disabled or removed devices');
+      if (closed) log.info({ closed }, 'disconnected clients of disabled, removed or changed devices');
     });
     await broker.start();
     for (const o of deps.outputs) o.attachBroker(broker.aedesInstance);

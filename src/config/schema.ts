@@ -349,6 +349,14 @@ export const SCHEMA = {
       min: 1,
       max: 64,
     },
+    recheckIntervalSeconds: {
+      kind: 'int',
+      description:
+        'how often connected users-table and Redis-session logins are checked again (also on every metadata change, and a session at its expires_at); a deleted user, changed password or ended session is disconnected, a changed role applies at once',
+      default: 30,
+      min: 1,
+      max: 86400,
+    },
     maxQueuedKeyDerivations: {
       kind: 'int',
       description: 'logins waiting for a key derivation; more get CONNACK 0x03 / HTTP 503',

@@ -70,6 +70,18 @@ export async function lookupUser(
   return r.rows[0];
 }
 
+/** The users rows of these names, in one statement (re-checks of connected logins). */
+export async function lookupUsers(
+  pool: pg.Pool,
+  names: readonly string[],
+): Promise<Map<string, { password_hash: string; role: string | null }>> {
+  const r = await pool.query<{ username: string; password_hash: string; role: string | null }>(
+    'SELECT username, password_hash, role FROM users WHERE username = ANY($1::text[])',
+    [names],
+  );
+  return new Map(r.rows.map((u) => [u.username, { password_hash: u.password_hash, role: u.role }]));
+}
+
 /** Create or replace one MQTT credential, enabled (tests' fixtures; `energy-ingest passwd` keeps unspecified fields). */
 export async function upsertDevice(
   pool: pg.Pool,

@@ -5,7 +5,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { retryPolicy, Sleeps } from '../retry.js';
 import type { Scheduler } from '../scheduler.js';
-import { loadSnapshot, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
+import { loadSnapshot, lookupUsers, NOTIFY_CHANNEL, pgTypes, ping } from './postgresStore.js';
 import { writeBuildingCache } from './redisCache.js';
 import { ReloadScheduler } from './reloadScheduler.js';
 import type { MetadataSnapshot } from './snapshot.js';
@@ -197,6 +197,14 @@ export class MetadataSync {
       if (this.stopped) break;
       await this.sleeps.sleep(reconnect.delayMs(++attempt), true);
     }
+  }
+
+  /** users rows of these names, for re-checking connected logins (src/broker/liveRights.ts) */
+  lookupUsers(
+    names: readonly string[],
+  ): Promise<Map<string, { password_hash: string; role: string | null }>> {
+    if (!this.pool) return Promise.reject(new Error('metadata not started'));
+    return lookupUsers(this.pool, names);
   }
 
   async ping(): Promise<void> {

@@ -78,6 +78,7 @@ describe('configuration', () => {
       loginLookupMaxWaiting: 16,
       unknownUserCacheMs: 30000,
       unknownUserCacheMax: 10000,
+      recheckIntervalSeconds: 30,
     });
   });
 
