@@ -34,6 +34,7 @@ import { createSink } from './sinks/detect.js';
 import { InvalidRowsWatch } from './sinks/invalidRows.js';
 import { ROLLUP_SINK, RollupSync } from './sinks/rollupSync.js';
 import type { Sink } from './sinks/sink.js';
+import { UpstreamInput } from './upstream/upstream.js';
 
 /** A PEM file named by the configuration, read once at start (unreadable: start-up stops, naming the key). */
 function readPem(key: string, path: string): Buffer {
@@ -91,6 +92,7 @@ export class App {
   snapshot: MetadataSnapshot;
   private writer: BatchWriter | null = null;
   private broker: Broker | null = null;
+  private upstream: UpstreamInput | null = null;
   private http: Server | null = null;
   private readonly startedAt = Date.now();
   readonly buildings: KnownBuildings;
@@ -423,8 +425,24 @@ export class App {
       httpServer: this.http,
       verifyUpgrade: (req) => browsers.upgrade(req),
     });
-    await this.broker.start();
-    alerts.attachBroker(this.broker.aedesInstance);
+    if (cfg.mqtt.enabled) {
+      await this.broker.start();
+      alerts.attachBroker(this.broker.aedesInstance);
+    } else log.info('mqtt.enabled is false: no embedded broker, readings come from upstream.url');
+    if (cfg.upstream.url) {
+      // bridge mode (src/upstream): the same ingress, acknowledged upstream after the log's fsync
+      const nodeId = (cfg as { cluster?: { nodeId?: string } }).cluster?.nodeId;
+      this.upstream = new UpstreamInput({
+        cfg: cfg.upstream,
+        nodeId,
+        ingress,
+        metrics,
+        log,
+        activeAlerts: () => alerts.active(),
+      });
+      if (this.upstream.alerts) alerts.addOutput(this.upstream.alerts);
+      await this.upstream.waitConnected(3000);
+    }
     await this.readiness();
     const writer = this.writer;
     const drain = new DrainProgress(
@@ -508,10 +526,14 @@ export class App {
       latency_ms?: number;
       error?: string;
       last_error?: { error: string; at: string } | null;
+      [more: string]: unknown;
     };
     const checks: Record<string, Check> = {
-      mqtt: { ok: this.broker !== null && this.mqttPort > 0 },
+      mqtt: this.cfg.mqtt.enabled
+        ? { ok: this.broker !== null && this.mqttPort > 0 }
+        : { ok: true, enabled: false },
     };
+    if (this.upstream) checks.upstream = { ...this.upstream.health() };
     const timed = async (name: string, probe: () => Promise<unknown>) => {
       const t0 = performance.now();
       try {
@@ -575,6 +597,7 @@ export class App {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       sink: this.sink?.name,
       connected_clients: this.broker?.connectedClients ?? 0,
+      upstream: this.upstream?.health() ?? null,
       messages_received: m.messagesReceived.get(),
       messages_rejected: m.messagesRejected.total(),
       alerts_active: this.alerts?.activeCount ?? 0,
@@ -599,6 +622,7 @@ export class App {
     this.invalidRows?.stop();
     this.heapGuard?.stop();
     this.alerts?.detachBroker();
+    await this.upstream?.stop(deadline);
     await this.broker?.close();
     if (this.pipeline) {
       const { unwritten, logBehind } = await this.pipeline.drain(deadline);

@@ -256,12 +256,17 @@ export function loadConfig(opts: LoadOptions): Config {
     const envRaw = opts.env[env];
     let raw: unknown = getPath(doc, path);
     let origin = path;
-    if (envRaw !== undefined && envRaw !== '') {
+    if (envRaw !== undefined && (envRaw !== '' || field.allowEmpty)) {
       raw = envRaw;
       origin = `${path} (env ${env})`;
     }
+    if (raw === '' && field.allowEmpty) {
+      setPath(out, path, '');
+      continue;
+    }
     if (raw === undefined || raw === null || raw === '') {
-      if (field.default !== undefined) setPath(out, path, field.default);
+      if (field.default !== undefined)
+        setPath(out, path, field.kind === 'list' ? String(field.default).split(',') : field.default);
       continue;
     }
     const r = coerce(field, raw);
@@ -307,6 +312,7 @@ export function loadConfig(opts: LoadOptions): Config {
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }
+  errors.push(...upstreamProblems(out));
   const o = out as { postgres?: { url?: string }; redis?: { url?: string } };
   const redisSessions = cfg.auth?.redisSessions === true;
   // checked before the report below: an error added after it would be silently dropped
@@ -323,6 +329,14 @@ export function loadConfig(opts: LoadOptions): Config {
     cfg.influx.url = split.url;
     if (split.username !== undefined) cfg.influx.username ??= split.username;
     if (split.password !== undefined) cfg.influx.password ??= split.password;
+  }
+  const upstream = (out as { upstream: { url?: string; username?: string; password?: string } }).upstream;
+  if (typeof upstream.url === 'string') {
+    // the URL is printed (redacted) in checks and logs; its credentials go to the MQTT CONNECT instead
+    const split = splitUrlCredentials(upstream.url);
+    upstream.url = split.url;
+    if (split.username !== undefined) upstream.username ??= split.username;
+    if (split.password !== undefined) upstream.password ??= split.password;
   }
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const explicitAnon = cfg.auth?.allowAnonymous;
@@ -346,6 +360,20 @@ export function loadConfig(opts: LoadOptions): Config {
   (out as Plain).sources = sources;
   (out as Plain).dataDir = isAbsolute(out.dataDir as string) ? out.dataDir : resolve(out.dataDir as string);
   return deepFreeze(out) as unknown as Config;
+}
+
+/** bridge mode (contract section 15): the upstream URL's scheme, and something to ingest from */
+function upstreamProblems(out: Plain): string[] {
+  const up = out.upstream as { url?: string; reconnectMinMs: number; reconnectMaxMs: number };
+  const mqttEnabled = (out.mqtt as { enabled: boolean }).enabled;
+  const problems: string[] = [];
+  if (up.url !== undefined && !/^mqtts?:$/.test(new URL(up.url).protocol))
+    problems.push(`upstream.url: must be mqtt:// or mqtts:// (got "${redactUrl(up.url)}")`);
+  if (!mqttEnabled && up.url === undefined)
+    problems.push('mqtt.enabled: false needs upstream.url (UPSTREAM_MQTT_URL): there would be no input');
+  if (up.reconnectMaxMs < up.reconnectMinMs)
+    problems.push('upstream.reconnectMaxMs: must be at least upstream.reconnectMinMs');
+  return problems;
 }
 
 function deepFreeze<T>(o: T): T {

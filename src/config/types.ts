@@ -10,6 +10,8 @@ export interface BuildingMeta {
 
 export interface Config {
   readonly mqtt: {
+    /** false: no embedded broker (bridge mode, upstream only) */
+    readonly enabled: boolean;
     readonly host: string;
     readonly port: number;
     readonly maxPayloadBytes: number;
@@ -48,6 +50,25 @@ export interface Config {
     readonly allowedHosts?: readonly string[];
     /** origins besides the daemon's own that may open the MQTT WebSocket */
     readonly allowedOrigins?: readonly string[];
+  };
+  /** bridge mode (src/upstream): inactive while url is unset */
+  readonly upstream: {
+    readonly url?: string;
+    readonly topics: readonly string[];
+    /** '': plain subscriptions */
+    readonly shareGroup: string;
+    /** unset: energy-ingest-{node id} */
+    readonly clientId?: string;
+    readonly username?: string;
+    readonly password?: string;
+    readonly protocolVersion: 4 | 5;
+    readonly connections: number;
+    readonly maxInflight: number;
+    readonly sessionExpirySeconds: number;
+    readonly reconnectMinMs: number;
+    readonly reconnectMaxMs: number;
+    readonly publishAlerts: boolean;
+    readonly tls: { readonly ca?: string; readonly cert?: string; readonly key?: string };
   };
   readonly influx: {
     readonly url?: string;
