@@ -259,7 +259,7 @@ export class UpstreamConnection {
   }
 
   private onClose(): void {
-    if (this.connected) {
+    if (this.connected && !this.stopping) {
       this.disconnects++;
       this.opts.log.warn({ connection: this.opts.index }, 'upstream broker connection lost; reconnecting');
     }
