@@ -364,13 +364,21 @@ export function loadConfig(opts: LoadOptions): Config {
 
 /** bridge mode (contract section 15): the upstream URL's scheme, and something to ingest from */
 function upstreamProblems(out: Plain): string[] {
-  const up = out.upstream as { url?: string; reconnectMinMs: number; reconnectMaxMs: number };
+  const up = out.upstream as {
+    url?: string;
+    shareGroup: string;
+    reconnectMinMs: number;
+    reconnectMaxMs: number;
+  };
   const mqttEnabled = (out.mqtt as { enabled: boolean }).enabled;
   const problems: string[] = [];
   if (up.url !== undefined && !/^mqtts?:$/.test(new URL(up.url).protocol))
     problems.push(`upstream.url: must be mqtt:// or mqtts:// (got "${redactUrl(up.url)}")`);
   if (!mqttEnabled && up.url === undefined)
     problems.push('mqtt.enabled: false needs upstream.url (UPSTREAM_MQTT_URL): there would be no input');
+  // MQTT 5 §4.8.2: a ShareName holds no "/", "+" or "#"
+  if (/[/+#]/.test(up.shareGroup))
+    problems.push(`upstream.shareGroup: must not contain "/", "+" or "#" (got "${up.shareGroup}")`);
   if (up.reconnectMaxMs < up.reconnectMinMs)
     problems.push('upstream.reconnectMaxMs: must be at least upstream.reconnectMinMs');
   return problems;

@@ -76,6 +76,8 @@ export class UpstreamConnection {
   /** bumped on every disconnect: acks of an earlier connection are never sent on a later one */
   private generation = 0;
   private stopping = false;
+  /** after a failed message, until the next CONNACK: nothing more is taken from the closing connection */
+  private dropping = false;
   private attempt = 0;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private readonly sendPacket: SendPacket;
@@ -148,7 +150,8 @@ export class UpstreamConnection {
   }
 
   private onMessage(packet: IPublishPacket, cb: (err?: Error) => void): void {
-    if (this.stopping) return; // neither ingested nor acknowledged: the broker sends it again later
+    // neither ingested nor acknowledged: the broker sends it again later
+    if (this.stopping || this.dropping) return;
     this.messages++;
     const msg: InboundPublish = {
       topic: packet.topic,
@@ -215,7 +218,11 @@ export class UpstreamConnection {
       'upstream message could not be ingested; reconnecting so the broker sends it again',
     );
     this.reset();
-    this.client.stream?.destroy();
+    // end, not destroy: the PUBACKs already written (durable records before this one) still leave
+    this.dropping = true;
+    const stream = this.client.stream;
+    stream?.end();
+    setTimeout(() => stream?.destroy(), 1000).unref();
   }
 
   private reset(): void {
@@ -227,6 +234,7 @@ export class UpstreamConnection {
 
   private onConnect(sessionPresent: boolean): void {
     this.connected = true;
+    this.dropping = false;
     this.connects++;
     this.attempt = 0;
     this.lastError = null;
