@@ -428,7 +428,10 @@ export class App {
     if (cfg.mqtt.enabled) {
       await this.broker.start();
       alerts.attachBroker(this.broker.aedesInstance);
-    } else log.info('mqtt.enabled is false: no embedded broker, readings come from upstream.url');
+    } else {
+      alerts.noBroker();
+      log.info('mqtt.enabled is false: no embedded broker, readings come from upstream.url');
+    }
     if (cfg.upstream.url) {
       // bridge mode (src/upstream): the same ingress, acknowledged upstream after the log's fsync
       const nodeId = (cfg as { cluster?: { nodeId?: string } }).cluster?.nodeId;

@@ -186,6 +186,11 @@ export class AlertService {
     this.mqtt.attach(aedes);
   }
 
+  /** mqtt.enabled: false: the embedded broker's output keeps nothing */
+  noBroker(): void {
+    this.mqtt.disable();
+  }
+
   /** a further MQTT output (the upstream broker, src/upstream): every event from now on */
   addOutput(output: { deliver(events: readonly AlertEvent[]): void }): void {
     this.outputs.push(output);

@@ -139,7 +139,7 @@ export class UpstreamConnection {
       this.lastError = redactText(err.message);
       this.warnings.warn(
         `upstream-error-${opts.index}`,
-        { connection: opts.index, url: redactUrl(opts.url), err: this.lastError },
+        { connection: opts.index, broker: redactUrl(opts.url), err: this.lastError },
         'upstream broker connection error',
       );
     });

@@ -106,7 +106,8 @@ export class UpstreamInput {
     this.registerMetrics();
     opts.log.info(
       {
-        url: redactUrl(url),
+        // (a key named url is censored whole by the logger; this one is redacted of its password only)
+        broker: redactUrl(url),
         clientIds: ids,
         topics: cfg.topics,
         shareGroup: cfg.shareGroup || null,

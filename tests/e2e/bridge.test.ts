@@ -278,6 +278,8 @@ describe('bridge mode with Mosquitto', () => {
     const d = await daemon({
       ...bridgeEnv(m.url, 'bridge_alerts', dir('bridge-alerts'), 'ei-alerts'),
       ENERGY_INGEST_CONFIG: cfg,
+      // alerts need no embedded broker
+      EI_MQTT_ENABLED: 'false',
     });
     await ready(d);
     const sensor = await mqtt.connectAsync(m.url, { protocolVersion: 5, clientId: 'power-meter' });
