@@ -30,14 +30,14 @@ const port = (description: string, def: number | undefined, env?: string): Field
 
 export const SCHEMA = {
   mqtt: {
+    host: { kind: 'host', description: 'MQTT TCP listener address', default: '127.0.0.1', env: 'MQTT_HOST' },
+    port: port('MQTT TCP listener port (0 picks a free port)', 1883, 'MQTT_PORT'),
     enabled: {
       kind: 'bool',
       description:
         'run the embedded MQTT broker (TCP, TLS and WebSocket listeners); false: readings come only from upstream.url (bridge mode)',
       default: true,
     },
-    host: { kind: 'host', description: 'MQTT TCP listener address', default: '127.0.0.1', env: 'MQTT_HOST' },
-    port: port('MQTT TCP listener port (0 picks a free port)', 1883, 'MQTT_PORT'),
     maxConnections: {
       kind: 'int',
       description: 'connected MQTT clients at most; more get CONNACK 0x03',
