@@ -219,7 +219,8 @@ describe('bridge mode with Mosquitto', () => {
   it('kill -9 of the daemon while readings flow: everything Mosquitto acknowledged is stored', async () => {
     const m = await mosquitto();
     const dataDir = dir('bridge-kill');
-    const env = bridgeEnv(m.url, 'bridge_kill', dataDir, 'ei-kill');
+    // MQTT 3.1.1 upstream connections here (the others use the default, 5): clean session off is the whole session
+    const env = { ...bridgeEnv(m.url, 'bridge_kill', dataDir, 'ei-kill'), EI_UPSTREAM_PROTOCOL_VERSION: '4' };
     const d1 = await daemon(env);
     await ready(d1);
     const total = 3000;
