@@ -276,8 +276,9 @@ export const SCHEMA = {
     },
     reconnectMinMs: {
       kind: 'int',
-      description: 'first reconnect delay to the upstream broker (doubles up to reconnectMaxMs, with jitter)',
-      default: 1000,
+      description:
+        'reconnect delay to the upstream broker for the first 10 attempts (a restarting broker is caught quickly), then doubling up to reconnectMaxMs; with jitter',
+      default: 200,
       min: 10,
       max: 600000,
     },

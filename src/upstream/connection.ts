@@ -54,6 +54,9 @@ interface PendingAck {
 
 type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => void;
 
+/** reconnect attempts at upstream.reconnectMinMs before the delay starts doubling */
+const FAST_ATTEMPTS = 10;
+
 export function subscriptionFilters(topics: readonly string[], shareGroup: string): string[] {
   return topics.map((t) => (shareGroup ? `$share/${shareGroup}/${t}` : t));
 }
@@ -276,10 +279,11 @@ export class UpstreamConnection {
     // the broker sends every unacknowledged message again on the next connection (persistent session)
     this.reset();
     if (this.stopping || this.reconnectTimer) return;
-    const base = Math.min(
-      this.opts.reconnectMaxMs,
-      this.opts.reconnectMinMs * 2 ** Math.min(this.attempt, 20),
-    );
+    // The first attempts come quickly, then back off: a broker that restarts (an upgrade, a crash) is
+    // usually back within seconds, and Mosquitto 2.0 does not restore $share subscriptions, so what
+    // sensors publish before we have subscribed again is dropped; we want to be back before they are.
+    const doublings = Math.min(Math.max(0, this.attempt - FAST_ATTEMPTS), 20);
+    const base = Math.min(this.opts.reconnectMaxMs, this.opts.reconnectMinMs * 2 ** doublings);
     this.attempt++;
     const delay = Math.round(base / 2 + (Math.random() * base) / 2);
     this.reconnectTimer = setTimeout(() => {
