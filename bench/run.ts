@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type Mosquitto, startMosquitto } from '../tests/helpers/mosquitto.js';
 import {
   freePort,
   type RestartableService,
@@ -21,6 +22,7 @@ const BIN = join(ROOT, 'bin', 'energy-ingest.js');
 const COUNT = Number(process.env.BENCH_COUNT ?? 400_000);
 const QOS1_COUNT = Number(process.env.BENCH_QOS1_COUNT ?? 100_000);
 const RECOVERY_COUNT = Number(process.env.BENCH_RECOVERY_COUNT ?? 1_000_000);
+const BRIDGE_COUNT = Number(process.env.BENCH_BRIDGE_COUNT ?? 50_000);
 const children = new Set<ChildProcess>();
 
 interface Row {
@@ -317,6 +319,131 @@ async function throughput(
 }
 
 /**
+ * Bridge mode (issue 16): QoS 1 readings end to end into InfluxDB 1.x, once
+ * through the embedded listener and once through Mosquitto (simulator →
+ * Mosquitto → daemon's upstream connections → InfluxDB), in the same run; CPU
+ * per reading of the daemon (and of Mosquitto). Also the serialised variant
+ * (upstream.maxInflight 1: one PUBACK per fsync per connection, what delaying
+ * MQTT.js's handleMessage callback gives) to show why PUBACKs are pipelined.
+ */
+async function bridgeRun(
+  name: string,
+  env: Record<string, string>,
+  count: number,
+  mosquitto?: Mosquitto,
+): Promise<Row> {
+  const d = await daemon(env);
+  if (mosquitto) {
+    // every upstream connection subscribed before the first reading is published
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const r = (await (await fetch(`http://127.0.0.1:${d.httpPort}/ready`)).json()) as {
+        checks: { upstream?: { ok: boolean } };
+      };
+      if (r.checks.upstream?.ok) break;
+      if (Date.now() > deadline) throw new Error('daemon did not subscribe upstream');
+      await sleep(50);
+    }
+  }
+  const cpu0 = sample(d.child.pid!);
+  const mq0 = mosquitto ? sample(mosquitto.pid()!) : undefined;
+  const simDone = simulate(mosquitto ? mosquitto.url : d.mqtt, [
+    ...FULL_SPEED,
+    '--count',
+    String(count),
+    '--qos',
+    '1',
+    '--max-inflight',
+    '200',
+  ]);
+  let st = await d.status();
+  const deadline = performance.now() + 180_000;
+  while (st.messages_received === 0 && performance.now() < deadline) st = await d.status();
+  const t0 = performance.now();
+  while (st.points_written < count && performance.now() < deadline) {
+    await sleep(10);
+    st = await d.status();
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const sim = await simDone;
+  const s = sample(d.child.pid!);
+  const mq = mosquitto ? sample(mosquitto.pid()!) : undefined;
+  await stopChild(d.child);
+  rmSync(d.dataDir, { recursive: true, force: true });
+  const cpu = s.cpuSeconds - cpu0.cpuSeconds;
+  const perReading = (c: number) => `${round((c / Math.max(1, st.points_written)) * 1e6)} µs`;
+  const notes = [`daemon CPU ${perReading(cpu)}/reading`];
+  if (mq && mq0) notes.push(`Mosquitto CPU ${perReading(mq.cpuSeconds - mq0.cpuSeconds)}/reading`);
+  if (sim.sent !== count) notes.push(`simulator sent ${sim.sent}`);
+  return {
+    scenario: name,
+    readings: st.points_written,
+    readings_per_s: Math.round(st.points_written / secs),
+    p50_ms: round(st.ingest_latency_p50_s * 1000),
+    p99_ms: round(st.ingest_latency_p99_s * 1000),
+    cpu_s: round(cpu),
+    peak_rss_mb: mb(s),
+    note: notes.join('; '),
+  };
+}
+
+async function bridge(influx: Service): Promise<Row[]> {
+  const rows: Row[] = [];
+  const base = { INFLUX_URL: influx.url, INFLUX_API: 'v1' };
+  rows.push(
+    await bridgeRun(
+      'bridge baseline: embedded listener, QoS 1 (fsync) → InfluxDB 1.x',
+      { ...base, INFLUX_DATABASE: 'bench_bridge_embedded' },
+      BRIDGE_COUNT,
+    ),
+  );
+  console.error(`embedded qos1: ${rows.at(-1)!.readings_per_s}/s`);
+  // Mosquitto sends at most max_inflight_messages (default 20) unacknowledged QoS 1 messages per
+  // connection, whatever Receive Maximum we ask for: that, times the connections, is what one fsync
+  // group can acknowledge
+  const variants: Array<[string, Record<string, string>, number, string[]]> = [
+    ['2 connections, maxInflight 100 (defaults)', {}, BRIDGE_COUNT, []],
+    ['4 connections, maxInflight 100', { EI_UPSTREAM_CONNECTIONS: '4' }, BRIDGE_COUNT, []],
+    [
+      '2 connections, Mosquitto max_inflight_messages 200, maxInflight 200',
+      { EI_UPSTREAM_MAX_INFLIGHT: '200' },
+      BRIDGE_COUNT,
+      ['max_inflight_messages 200'],
+    ],
+    [
+      '2 connections, maxInflight 1 (PUBACK held in handleMessage: serialised)',
+      { EI_UPSTREAM_MAX_INFLIGHT: '1' },
+      Math.min(BRIDGE_COUNT, 10_000),
+      [],
+    ],
+  ];
+  for (const [what, env, count, mosquittoConfig] of variants) {
+    const m = await startMosquitto(mosquittoConfig);
+    try {
+      rows.push(
+        await bridgeRun(
+          `bridge: Mosquitto 2.0 → upstream input, QoS 1 (fsync) → InfluxDB 1.x, ${what}`,
+          {
+            ...base,
+            INFLUX_DATABASE: `bench_bridge_${rows.length}`,
+            UPSTREAM_MQTT_URL: m.url,
+            EI_MQTT_ENABLED: 'false',
+            EI_UPSTREAM_CLIENT_ID: `bench-${rows.length}`,
+            ...env,
+          },
+          count,
+          m,
+        ),
+      );
+    } finally {
+      await m.stop();
+    }
+    console.error(`bridge ${what}: ${rows.at(-1)!.readings_per_s}/s`);
+  }
+  return rows;
+}
+
+/**
  * Recovery: InfluxDB is down while RECOVERY_COUNT readings arrive (they wait
  * in the durable log); then it comes back. Measures how fast the backlog drains.
  */
@@ -449,7 +576,7 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
   return [
     `# Benchmark ${meta.date}`,
     '',
-    `${meta.machine}; ${COUNT} readings per throughput scenario.`,
+    `${meta.machine}; ${meta.count ?? COUNT} readings per throughput scenario.`,
     '',
     head,
     '|---|---|---|---|---|---|---|---|---|---|',
@@ -464,6 +591,25 @@ async function main(): Promise<void> {
     const rows = [alertMicro(), ...(await alerts())];
     console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=alerts' }));
     for (const c of children) await stopChild(c);
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'bridge') {
+    // issue 16's rows alone; printed, not written (a partial table must not replace latest.md)
+    const influx = await startInflux1();
+    try {
+      const rows = await bridge(influx);
+      const { cpus } = await import('node:os');
+      console.log(
+        markdown(rows, {
+          date: new Date().toISOString(),
+          machine: `BENCH_ONLY=bridge, ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'} (shared), Node ${process.version}`,
+          count: BRIDGE_COUNT,
+        }),
+      );
+    } finally {
+      for (const c of children) await stopChild(c);
+      await influx.stop();
+    }
     return;
   }
   if (process.env.BENCH_ONLY === 'overload') {
@@ -514,6 +660,7 @@ async function main(): Promise<void> {
     const alertRows = await alerts();
     console.error(`alerts: p99 redis ${alertRows[0]!.p99_ms} ms, mqtt ${alertRows[1]!.p99_ms} ms`);
     const overloadRows = await overload(influx);
+    const bridgeRows = await bridge(influx);
     const rows = [
       bare,
       direct,
@@ -525,6 +672,7 @@ async function main(): Promise<void> {
       rec,
       ...alertRows,
       ...overloadRows,
+      ...bridgeRows,
       micro,
     ];
     const { cpus } = await import('node:os');

@@ -17,6 +17,7 @@ import { ROLLUP_SINK } from './rollups/sync.js';
 import { checkDataDir } from './safeFs.js';
 import { Scheduler } from './scheduler.js';
 import { SinkPart } from './sinks/part.js';
+import { UpstreamPart } from './upstream/part.js';
 
 /*
  * Composition root: the parts of a node in data-flow order, started in that
@@ -43,6 +44,7 @@ export class App {
   private readonly sink: SinkPart;
   private readonly alerts: AlertsPart;
   private readonly durable: LogPart;
+  private readonly upstream: UpstreamPart;
 
   constructor(
     readonly cfg: Config,
@@ -90,6 +92,7 @@ export class App {
       ],
       outputs: [alerts],
     });
+    const upstream = new UpstreamPart(ctx, broker, alerts);
     // before anything is written there: refused (EI_DATA_DIR_UNSAFE) when others could plant links in it
     const dataDir: Component = { name: 'data-dir', start: () => checkDataDir(cfg.dataDir), stop() {} };
     const parts: Component[] = [
@@ -104,6 +107,7 @@ export class App {
       pipeline,
       http,
       broker,
+      upstream,
     ];
     this.lifecycle = new Lifecycle(parts, this.metrics, log);
     this.readinessProbe = new Readiness(
@@ -117,6 +121,7 @@ export class App {
     this.sink = sink;
     this.alerts = alerts;
     this.durable = durable;
+    this.upstream = upstream;
   }
 
   async start(): Promise<void> {
@@ -167,6 +172,7 @@ export class App {
       uptime_s: Math.round((Date.now() - this.startedAt) / 1000),
       sink: this.sink.sink?.name,
       connected_clients: this.broker.connectedClients,
+      upstream: this.upstream.input?.health() ?? null,
       messages_received: m.messagesReceived.get(),
       messages_rejected: m.messagesRejected.total(),
       alerts_active: this.alerts.service?.activeCount ?? 0,

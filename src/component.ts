@@ -17,8 +17,12 @@ export interface Component {
   stop(deadline: number): Promise<void> | void;
   /** the /ready check this part answers for (contract section 10: mqtt, influxdb, redis, postgres) */
   readonly check?: string;
-  /** resolves when healthy; throws with the reason (shown in /ready) otherwise */
-  probe?(): Promise<void>;
+  /**
+   * resolves when healthy; throws with the reason (shown in /ready) otherwise.
+   * It may resolve to fields the check shows besides ok/latency; `ok: false`
+   * among them marks it failed (with their `error`) while keeping the fields.
+   */
+  probe?(): Promise<unknown>;
   /** scrape-time metrics, registered once the part has started */
   registerMetrics?(metrics: Metrics): void;
 }

@@ -345,6 +345,20 @@ export class Metrics {
     this.registry.registerMetric(new Sampled(name, help, read, 'counter').prom() as never);
   }
 
+  /** several series read at scrape time, each with its labels (a bounded set, e.g. per upstream connection) */
+  sampledSeries(
+    name: string,
+    help: string,
+    type: 'gauge' | 'counter',
+    read: () => Array<{ labels: Record<string, string>; value: number }>,
+  ): void {
+    this.registry.registerMetric({
+      name,
+      reset: () => {},
+      get: async () => ({ name, help, type, aggregator: 'sum', values: read() }),
+    } as never);
+  }
+
   get contentType(): string {
     return this.registry.contentType;
   }

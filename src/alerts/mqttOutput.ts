@@ -24,6 +24,7 @@ export class AlertMqttOutput {
   private aedes: Aedes | null = null;
   /** events waiting for the broker to start (rule changes and restores happen before it listens) */
   private early: AlertEvent[] = [];
+  private disabled = false;
 
   constructor(
     private readonly metrics: Metrics,
@@ -41,7 +42,14 @@ export class AlertMqttOutput {
     this.aedes = null;
   }
 
+  /** no embedded broker (mqtt.enabled: false): nothing to deliver to, nothing to keep for later */
+  disable(): void {
+    this.disabled = true;
+    this.early = [];
+  }
+
   deliver(events: readonly AlertEvent[]): void {
+    if (this.disabled) return;
     const aedes = this.aedes;
     if (!aedes) {
       for (const e of events) {

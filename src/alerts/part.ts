@@ -64,6 +64,10 @@ export class AlertsPart implements Component, ReadingConsumer {
     this.service.attachBroker(aedes);
   }
 
+  noBroker(): void {
+    this.service.noBroker();
+  }
+
   /** before the broker closes: later events stay in the journal and are republished at next start */
   detachBroker(): void {
     this.service.detachBroker();

@@ -47,6 +47,7 @@ export class AlertService {
   /** the raised event of each active alert by building and hash field (for /api and Redis repairs) */
   private readonly activeIndex = new Map<string, Map<string, AlertEvent>>();
   private rulesKey = '';
+  private readonly outputs: Array<{ deliver(events: readonly AlertEvent[]): void }> = [];
 
   constructor(private readonly opts: AlertServiceOptions) {
     const refusals = new RateLimitedLog(opts.log);
@@ -200,6 +201,16 @@ export class AlertService {
     this.mqtt.attach(aedes);
   }
 
+  /** mqtt.enabled: false: the embedded broker's output keeps nothing */
+  noBroker(): void {
+    this.mqtt.disable();
+  }
+
+  /** a further MQTT output (the upstream broker, src/upstream): every event from now on */
+  addOutput(output: { deliver(events: readonly AlertEvent[]): void }): void {
+    this.outputs.push(output);
+  }
+
   /** before the broker closes: later events stay in the journal and are republished at next start */
   detachBroker(): void {
     this.mqtt.detach();
@@ -235,6 +246,7 @@ export class AlertService {
     }
     this.mqtt.deliver(events);
     this.redisOut?.deliver(events);
+    for (const o of this.outputs) o.deliver(events);
   }
 
   private index(e: AlertEvent): void {

@@ -22,6 +22,8 @@ import { LoginGuard } from './loginGuard.js';
 export interface BrokerOutput {
   attachBroker(aedes: Aedes): void;
   detachBroker(): void;
+  /** mqtt.enabled: false: there will be no broker, keep nothing for it */
+  noBroker(): void;
 }
 
 export interface BrokerPartDeps {
@@ -46,6 +48,8 @@ export class BrokerPart implements Component {
   readonly name = 'broker';
   readonly check = 'mqtt';
   broker: Broker | null = null;
+  /** the one ingress: the embedded listeners and the upstream input (bridge mode) feed it */
+  ingress: Ingress | null = null;
   authenticator: Authenticator | null = null;
   private userLookup: UserLookup | null = null;
   private heapGuard: HeapGuard | null = null;
@@ -96,6 +100,7 @@ export class BrokerPart implements Component {
       rejectLog: new RateLimitedLog(log),
       admission: new Admission(durableLog, pipeline, metrics, cfg.pipeline, this.heapGuard),
     });
+    this.ingress = ingress;
     this.authenticator = this.createAuthenticator();
     const tls = cfg.mqtt.tls;
     this.broker = new Broker({
@@ -139,6 +144,11 @@ export class BrokerPart implements Component {
       const closed = broker.enforceDevices(s.devices);
       if (closed) log.info({ closed }, 'disconnected clients of disabled, removed or changed devices');
     });
+    if (!cfg.mqtt.enabled) {
+      for (const o of deps.outputs) o.noBroker();
+      log.info('mqtt.enabled is false: no embedded broker, readings come from upstream.url');
+      return;
+    }
     await broker.start();
     for (const o of deps.outputs) o.attachBroker(broker.aedesInstance);
     this.port = broker.port;
@@ -205,14 +215,16 @@ export class BrokerPart implements Component {
     return this.broker?.connectedClients ?? 0;
   }
 
-  async probe(): Promise<void> {
+  async probe(): Promise<{ enabled: false } | undefined> {
+    if (!this.ctx.cfg.mqtt.enabled) return { enabled: false };
     if (!this.broker || this.port <= 0) throw new Error('not listening');
+    return undefined;
   }
 
   async stop(): Promise<void> {
     this.heapGuard?.stop();
     for (const o of this.deps.outputs) o.detachBroker();
-    await this.broker?.close();
+    if (this.ctx.cfg.mqtt.enabled) await this.broker?.close();
     await this.userLookup?.stop();
   }
 

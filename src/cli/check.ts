@@ -1,10 +1,12 @@
 import { createServer } from 'node:net';
 import { Redis } from 'ioredis';
+import mqtt from 'mqtt';
 import pg from 'pg';
 import type { Config } from '../config/types.js';
 import { listen } from '../listen.js';
 import { redactText, redactUrl } from '../redact.js';
 import { createSink } from '../sinks/detect.js';
+import { upstreamClientIds, upstreamTls } from '../upstream/upstream.js';
 
 interface CheckLine {
   readonly service: string;
@@ -14,8 +16,9 @@ interface CheckLine {
 
 /** One line per configured service with status and latency; 0 only when all of them answer. */
 export async function runCheck(cfg: Config, print: (line: string) => void): Promise<number> {
-  const checks: CheckLine[] = [
-    {
+  const checks: CheckLine[] = [];
+  if (cfg.mqtt.enabled)
+    checks.push({
       service: 'mqtt',
       target: `${cfg.mqtt.host}:${cfg.mqtt.port}`,
       async run() {
@@ -25,8 +28,32 @@ export async function runCheck(cfg: Config, print: (line: string) => void): Prom
         await new Promise<void>((resolve) => server.close(() => resolve()));
         return 'bind ok';
       },
-    },
-  ];
+    });
+  const upstream = cfg.upstream;
+  if (upstream.url) {
+    const url = upstream.url;
+    checks.push({
+      service: 'upstream',
+      target: redactUrl(url),
+      async run() {
+        // CONNECT and CONNACK only, with a client id of its own and a clean session: the daemon's
+        // persistent sessions and its share group are left alone (a subscriber here would take messages)
+        const [id] = upstreamClientIds(upstream);
+        const client = await mqtt.connectAsync(url, {
+          clientId: `${id}-check`,
+          protocolVersion: upstream.protocolVersion,
+          clean: true,
+          username: upstream.username,
+          password: upstream.password,
+          reconnectPeriod: 0,
+          connectTimeout: 5000,
+          ...upstreamTls(upstream),
+        });
+        await client.endAsync();
+        return `CONNACK ok, MQTT ${upstream.protocolVersion === 5 ? '5' : '3.1.1'}`;
+      },
+    });
+  }
   if (cfg.influx.url) {
     checks.push({
       service: 'influxdb',

@@ -271,12 +271,17 @@ function fieldValues(doc: Plain, env: LoadOptions['env'], errors: string[]): Pla
     const envRaw = env[name];
     let raw: unknown = getPath(doc, path);
     let origin = path;
-    if (envRaw !== undefined && envRaw !== '') {
+    if (envRaw !== undefined && (envRaw !== '' || field.allowEmpty)) {
       raw = envRaw;
       origin = `${path} (env ${name})`;
     }
+    if (raw === '' && field.allowEmpty) {
+      setPath(out, path, '');
+      continue;
+    }
     if (raw === undefined || raw === null || raw === '') {
-      if (field.default !== undefined) setPath(out, path, field.default);
+      if (field.default !== undefined)
+        setPath(out, path, field.kind === 'list' ? String(field.default).split(',') : field.default);
       continue;
     }
     const r = coerce(field, raw);
@@ -334,6 +339,7 @@ export function crossFieldProblems(out: Plain): string[] {
   }
   const redisSessions = cfg.auth?.redisSessions === true;
   if (redisSessions && !cfg.redis?.url) problems.push('auth.redisSessions: needs REDIS_URL (redis.url)');
+  problems.push(...upstreamProblems(out));
   if (cfg.cluster.mode === 'redis' && !cfg.redis?.url)
     problems.push('cluster.mode: redis needs REDIS_URL (redis.url)');
   if (cfg.cluster.nodeId !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(cfg.cluster.nodeId))
@@ -367,6 +373,14 @@ function complete(out: Plain, extra: { buildings: unknown; alertRules: unknown; 
     if (split.username !== undefined) cfg.influx.username ??= split.username;
     if (split.password !== undefined) cfg.influx.password ??= split.password;
   }
+  const upstream = (out as { upstream: { url?: string; username?: string; password?: string } }).upstream;
+  if (typeof upstream.url === 'string') {
+    // the URL is printed (redacted) in checks and logs; its credentials go to the MQTT CONNECT instead
+    const split = splitUrlCredentials(upstream.url);
+    upstream.url = split.url;
+    if (split.username !== undefined) upstream.username ??= split.username;
+    if (split.password !== undefined) upstream.password ??= split.password;
+  }
   const hosts = [cfg.mqtt.host, cfg.http.host];
   const explicitAnon = cfg.auth?.allowAnonymous;
   cfg.auth = {
@@ -381,6 +395,28 @@ function complete(out: Plain, extra: { buildings: unknown; alertRules: unknown; 
   out.sources = extra.sources;
   out.dataDir = isAbsolute(out.dataDir as string) ? out.dataDir : resolve(out.dataDir as string);
   return out;
+}
+
+/** bridge mode (contract section 15): the upstream URL's scheme, and something to ingest from */
+function upstreamProblems(out: Plain): string[] {
+  const up = out.upstream as {
+    url?: string;
+    shareGroup: string;
+    reconnectMinMs: number;
+    reconnectMaxMs: number;
+  };
+  const mqttEnabled = (out.mqtt as { enabled: boolean }).enabled;
+  const problems: string[] = [];
+  if (up.url !== undefined && !/^mqtts?:$/.test(new URL(up.url).protocol))
+    problems.push(`upstream.url: must be mqtt:// or mqtts:// (got "${redactUrl(up.url)}")`);
+  if (!mqttEnabled && up.url === undefined)
+    problems.push('mqtt.enabled: false needs upstream.url (UPSTREAM_MQTT_URL): there would be no input');
+  // MQTT 5 §4.8.2: a ShareName holds no "/", "+" or "#"
+  if (/[/+#]/.test(up.shareGroup))
+    problems.push(`upstream.shareGroup: must not contain "/", "+" or "#" (got "${up.shareGroup}")`);
+  if (up.reconnectMaxMs < up.reconnectMinMs)
+    problems.push('upstream.reconnectMaxMs: must be at least upstream.reconnectMinMs');
+  return problems;
 }
 
 function deepFreeze<T>(o: T): T {

@@ -8,8 +8,10 @@ export type FieldKind = 'string' | 'int' | 'bool' | 'enum' | 'bytes' | 'url' | '
 export interface Field {
   readonly kind: FieldKind;
   readonly description: string;
-  /** undefined: the key is unset unless configured. */
+  /** undefined: the key is unset unless configured. (kind list: a comma-separated string) */
   readonly default?: string | number | boolean;
+  /** an empty string is a value of its own (not "unset, take the default") */
+  readonly allowEmpty?: boolean;
   readonly env?: string;
   readonly secret?: boolean;
   readonly values?: readonly string[];
@@ -34,6 +36,12 @@ export const SCHEMA = {
   mqtt: {
     host: { kind: 'host', description: 'MQTT TCP listener address', default: '127.0.0.1', env: 'MQTT_HOST' },
     port: port('MQTT TCP listener port (0 picks a free port)', 1883, 'MQTT_PORT'),
+    enabled: {
+      kind: 'bool',
+      description:
+        'run the embedded MQTT broker (TCP, TLS and WebSocket listeners); false: readings come only from upstream.url (bridge mode)',
+      default: true,
+    },
     maxConnections: {
       kind: 'int',
       description: 'connected MQTT clients at most; more get CONNACK 0x03',
@@ -219,6 +227,95 @@ export const SCHEMA = {
       kind: 'list',
       description:
         'browser origins besides the daemon\'s own that may open the MQTT WebSocket (e.g. https://grafana.example; "*" for any); others get 403. Clients without an Origin (non-browsers) always may',
+    },
+  },
+  upstream: {
+    url: {
+      kind: 'url',
+      description:
+        'bridge mode: an existing MQTT broker to ingest from (mqtt:// or mqtts://); unset: no upstream input. user:password@ in it is taken out into upstream.username/password (explicit ones win)',
+      env: 'UPSTREAM_MQTT_URL',
+    },
+    topics: {
+      kind: 'list',
+      description: 'topic filters subscribed upstream (QoS 1); only sensors/… topics are ingested',
+      default: 'sensors/#',
+    },
+    shareGroup: {
+      kind: 'string',
+      allowEmpty: true,
+      description:
+        'shared-subscription group: subscribes $share/{group}/{filter} so several nodes split the stream; "" subscribes the plain filters',
+      default: 'energy-ingest',
+    },
+    clientId: {
+      kind: 'string',
+      description:
+        'client id of the upstream connections, stable across restarts (persistent session); default energy-ingest-{cluster.nodeId or host name}, with -{n} appended for each of several connections',
+    },
+    username: { kind: 'string', description: 'upstream broker user', env: 'UPSTREAM_MQTT_USERNAME' },
+    password: {
+      kind: 'string',
+      description: 'upstream broker password',
+      env: 'UPSTREAM_MQTT_PASSWORD',
+      secret: true,
+    },
+    protocolVersion: {
+      kind: 'int',
+      description: 'MQTT protocol of the upstream connections: 4 (3.1.1) or 5',
+      default: 5,
+      min: 4,
+      max: 5,
+    },
+    connections: {
+      kind: 'int',
+      description:
+        'parallel subscriber connections to the upstream broker (one durable log, one group commit)',
+      default: 2,
+      min: 1,
+      max: 64,
+    },
+    maxInflight: {
+      kind: 'int',
+      description:
+        'messages per connection received and not yet acknowledged (waiting for the log fsync); at it that connection is not read (TCP backpressure). MQTT 5: also sent as Receive Maximum',
+      default: 100,
+      min: 1,
+      max: 65535,
+    },
+    sessionExpirySeconds: {
+      kind: 'int',
+      description:
+        'MQTT 5 session expiry asked of the upstream broker: how long it keeps our subscriptions and queued messages while we are away (3.1.1: the broker decides)',
+      default: 86400,
+      min: 60,
+      max: 4294967295,
+    },
+    reconnectMinMs: {
+      kind: 'int',
+      description:
+        'reconnect delay to the upstream broker for the first 10 attempts (a restarting broker is caught quickly), then doubling up to reconnectMaxMs; with jitter',
+      default: 200,
+      min: 10,
+      max: 600000,
+    },
+    reconnectMaxMs: {
+      kind: 'int',
+      description: 'largest reconnect delay to the upstream broker',
+      default: 30000,
+      min: 10,
+      max: 600000,
+    },
+    publishAlerts: {
+      kind: 'bool',
+      description:
+        'also publish alert events (alerts/…, retained as on the embedded broker) to the upstream broker',
+      default: true,
+    },
+    tls: {
+      ca: { kind: 'string', description: 'PEM CA file to verify the upstream broker (mqtts://)' },
+      cert: { kind: 'string', description: 'PEM client certificate for the upstream broker' },
+      key: { kind: 'string', description: 'PEM private key of upstream.tls.cert', secret: true },
     },
   },
   influx: {

@@ -16,7 +16,9 @@ type FromSchema = ConfigOf<typeof SCHEMA>;
  * (src/config/schema.ts, the one place a key is declared), plus what load.ts
  * computes or validates beyond single keys.
  */
-export type Config = Omit<FromSchema, 'auth' | 'influx' | 'alerts' | 'cluster'> & {
+export type Config = Omit<FromSchema, 'auth' | 'influx' | 'alerts' | 'cluster' | 'upstream'> & {
+  /** protocolVersion is 4 (MQTT 3.1.1) or 5, checked by load.ts */
+  readonly upstream: FromSchema['upstream'] & { readonly protocolVersion: 4 | 5 };
   /** nodeId defaults to the host name */
   readonly cluster: FromSchema['cluster'] & { readonly nodeId: string };
   readonly auth: FromSchema['auth'] & {

@@ -7,6 +7,7 @@ import { redactText } from '../redact.js';
 // instead of probing on every request.
 
 export interface Check {
+  [field: string]: unknown;
   ok: boolean;
   latency_ms?: number;
   error?: string;
@@ -38,18 +39,25 @@ export class Readiness {
     return { ready, body };
   }
 
-  private async timed(name: string, probe: () => Promise<void>): Promise<Check> {
+  private async timed(name: string, probe: () => Promise<unknown>): Promise<Check> {
     const t0 = performance.now();
     let check: Check;
     let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
+      const answer = await Promise.race([
         probe(),
-        new Promise((_, reject) => {
+        new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error('timeout after 2 s')), PROBE_TIMEOUT_MS);
         }),
       ]);
-      check = { ok: true, latency_ms: Math.round(performance.now() - t0) };
+      const latency_ms = Math.round(performance.now() - t0);
+      const fields =
+        typeof answer === 'object' && answer !== null ? (answer as Record<string, unknown>) : undefined;
+      if (fields && fields.ok === false) {
+        const error = redactText(String(fields.error ?? 'not ready'));
+        this.lastErrors.set(name, { error, at: new Date().toISOString() });
+        check = { ...fields, ok: false, latency_ms, error };
+      } else check = { ...fields, ok: true, latency_ms };
     } catch (err) {
       // /ready and /api/status are unauthenticated: no URL with a password in them
       const error = redactText((err as Error).message);

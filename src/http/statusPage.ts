@@ -118,8 +118,8 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 export const STATUS_SCRIPT = `(function () {
   'use strict';
   var T = {
-    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
-    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago' }
+    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전', upstream: '상위 MQTT 브로커', upstreamInfo: '연결 {up}/{n} · 대기 {w}', off: '꺼짐' },
+    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago', upstream: 'Upstream MQTT', upstreamInfo: '{up}/{n} subscribed · {w} waiting', off: 'off' }
   };
   var params = new URLSearchParams(location.search);
   var lang = params.get('lang') || localStorage.getItem('ei-lang') || ((navigator.language || 'ko').indexOf('ko') === 0 ? 'ko' : 'en');
@@ -163,15 +163,18 @@ export const STATUS_SCRIPT = `(function () {
       $('ready').textContent = t(r.status === 'ready' ? 'ready' : 'degraded');
       $('ready').className = 'pill ' + (r.status === 'ready' ? 'ok' : 'bad');
       var html = '';
-      ['mqtt', 'influxdb', 'redis', 'postgres'].forEach(function (name) {
+      ['mqtt', 'upstream', 'influxdb', 'redis', 'postgres'].forEach(function (name) {
         var c = r.checks[name];
-        var label = { mqtt: 'MQTT', influxdb: 'InfluxDB', redis: 'Redis', postgres: 'PostgreSQL' }[name];
+        var label = { mqtt: 'MQTT', upstream: t('upstream'), influxdb: 'InfluxDB', redis: 'Redis', postgres: 'PostgreSQL' }[name];
         if (!c) {
           html += '<div class="svc"><span><span class="dot"></span>' + label + '</span><span class="sub">' + esc(name === 'influxdb' ? t('fileSink') : t('notConfigured')) + '</span></div>';
           return;
         }
         html += '<div class="svc" data-service="' + name + '"><span><span class="dot ' + (c.ok ? 'ok' : 'bad') + '"></span>' + label +
-          (c.error ? '<div class="err">' + esc(c.error) + '</div>' : '') + '</span><span class="sub">' + (c.latency_ms !== undefined ? c.latency_ms + ' ms' : '') + '</span></div>';
+          (c.error ? '<div class="err">' + esc(c.error) + '</div>' : '') + '</span><span class="sub">' + (c.latency_ms !== undefined ? c.latency_ms + ' ms' : '') +
+          // bridge mode: connections up of configured, messages waiting for the log fsync; the listener switched off
+          (c.connections !== undefined ? esc(t('upstreamInfo', { up: c.subscribed, n: c.connections, w: c.messages_waiting })) : '') +
+          (c.enabled === false ? esc(t('off')) : '') + '</span></div>';
       });
       $('services').innerHTML = html;
     }
