@@ -129,8 +129,25 @@ export class Broker {
     return this.aedes;
   }
 
+  /**
+   * The embedded broker: Aedes with bounded persistence and our hooks, then
+   * its listeners (TCP, TLS, WebSocket on the HTTP server).
+   */
   async start(): Promise<void> {
-    const { log, ingress, metrics, bounds } = this.opts;
+    const store = this.createStore();
+    const aedes = await Aedes.createBroker(this.aedesOptions(store));
+    this.aedes = aedes;
+    this.startLiveRights(store);
+    this.watchSessions(aedes);
+    await this.listenTcp(aedes);
+    await this.listenTls(aedes);
+    this.listenWebSocket(aedes);
+    this.opts.log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
+  }
+
+  /** Aedes's in-memory store, bounded (persistence.ts), and its gauges */
+  private createStore(): BoundedPersistence {
+    const { metrics, bounds } = this.opts;
     const store = new BoundedPersistence({
       maxMessagesPerSession: bounds.maxOfflineMessagesPerSession,
       maxBytesPerSession: bounds.maxOfflineBytesPerSession,
@@ -160,7 +177,12 @@ export class Broker {
     metrics.gauge('energy_ingest_session_queued_messages', 'messages queued for persistent sessions', () =>
       this.store ? this.store.queuedMessages : 0,
     );
-    const aedes = await Aedes.createBroker({
+    return store;
+  }
+
+  /** Aedes's options: limits, the bounded store and every hook (logins, admission, ACLs, the ingress) */
+  private aedesOptions(store: BoundedPersistence): Partial<AedesOptions> {
+    return {
       ...AEDES_LIMITS,
       persistence: store.persistence,
       maxTopicLevels: this.opts.maxTopicLevels,
@@ -207,97 +229,101 @@ export class Broker {
           return r;
         },
       ),
-      authorizePublish: (client, packet, callback) => {
-        // client null: the broker itself (the daemon's alerts, $SYS)
-        const who = client ? this.principals.get(client) : undefined;
-        if (client) {
-          const verdict = who
-            ? canPublish(who, packet.topic)
-            : { ok: false as const, reason: 'not authenticated' };
-          if (!verdict.ok) {
-            this.refuse('publish_denied', client.id, who, verdict.reason, packet.topic);
-            // MQTT 3.1.1 has no negative PUBACK: closing is the only refusal a client notices
-            callback(new Error(verdict.reason));
-            return;
-          }
-          // Sensors report readings; a retained reading per topic is state nobody
-          // asked for (and memory an attacker with one sensor's password could fill).
-          if (packet.retain && who?.role === 'sensor' && !bounds.sensorsMayRetain) {
-            packet.retain = false;
-            metrics.retainedRefused.inc({ reason: 'sensor' });
-          }
-        }
-        const wait = client ? this.opts.limits.throttleMs(client) : 0;
-        if (wait > 0) {
-          this.opts.metrics.throttled.inc();
-          setTimeout(
-            () => ingress.authorizePublish(client, packet as unknown as InboundPublish, callback),
-            wait,
-          );
-          return;
-        }
-        ingress.authorizePublish(client, packet as unknown as InboundPublish, callback);
-      },
-      // Every delivery, live or queued for a persistent session, is checked
-      // against the receiver's rights: a restored session's subscriptions are
-      // not authorized again (Aedes skips authorizeSubscribe on restore), and
-      // a login's role may have changed since it subscribed.
-      authorizeForward: (client, packet) => {
-        const who = this.principals.get(client);
-        if (who && canRead(who, packet.topic)) return packet;
-        this.refuse('forward_denied', client.id, who, 'message not delivered: not readable', packet.topic);
-        return null;
-      },
-      authorizeSubscribe: (client, sub, callback) => {
-        const who = this.principals.get(client);
-        const verdict = who
-          ? canSubscribe(who, sub.topic)
-          : { ok: false as const, reason: 'not authenticated' };
-        if (!verdict.ok) {
-          this.refuse('subscribe_denied', client.id, who, verdict.reason, sub.topic);
-          callback(null, null); // SUBACK 0x80 for this filter
-          return;
-        }
-        if (!this.opts.limits.subscribe(client, sub.topic)) {
-          this.refuse('too_many_subscriptions', client.id, who, 'too many subscriptions', sub.topic);
-          callback(null, null);
-          return;
-        }
-        if (client.clean) {
-          callback(null, sub);
-          return;
-        }
-        // A persistent session's subscriptions make the broker queue for it while
-        // it is away: their number is capped (each queue is, by the offline budget).
-        // The check awaits the store, and Aedes stores the subscriptions only after this answer:
-        // checks run one at a time, and sessions approved but not stored yet are reserved and
-        // count against the cap, so SUBSCRIBEs of many sessions at one moment cannot all pass
-        // (a reservation ends on the 'subscribe' event, i.e. once stored, or when the client goes).
-        if (this.reservedSessions.has(client.id)) {
-          callback(null, sub);
-          return;
-        }
-        const check = this.sessionCheck.then(async () => {
-          const room = await store.roomForSession(
-            client.id,
-            bounds.maxPersistentSessions,
-            this.reservedSessions,
-          );
-          if (room) this.reservedSessions.add(client.id);
-          return room;
-        });
-        this.sessionCheck = check.catch(() => false);
-        check.then(
-          (room) => {
-            if (room) return callback(null, sub);
-            this.refuse('too_many_sessions', client.id, who, 'too many persistent sessions', sub.topic);
-            callback(null, null);
-          },
-          () => callback(null, null),
-        );
-      },
+      authorizePublish: this.authorizePublish,
+      authorizeForward: this.authorizeForward,
+      authorizeSubscribe: this.authorizeSubscribe,
+    };
+  }
+
+  private readonly authorizePublish: AedesOptions['authorizePublish'] = (client, packet, callback) => {
+    const { ingress, metrics, bounds } = this.opts;
+    // client null: the broker itself (the daemon's alerts, $SYS)
+    const who = client ? this.principals.get(client) : undefined;
+    if (client) {
+      const verdict = who
+        ? canPublish(who, packet.topic)
+        : { ok: false as const, reason: 'not authenticated' };
+      if (!verdict.ok) {
+        this.refuse('publish_denied', client.id, who, verdict.reason, packet.topic);
+        // MQTT 3.1.1 has no negative PUBACK: closing is the only refusal a client notices
+        callback(new Error(verdict.reason));
+        return;
+      }
+      // Sensors report readings; a retained reading per topic is state nobody
+      // asked for (and memory an attacker with one sensor's password could fill).
+      if (packet.retain && who?.role === 'sensor' && !bounds.sensorsMayRetain) {
+        packet.retain = false;
+        metrics.retainedRefused.inc({ reason: 'sensor' });
+      }
+    }
+    const wait = client ? this.opts.limits.throttleMs(client) : 0;
+    if (wait > 0) {
+      this.opts.metrics.throttled.inc();
+      setTimeout(() => ingress.authorizePublish(client, packet as unknown as InboundPublish, callback), wait);
+      return;
+    }
+    ingress.authorizePublish(client, packet as unknown as InboundPublish, callback);
+  };
+
+  // Every delivery, live or queued for a persistent session, is checked
+  // against the receiver's rights: a restored session's subscriptions are
+  // not authorized again (Aedes skips authorizeSubscribe on restore), and
+  // a login's role may have changed since it subscribed.
+  private readonly authorizeForward: AedesOptions['authorizeForward'] = (client, packet) => {
+    const who = this.principals.get(client);
+    if (who && canRead(who, packet.topic)) return packet;
+    this.refuse('forward_denied', client.id, who, 'message not delivered: not readable', packet.topic);
+    return null;
+  };
+
+  private readonly authorizeSubscribe: AedesOptions['authorizeSubscribe'] = (client, sub, callback) => {
+    const { bounds } = this.opts;
+    const store = this.store!;
+    const who = this.principals.get(client);
+    const verdict = who ? canSubscribe(who, sub.topic) : { ok: false as const, reason: 'not authenticated' };
+    if (!verdict.ok) {
+      this.refuse('subscribe_denied', client.id, who, verdict.reason, sub.topic);
+      callback(null, null); // SUBACK 0x80 for this filter
+      return;
+    }
+    if (!this.opts.limits.subscribe(client, sub.topic)) {
+      this.refuse('too_many_subscriptions', client.id, who, 'too many subscriptions', sub.topic);
+      callback(null, null);
+      return;
+    }
+    if (client.clean) {
+      callback(null, sub);
+      return;
+    }
+    // A persistent session's subscriptions make the broker queue for it while
+    // it is away: their number is capped (each queue is, by the offline budget).
+    // The check awaits the store, and Aedes stores the subscriptions only after this answer:
+    // checks run one at a time, and sessions approved but not stored yet are reserved and
+    // count against the cap, so SUBSCRIBEs of many sessions at one moment cannot all pass
+    // (a reservation ends on the 'subscribe' event, i.e. once stored, or when the client goes).
+    if (this.reservedSessions.has(client.id)) {
+      callback(null, sub);
+      return;
+    }
+    const check = this.sessionCheck.then(async () => {
+      const room = await store.roomForSession(client.id, bounds.maxPersistentSessions, this.reservedSessions);
+      if (room) this.reservedSessions.add(client.id);
+      return room;
     });
-    this.aedes = aedes;
+    this.sessionCheck = check.catch(() => false);
+    check.then(
+      (room) => {
+        if (room) return callback(null, sub);
+        this.refuse('too_many_sessions', client.id, who, 'too many persistent sessions', sub.topic);
+        callback(null, null);
+      },
+      () => callback(null, null),
+    );
+  };
+
+  /** re-checks of connected logins when rights change (liveRights.ts) */
+  private startLiveRights(store: BoundedPersistence): void {
+    const { metrics, log } = this.opts;
     const persistence = store.persistence as unknown as {
       removeSubscriptions(client: Client, subs: string[]): Promise<unknown>;
     };
@@ -315,6 +341,11 @@ export class Broker {
     metrics.gauge('energy_ingest_live_logins', 'connected logins whose rights are re-checked', () =>
       this.live ? this.live.size : 0,
     );
+  }
+
+  /** persistent sessions: idle ones capped and expired (mqtt.maxIdleSessions, mqtt.sessionExpirySeconds) */
+  private watchSessions(aedes: Aedes): void {
+    const { log, bounds } = this.opts;
     aedes.on('clientError', (client, err) =>
       log.debug({ clientId: client?.id, err: err.message }, 'client error'),
     );
@@ -341,7 +372,9 @@ export class Broker {
     const expiryMs = bounds.sessionExpirySeconds * 1000;
     this.expiryTimer = setInterval(() => this.expireSessions(expiryMs), Math.min(60_000, expiryMs / 2));
     this.expiryTimer.unref();
+  }
 
+  private async listenTcp(aedes: Aedes): Promise<void> {
     this.tcp = createServer((socket) => {
       if (!this.admitSocket(socket)) return;
       socket.setNoDelay(true);
@@ -349,7 +382,10 @@ export class Broker {
     });
     this.port = await listen(this.tcp, this.opts.host, this.opts.port, 'MQTT');
     this.tcp.on('error', (err) => this.listenerError('MQTT', err));
+  }
 
+  private async listenTls(aedes: Aedes): Promise<void> {
+    const { metrics, log } = this.opts;
     const tlsOpts = this.opts.tls;
     if (tlsOpts) {
       // With a CA, clients may present a certificate; its CN can name a device
@@ -393,7 +429,10 @@ export class Broker {
       this.tlsServer.on('error', (err) => this.listenerError('MQTT/TLS', err));
       log.info({ host: this.opts.host, port: this.tlsPort }, 'MQTT/TLS listener up');
     }
+  }
 
+  private listenWebSocket(aedes: Aedes): void {
+    const { metrics, bounds } = this.opts;
     this.wss = new WebSocketServer({
       server: this.opts.httpServer,
       path: '/mqtt',
@@ -438,7 +477,6 @@ export class Broker {
       ws.once('close', () => this.pendingWs.delete(client));
       this.adopt(client, stream);
     });
-    log.info({ host: this.opts.host, port: this.port }, 'MQTT listener up');
   }
 
   /**

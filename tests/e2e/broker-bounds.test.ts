@@ -112,7 +112,8 @@ describe('item 4: a subscriber that stops reading slows nobody down', () => {
     const clients: MqttClient[] = [];
     let stalled: Socket | undefined;
     try {
-      const aedes = (t.app as unknown as { broker: Broker }).broker.aedesInstance as unknown as {
+      const aedes = (t.app as unknown as { broker: { broker: Broker } }).broker.broker
+        .aedesInstance as unknown as {
         clients: Record<string, { conn: { writableLength: number } } | undefined>;
       };
       const pub = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4, clientId: 'pub' });

@@ -23,7 +23,8 @@ interface Live {
 }
 
 function aedesOf(t: TestApp): Aedes {
-  return (t.app as unknown as { broker: { aedesInstance: Aedes } }).broker.aedesInstance;
+  // the broker part's Broker (src/broker/part.ts)
+  return (t.app as unknown as { broker: { broker: { aedesInstance: Aedes } } }).broker.broker.aedesInstance;
 }
 
 /** the filters the broker holds for a connected client id */

@@ -167,7 +167,8 @@ describe('packets sent before CONNACK', () => {
     // later; bytes read in between used to be handled at once, before the
     // client had a principal (SUBACK 0x80 before CONNACK). This test puts the
     // SUBSCRIBE's bytes on the server side of the socket exactly in that window.
-    const aedes = (t.app as unknown as { broker: { aedesInstance: Aedes } }).broker.aedesInstance;
+    const aedes = (t.app as unknown as { broker: { broker: { aedesInstance: Aedes } } }).broker.broker
+      .aedesInstance;
     const original = aedes.preConnect;
     const subscribe = mqttPacket.generate({
       cmd: 'subscribe',
