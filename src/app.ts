@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { mergeRules } from './alerts/rules.js';
 import { AlertService } from './alerts/service.js';
+import { BackupSchedule } from './backup/schedule.js';
 import { Admission, HeapGuard } from './broker/admission.js';
 import { Authenticator } from './broker/auth.js';
 import { Broker, listen } from './broker/broker.js';
@@ -92,6 +93,7 @@ export class App {
   private writer: BatchWriter | null = null;
   private broker: Broker | null = null;
   private http: Server | null = null;
+  private backups: BackupSchedule | null = null;
   private readonly startedAt = Date.now();
   readonly buildings: KnownBuildings;
   mqttPort = 0;
@@ -448,6 +450,12 @@ export class App {
     this.readyTimer.unref();
     this.mqttPort = this.broker.port;
     this.mqttTlsPort = this.broker.tlsPort;
+    if (cfg.backup.cron) {
+      this.backups = new BackupSchedule(cfg, log, (ok) =>
+        metrics.backups.inc({ result: ok ? 'ok' : 'failed' }),
+      );
+      this.backups.start();
+    }
     log.info(
       {
         mqtt: `${cfg.mqtt.host}:${this.mqttPort}`,
@@ -596,6 +604,7 @@ export class App {
     const deadline = Date.now() + this.cfg.pipeline.shutdownTimeoutMs;
     const { log } = this;
     if (this.readyTimer) clearInterval(this.readyTimer);
+    await this.backups?.stop();
     this.invalidRows?.stop();
     this.heapGuard?.stop();
     this.alerts?.detachBroker();

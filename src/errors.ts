@@ -13,6 +13,10 @@ export const ERROR_CODES = {
   EI_INFLUX_WRITE: 'InfluxDB refused a write',
   EI_POSTGRES_UNREACHABLE: 'PostgreSQL did not answer',
   EI_MIGRATION_FAILED: 'a schema migration failed and was rolled back',
+  EI_BACKUP_FAILED: 'a part of a backup failed (the set is marked incomplete)',
+  EI_BACKUP_CORRUPT:
+    'a backup set failed verification (missing file, size or SHA-256 mismatch, bad manifest)',
+  EI_RESTORE_FAILED: 'a part of a restore failed',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -11,7 +11,9 @@ commands:
   check       test every configured service
   migrate     create or update the PostgreSQL schema (idempotent)
   passwd      create or update an MQTT credential (password on stdin)
-  config      print the effective configuration (secrets redacted)`;
+  config      print the effective configuration (secrets redacted)
+  backup      energy-ingest backup --to DIR|s3://BUCKET/PREFIX (one timestamped set)
+  restore     energy-ingest restore --from DIR|s3://BUCKET/PREFIX (a set, or the newest there)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 
@@ -83,6 +85,22 @@ export async function main(argv: readonly string[]): Promise<void> {
             buildingId: args.options.building as number | undefined,
           }),
         );
+        return;
+      }
+      case 'backup':
+      case 'restore': {
+        const flag = command === 'backup' ? 'to' : 'from';
+        const args = parseArgs(rest, { ...COMMON, [flag]: { kind: 'string' } });
+        noPositional(args.positional);
+        const where = args.options[flag] as string | undefined;
+        if (!where)
+          throw new IngestError(
+            'EI_CLI_USAGE',
+            `usage: energy-ingest ${command} --${flag} DIR|s3://BUCKET/PREFIX`,
+          );
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        const { cliBackup, cliRestore } = await import('./backup.js');
+        await (command === 'backup' ? cliBackup : cliRestore)(cfg, where, (line) => console.log(line));
         return;
       }
       case 'simulate': {

@@ -304,6 +304,11 @@ export function loadConfig(opts: LoadOptions): Config {
   const cronExpr = (out as { metadata?: { refreshCron?: string } }).metadata?.refreshCron;
   if (cronExpr && !cron.validate(cronExpr))
     errors.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
+  const backupCfg = (out as { backup?: { cron?: string; to?: string } }).backup;
+  if (backupCfg?.cron && !cron.validate(backupCfg.cron))
+    errors.push(`backup.cron: "${backupCfg.cron}" is not a valid cron expression`);
+  if (backupCfg?.cron && !backupCfg.to)
+    errors.push('backup.cron: needs backup.to (a directory or s3://BUCKET/PREFIX)');
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

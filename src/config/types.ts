@@ -110,6 +110,13 @@ export interface Config {
     /** `alerts.rules`, validated; alert_rules rows win on the same id */
     readonly rules: readonly AlertRule[];
   };
+  readonly s3: {
+    readonly endpoint?: string;
+    readonly accessKey?: string;
+    readonly secretKey?: string;
+    readonly region: string;
+  };
+  readonly backup: { readonly cron?: string; readonly to?: string; readonly keep: number };
   readonly buildings: readonly BuildingMeta[];
   /** Where the configuration came from, for `energy-ingest config` and logs. */
   readonly sources: readonly string[];
