@@ -149,7 +149,15 @@ export interface RestoreResult {
   readonly parts: Record<string, unknown>;
 }
 
-export async function runRestore(cfg: Config, source: string, progress: Progress): Promise<RestoreResult> {
+export const PARTS = ['postgres', 'influx', 'redis', 'state'] as const;
+
+export async function runRestore(
+  cfg: Config,
+  source: string,
+  progress: Progress,
+  /** restore only these parts of the set (default: every part it holds) */
+  only: readonly string[] = PARTS,
+): Promise<RestoreResult> {
   const store = await openStore(cfg, source, true);
   try {
     let name = store.selfSet;
@@ -177,7 +185,7 @@ export async function runRestore(cfg: Config, source: string, progress: Progress
       const done: Record<string, unknown> = {};
       const failures: string[] = [];
       const attempt = async (part: string, fn: () => Promise<unknown>) => {
-        if (m.parts[part]?.status !== 'ok') return;
+        if (m.parts[part]?.status !== 'ok' || !only.includes(part)) return;
         try {
           done[part] = await fn();
         } catch (err) {
