@@ -252,10 +252,16 @@ export class S3Store implements Store {
         new this.s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ContinuationToken: token }),
       );
       const keys = (r.Contents ?? []).map((o) => ({ Key: o.Key! }));
-      if (keys.length)
-        await this.client.send(
+      if (keys.length) {
+        const d = await this.client.send(
           new this.s3.DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys, Quiet: true } }),
         );
+        if (d.Errors?.length)
+          throw new IngestError(
+            'EI_BACKUP_FAILED',
+            `pruning ${name}: ${d.Errors.length} objects not deleted (${d.Errors[0]?.Key}: ${d.Errors[0]?.Message})`,
+          );
+      }
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
   }
