@@ -323,26 +323,30 @@ export async function restoreReadings(
 /**
  * No INFLUX_URL: readings go back into {DATA_DIR}/readings/{day}.lp by their
  * timestamp's day, each line added only when that file lacks it (a second
- * restore adds nothing).
+ * restore adds nothing). The set's lines come in time order, so one day's
+ * lines (and that day's file) are in memory at a time; a day seen again later
+ * is merged again, still without duplicates.
  */
 async function restoreToFileSink(dataDir: string, path: string, progress: Progress): Promise<number> {
   const dirPath = join(dataDir, 'readings');
   await mkdir(dirPath, { recursive: true });
-  const byDay = new Map<string, string[]>();
+  const days = new Set<string>();
   let n = 0;
-  for await (const line of readLines(path)) {
-    const day = lineDay(line);
-    const list = byDay.get(day);
-    if (list) list.push(line);
-    else byDay.set(day, [line]);
-    n++;
-  }
-  for (const [day, lines] of byDay) {
+  let day = '';
+  let lines: string[] = [];
+  const flush = async () => {
+    if (!lines.length) return;
     const file = join(dirPath, `${day}.lp`);
     const existing = await readFile(file, 'utf8').catch(() => '');
     const have = new Set(existing.split('\n'));
-    const missing = lines.filter((l) => !have.has(l));
-    if (!missing.length) continue;
+    const missing: string[] = [];
+    for (const l of lines) {
+      if (have.has(l)) continue;
+      have.add(l); // the same reading twice in the set is written once
+      missing.push(l);
+    }
+    lines = [];
+    if (!missing.length) return;
     // whole file rewritten then renamed: a crash never leaves half a line
     const tmp = `${file}.restore.tmp`;
     const ws = createWriteStream(tmp);
@@ -351,7 +355,18 @@ async function restoreToFileSink(dataDir: string, path: string, progress: Progre
     ws.end();
     await once(ws, 'close');
     await rename(tmp, file);
+  };
+  for await (const line of readLines(path)) {
+    const d = lineDay(line);
+    if (d !== day) {
+      await flush();
+      day = d;
+      days.add(d);
+    }
+    lines.push(line);
+    n++;
   }
-  progress(`influx: ${n} readings restored to the file sink (${byDay.size} day files)`);
+  await flush();
+  progress(`influx: ${n} readings restored to the file sink (${days.size} day files)`);
   return n;
 }
