@@ -20,7 +20,7 @@ export class LineWriter {
 
   constructor(path: string) {
     this.gz = createGzip({ level: 6 });
-    this.out = createWriteStream(path);
+    this.out = createWriteStream(path, { mode: 0o600 });
     this.gz.pipe(this.out);
     this.done = once(this.out, 'close');
     // an error on either stream rejects close()
@@ -29,7 +29,7 @@ export class LineWriter {
   }
 
   static async open(dir: string, rel: string): Promise<LineWriter> {
-    await mkdir(dirname(join(dir, rel)), { recursive: true });
+    await mkdir(dirname(join(dir, rel)), { recursive: true, mode: 0o700 });
     return new LineWriter(join(dir, rel));
   }
 

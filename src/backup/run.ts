@@ -85,7 +85,7 @@ export async function runBackup(cfg: Config, target: string, progress: Progress)
       parts,
       files: entries,
     };
-    await writeFile(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`);
+    await writeFile(join(dir, MANIFEST), `${JSON.stringify(manifest, null, 2)}\n`, { mode: 0o600 });
     await store.commit(name, dir, [...files, MANIFEST]);
     const bytes = entries.reduce((s, e) => s + e.bytes, 0);
     progress(`backup ${name}: ${entries.length} files, ${bytes} bytes${failed.length ? ', INCOMPLETE' : ''}`);

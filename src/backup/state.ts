@@ -29,8 +29,8 @@ export async function dumpState(
     // the journal is appended to while we read: complete lines only
     if (rel.endsWith('.jsonl')) text = text.slice(0, text.lastIndexOf('\n') + 1);
     const to = join(dir, 'state', rel);
-    await mkdir(dirname(to), { recursive: true });
-    await writeFile(to, text);
+    await mkdir(dirname(to), { recursive: true, mode: 0o700 });
+    await writeFile(to, text, { mode: 0o600 });
     files.push(`state/${rel}`);
   }
   progress(`state: ${files.length} files`);

@@ -81,7 +81,7 @@ export class DirStore implements Store {
 
   async stage(name: string): Promise<string> {
     const dir = this.path(name);
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     return dir;
   }
 
@@ -221,7 +221,7 @@ export class S3Store implements Store {
     try {
       for (const f of files) {
         const path = join(dir, f);
-        await mkdir(dirname(path), { recursive: true });
+        await mkdir(dirname(path), { recursive: true, mode: 0o700 });
         let body: Readable;
         try {
           const r = await this.client.send(
@@ -234,9 +234,9 @@ export class S3Store implements Store {
           if (e.name === 'NoSuchKey') continue;
           throw err;
         }
-        await pipeline(body, createWriteStream(path));
+        await pipeline(body, createWriteStream(path, { mode: 0o600 }));
       }
-      await writeFile(join(dir, MANIFEST), (await this.manifest(name)) ?? '');
+      await writeFile(join(dir, MANIFEST), (await this.manifest(name)) ?? '', { mode: 0o600 });
     } catch (err) {
       await release();
       throw err;
