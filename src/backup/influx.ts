@@ -30,6 +30,7 @@ import {
 export const READINGS_FILE = 'influx/sensor_readings.lp.gz';
 const WINDOW_MS = 3600_000;
 const RESTORE_BATCH = 5000;
+const SETTLE_MARGIN_MS = 5000;
 const TAGS = new Set(['building_id', 'floor', 'room', 'sensor_type']);
 
 export interface ReadingsPart {
@@ -72,8 +73,9 @@ export async function dumpReadings(
       await dumpFileSink(cfg.dataDir, add, progress);
     } else {
       // Readings received before the cut reach the server within one flush
-      // interval of the pipeline: wait that long past the cut before reading its window.
-      const settle = untilMs + cfg.pipeline.flushIntervalMs + 1000 - Date.now();
+      // interval of the pipeline plus the write itself: wait that long (and a
+      // margin for a busy machine) past the cut before reading its window.
+      const settle = untilMs + cfg.pipeline.flushIntervalMs + SETTLE_MARGIN_MS - Date.now();
       if (settle > 0) await new Promise((r) => setTimeout(r, settle));
       const info = await probeInflux(cfg.influx.url, cfg.influx.token, cfg.influx.timeoutMs);
       const api = cfg.influx.api === 'auto' ? info.api : cfg.influx.api;

@@ -5,6 +5,9 @@ import { ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/clien
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runRestore } from '../../src/backup/run.js';
+import { loadConfig } from '../../src/config/load.js';
+import { IngestError } from '../../src/errors.js';
 import { migrate } from '../../src/metadata/migrations.js';
 import { type DaemonProcess, metricValue, spawnDaemon } from '../helpers/daemon.js';
 import {
@@ -183,7 +186,7 @@ describe('S3 (s3rver): round trip, keep, corrupted object', () => {
     expect(again.out).toContain(`restored ${names[1]}`);
     expect(readFileSync(join(dstData, 'readings', '2025-11-30.lp'), 'utf8')).toBe(`${LINES.join('\n')}\n`);
 
-    // an object changed in the bucket: refused, nothing restored
+    // an object changed in the bucket: refused, nothing restored (in process: one CLI start less)
     await s3.send(
       new PutObjectCommand({
         Bucket: 'backups',
@@ -192,9 +195,11 @@ describe('S3 (s3rver): round trip, keep, corrupted object', () => {
       }),
     );
     const emptyData = tempDir('backup-s3-refused');
-    const bad = await cli(['restore', '--from', 's3://backups/site-a'], { ...dstEnv, DATA_DIR: emptyData });
-    expect(bad.code).toBe(1);
-    expect(bad.out).toMatch(/EI_BACKUP_CORRUPT: .*redis\/keys\.jsonl\.gz: 7 bytes, manifest says \d+/);
+    const cfg = loadConfig({ env: { ...dstEnv, DATA_DIR: emptyData } });
+    const err = await runRestore(cfg, 's3://backups/site-a', () => {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IngestError);
+    expect((err as IngestError).code).toBe('EI_BACKUP_CORRUPT');
+    expect((err as Error).message).toMatch(/redis\/keys\.jsonl\.gz: 7 bytes, manifest says \d+/);
     expect(readdirSync(emptyData)).toEqual([]);
   }, 120_000);
 });
@@ -253,9 +258,12 @@ describe('scheduled backups and failures', () => {
   }, 60_000);
 
   it('usage errors exit 2', async () => {
-    expect((await cli(['backup'], {})).code).toBe(2);
-    expect((await cli(['restore', '--from', '/x', '--parts', 'influx,bogus'], {})).code).toBe(2);
-    expect((await cli(['backup', '--to', 'ftp://host/x'], {})).code).toBe(2);
-    expect((await cli(['backup', '--to', 's3://'], {})).code).toBe(2);
+    const [a, b] = await Promise.all([
+      cli(['backup', '--to', 'ftp://host/x'], {}),
+      cli(['restore', '--from', '/x', '--parts', 'influx,bogus'], {}),
+    ]);
+    expect([a.code, b.code]).toEqual([2, 2]);
+    expect(a.out).toMatch(/a backup target is a directory or s3:\/\/BUCKET\/PREFIX/);
+    expect(b.out).toMatch(/option --parts must list some of postgres, influx, redis, state/);
   }, 30_000);
 });
