@@ -202,6 +202,13 @@ describe('S3 (s3rver): round trip, keep, corrupted object', () => {
     expect((err as IngestError).code).toBe('EI_BACKUP_CORRUPT');
     expect((err as Error).message).toMatch(/redis\/keys\.jsonl\.gz: 7 bytes, manifest says \d+/);
     expect(readdirSync(emptyData)).toEqual([]);
+
+    // a bucket that does not exist: a coded error naming the target, not a stack trace
+    const nobucket = await runBackup(loadConfig({ env }), 's3://no-such-bucket/x', () => {}).catch(
+      (e: unknown) => e,
+    );
+    expect((nobucket as IngestError).code).toBe('EI_BACKUP_FAILED');
+    expect((nobucket as Error).message).toMatch(/^s3:\/\/no-such-bucket\/x\/: NoSuchBucket/);
   }, 120_000);
 });
 
