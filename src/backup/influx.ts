@@ -221,7 +221,7 @@ async function* dumpV2(cfg: Config, untilMs: number, progress: Progress): AsyncG
   const stop = new Date(untilMs).toISOString();
   let first: number | undefined;
   for await (const { values, tableMeta } of api.iterateRows(
-    `from(bucket: ${bucket}) |> range(start: 0, stop: ${stop}) |> filter(fn: (r) => r._measurement == "${MEASUREMENT}" and r._field == "value") |> group() |> first()`,
+    `from(bucket: ${bucket}) |> range(start: 0, stop: ${stop}) |> filter(fn: (r) => r._measurement == "${MEASUREMENT}" and r._field == "value") |> first() |> group() |> min(column: "_time")`,
   )) {
     first = Date.parse(String(tableMeta.toObject(values)._time));
   }
