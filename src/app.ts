@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { AlertsPart } from './alerts/part.js';
+import { BackupPart } from './backup/part.js';
 import { BrokerPart } from './broker/part.js';
 import { type Component, Lifecycle, nodeContext } from './component.js';
 import type { Config } from './config/types.js';
@@ -108,6 +109,7 @@ export class App {
       http,
       broker,
       upstream,
+      new BackupPart(ctx),
     ];
     this.lifecycle = new Lifecycle(parts, this.metrics, log);
     this.readinessProbe = new Readiness(

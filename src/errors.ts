@@ -15,6 +15,10 @@ export const ERROR_CODES = {
   EI_MIGRATION_FAILED: 'a schema migration failed and was rolled back',
   EI_DATA_DIR_UNSAFE: 'DATA_DIR, or a file in it, is unsafe: writable by others, foreign-owned or a link',
   EI_LOGIN_LOOKUP_UNAVAILABLE: 'a login could not be checked against PostgreSQL users',
+  EI_BACKUP_FAILED: 'a part of a backup failed (the set is marked incomplete)',
+  EI_BACKUP_CORRUPT:
+    'a backup set failed verification (missing file, size or SHA-256 mismatch, bad manifest)',
+  EI_RESTORE_FAILED: 'a part of a restore failed',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -259,6 +259,10 @@ export class Metrics {
     'energy_ingest_alert_delivery_retries_total',
     'failed alert deliveries that were retried, by output',
   );
+  readonly backups = new Counter(
+    'energy_ingest_backups_total',
+    'scheduled backups (backup.cron) by result: ok, failed (the set is marked incomplete)',
+  );
   readonly writeRetries = new Counter(
     'energy_ingest_write_retries_total',
     'sink writes retried after a network error, 5xx, 429 or auth failure',

@@ -1,6 +1,6 @@
 import { loadConfig, redactedConfig } from '../config/load.js';
 import { IngestError } from '../errors.js';
-import { parseArgs } from './args.js';
+import { type OptionSpec, parseArgs } from './args.js';
 import { runCheck } from './check.js';
 import { runStart } from './start.js';
 
@@ -11,7 +11,9 @@ commands:
   check       test every configured service
   migrate     create or update the PostgreSQL schema (idempotent)
   passwd      create or update an MQTT credential (password on stdin)
-  config      print the effective configuration (secrets redacted)`;
+  config      print the effective configuration (secrets redacted)
+  backup      energy-ingest backup --to DIR|s3://BUCKET/PREFIX (one timestamped set)
+  restore     energy-ingest restore --from DIR|s3://BUCKET/PREFIX [--parts postgres,influx,redis,state]`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 
@@ -83,6 +85,26 @@ export async function main(argv: readonly string[]): Promise<void> {
             buildingId: args.options.building as number | undefined,
           }),
         );
+        return;
+      }
+      case 'backup':
+      case 'restore': {
+        const flag = command === 'backup' ? 'to' : 'from';
+        const specs: Record<string, OptionSpec> = { ...COMMON, [flag]: { kind: 'string' } };
+        if (command === 'restore') specs.parts = { kind: 'string' };
+        const args = parseArgs(rest, specs);
+        noPositional(args.positional);
+        const where = args.options[flag] as string | undefined;
+        if (!where)
+          throw new IngestError(
+            'EI_CLI_USAGE',
+            `usage: energy-ingest ${command} --${flag} DIR|s3://BUCKET/PREFIX${command === 'restore' ? ' [--parts postgres,influx,redis,state]' : ''}`,
+          );
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        const { cliBackup, cliRestore } = await import('./backup.js');
+        const print = (line: string) => console.log(line);
+        if (command === 'backup') await cliBackup(cfg, where, print);
+        else await cliRestore(cfg, where, print, args.options.parts as string | undefined);
         return;
       }
       case 'simulate': {

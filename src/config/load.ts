@@ -334,6 +334,11 @@ export function crossFieldProblems(out: Plain): string[] {
   if (cfg.metadata.reloadRetryMaxMs < cfg.metadata.reloadRetryMinMs) {
     problems.push('metadata.reloadRetryMaxMs: must be at least metadata.reloadRetryMinMs');
   }
+  const backupCfg = (out as { backup?: { cron?: string; to?: string } }).backup;
+  if (backupCfg?.cron && !cron.validate(backupCfg.cron))
+    problems.push(`backup.cron: "${backupCfg.cron}" is not a valid cron expression`);
+  if (backupCfg?.cron && !backupCfg.to)
+    problems.push('backup.cron: needs backup.to (a directory or s3://BUCKET/PREFIX)');
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     problems.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

@@ -667,6 +667,34 @@ export const SCHEMA = {
       env: 'CLUSTER_NODE_ID',
     },
   },
+  s3: {
+    endpoint: {
+      kind: 'url',
+      description:
+        'S3 API endpoint for s3:// backup targets (MinIO: http://minio:9000); unset: the AWS endpoint of s3.region. Path-style addressing',
+      env: 'S3_ENDPOINT',
+    },
+    accessKey: { kind: 'string', description: 'S3 access key id', env: 'S3_ACCESS_KEY' },
+    secretKey: { kind: 'string', description: 'S3 secret access key', env: 'S3_SECRET_KEY', secret: true },
+    region: { kind: 'string', description: 'S3 region', default: 'us-east-1', env: 'S3_REGION' },
+  },
+  backup: {
+    cron: {
+      kind: 'string',
+      description: 'node-cron schedule of backups inside the daemon (to backup.to); unset: none',
+    },
+    to: {
+      kind: 'string',
+      description: 'where scheduled backups go: a directory or s3://BUCKET/PREFIX (needed by backup.cron)',
+    },
+    keep: {
+      kind: 'int',
+      description: 'backup sets kept at the target after each backup; older ones are deleted',
+      default: 7,
+      min: 1,
+      max: 100000,
+    },
+  },
   alerts: {
     locale: { kind: 'enum', values: ['ko', 'en'], description: 'language of alert messages', default: 'ko' },
     maxQueued: {
