@@ -20,6 +20,7 @@ import { BrowserGuard } from './http/origin.js';
 import { routes } from './http/routes.js';
 import { createHttpServer, type Guard } from './http/server.js';
 import { KnownBuildings } from './ingest/knownBuildings.js';
+import { RedisLatestCache } from './latest/redisLatest.js';
 import { RateLimitedLog } from './log.js';
 import { configSnapshot, type MetadataSnapshot } from './metadata/snapshot.js';
 import { MetadataSync } from './metadata/sync.js';
@@ -84,6 +85,7 @@ export class App {
   private redis: Redis | null = null;
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
+  private latestCache: RedisLatestCache | null = null;
   private readyTimer: NodeJS.Timeout | null = null;
   private invalidRows: InvalidRowsWatch | null = null;
   private heapGuard: HeapGuard | null = null;
@@ -278,6 +280,32 @@ export class App {
       maxSeries: cfg.alerts.maxSeries,
       onUntracked: () => untracked('latest'),
     });
+    if (this.redis && cfg.redis.latestCache) {
+      this.latestCache = new RedisLatestCache({
+        redis: this.redis,
+        intervalMs: cfg.redis.latestIntervalMs,
+        maxPending: cfg.redis.latestMaxPending,
+        onDrop: (n) => {
+          metrics.latestCacheDropped.inc(undefined, n);
+          ioLog.warn(
+            'latest-cache-full',
+            { maxPending: cfg.redis.latestMaxPending },
+            'redis.latestMaxPending reached; readings of new series are not cached in cache:latest:*',
+          );
+        },
+        onError: (err) => {
+          metrics.latestCacheErrors.inc();
+          ioLog.warn(
+            'latest-cache-error',
+            { err: (err as Error)?.message },
+            'cache:latest:* write failed; retried with the next flush',
+          );
+        },
+        onWrite: (buildings) => metrics.latestCacheWrites.inc(undefined, buildings),
+      });
+      this.latestCache.start();
+    }
+    const latestCache = this.latestCache;
     const heapGuard = new HeapGuard(cfg.pipeline.gcAboveHeapBytes);
     this.heapGuard = heapGuard;
     const ingress = new Ingress({
@@ -289,7 +317,15 @@ export class App {
       durableLog,
       rollups: this.rollups ?? undefined,
       alerts,
-      latest,
+      // the status page's map, and the Redis cache beside it (no I/O here: it is written by its own timer)
+      latest: latestCache
+        ? {
+            record: (readings, receivedAtMs) => {
+              latest.record(readings, receivedAtMs);
+              latestCache.record(readings);
+            },
+          }
+        : latest,
       deadLetter: (r) => deadLetter.append(r),
       metrics,
       log,
@@ -610,6 +646,7 @@ export class App {
       } else log.info('pipeline drained');
     }
     await this.alerts?.stop(deadline);
+    await this.latestCache?.stop();
     await this.rollups?.stop();
     await this.durableLog?.close();
     await this.metadata?.stop();

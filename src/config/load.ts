@@ -304,6 +304,12 @@ export function loadConfig(opts: LoadOptions): Config {
   const cronExpr = (out as { metadata?: { refreshCron?: string } }).metadata?.refreshCron;
   if (cronExpr && !cron.validate(cronExpr))
     errors.push(`metadata.refreshCron: "${cronExpr}" is not a valid cron expression`);
+  const fc = (out as { forecast?: { cron?: string; minHistoryHours?: number; historyHours?: number } })
+    .forecast;
+  if (fc?.cron && !cron.validate(fc.cron))
+    errors.push(`forecast.cron: "${fc.cron}" is not a valid cron expression`);
+  if (fc?.minHistoryHours !== undefined && fc.historyHours !== undefined && fc.historyHours < fc.minHistoryHours)
+    errors.push('forecast.historyHours: must be at least forecast.minHistoryHours');
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

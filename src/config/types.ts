@@ -62,7 +62,12 @@ export interface Config {
     /** 0: off */
     readonly invalidRowsCheckMs: number;
   };
-  readonly redis: { readonly url?: string };
+  readonly redis: {
+    readonly url?: string;
+    readonly latestCache: boolean;
+    readonly latestIntervalMs: number;
+    readonly latestMaxPending: number;
+  };
   readonly postgres: { readonly url?: string };
   readonly dataDir: string;
   /** pretty: undefined means "when stdout is a TTY" */
@@ -101,6 +106,12 @@ export interface Config {
     readonly acceptUnknownBuildings: boolean;
   };
   readonly metadata: { readonly refreshCron: string };
+  readonly forecast: {
+    readonly cron: string;
+    readonly minHistoryHours: number;
+    readonly historyHours: number;
+    readonly backtestDays: number;
+  };
   readonly rollups: { readonly flushIntervalMs: number };
   readonly alerts: {
     readonly locale: 'ko' | 'en';
