@@ -14,6 +14,8 @@ import { LoginGuard } from './broker/loginGuard.js';
 import { isLoopbackOnly } from './config/load.js';
 import type { Config } from './config/types.js';
 import { IngestError } from './errors.js';
+import { ForecastService } from './forecast/service.js';
+import { FORECAST_PREFIX } from './forecast/store.js';
 import { LatestReadings } from './http/latest.js';
 import { Metrics } from './http/metrics.js';
 import { BrowserGuard } from './http/origin.js';
@@ -86,6 +88,7 @@ export class App {
   private rollups: RollupSync | null = null;
   private alerts: AlertService | null = null;
   private latestCache: RedisLatestCache | null = null;
+  private forecasts: ForecastService | null = null;
   private readyTimer: NodeJS.Timeout | null = null;
   private invalidRows: InvalidRowsWatch | null = null;
   private heapGuard: HeapGuard | null = null;
@@ -260,6 +263,17 @@ export class App {
       await this.rollups.start();
     }
 
+    if (cfg.postgres.url && this.redis) {
+      // contract section 17: roll-ups → model → forecast:{building_id}, every forecast.cron
+      this.forecasts = new ForecastService({
+        url: cfg.postgres.url,
+        redis: this.redis,
+        log,
+        ...cfg.forecast,
+      });
+      this.forecasts.start();
+    }
+
     this.alerts = new AlertService({
       dataDir: cfg.dataDir,
       locale: cfg.alerts.locale,
@@ -401,6 +415,8 @@ export class App {
         latest: () => latest.snapshot(),
         activeAlerts: (building) => alerts.active(building),
         snapshot: () => this.snapshot,
+        forecast: this.redis ? (key) => this.redis!.get(`${FORECAST_PREFIX}${key}`) : undefined,
+        recentEnergy: this.forecasts ? (id, hours) => this.forecasts!.recent(id, hours) : undefined,
       }),
       this.httpGuard(),
       httpTls,
@@ -650,6 +666,7 @@ export class App {
     await this.rollups?.stop();
     await this.durableLog?.close();
     await this.metadata?.stop();
+    await this.forecasts?.stop();
     if (this.redis) await this.redis.quit().catch(() => this.redis?.disconnect());
     await this.deadLetter?.close();
     await this.sink?.close();

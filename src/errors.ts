@@ -13,6 +13,7 @@ export const ERROR_CODES = {
   EI_INFLUX_WRITE: 'InfluxDB refused a write',
   EI_POSTGRES_UNREACHABLE: 'PostgreSQL did not answer',
   EI_MIGRATION_FAILED: 'a schema migration failed and was rolled back',
+  EI_FORECAST_FAILED: 'an energy forecast run could not read the roll-ups or store its results',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -11,7 +11,8 @@ commands:
   check       test every configured service
   migrate     create or update the PostgreSQL schema (idempotent)
   passwd      create or update an MQTT credential (password on stdin)
-  config      print the effective configuration (secrets redacted)`;
+  config      print the effective configuration (secrets redacted)
+  forecast    compute the energy forecasts now ([--building ID]; needs DATABASE_URL and REDIS_URL)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 
@@ -82,6 +83,20 @@ export async function main(argv: readonly string[]): Promise<void> {
             role: args.options.role as string | undefined,
             buildingId: args.options.building as number | undefined,
           }),
+        );
+        return;
+      }
+      case 'forecast': {
+        const args = parseArgs(rest, { ...COMMON, building: { kind: 'string' } });
+        if (args.options.help)
+          return void console.log('usage: energy-ingest forecast [--building ID] [--config PATH]');
+        noPositional(args.positional);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        const { runForecastCommand } = await import('./forecast.js');
+        process.exitCode = await runForecastCommand(
+          cfg,
+          args.options.building as string | undefined,
+          (line) => console.log(line),
         );
         return;
       }

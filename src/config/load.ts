@@ -308,7 +308,11 @@ export function loadConfig(opts: LoadOptions): Config {
     .forecast;
   if (fc?.cron && !cron.validate(fc.cron))
     errors.push(`forecast.cron: "${fc.cron}" is not a valid cron expression`);
-  if (fc?.minHistoryHours !== undefined && fc.historyHours !== undefined && fc.historyHours < fc.minHistoryHours)
+  if (
+    fc?.minHistoryHours !== undefined &&
+    fc.historyHours !== undefined &&
+    fc.historyHours < fc.minHistoryHours
+  )
     errors.push('forecast.historyHours: must be at least forecast.minHistoryHours');
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     errors.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');

@@ -258,12 +258,14 @@ export const SCHEMA = {
     url: { kind: 'url', description: 'Redis URL; unset: no Redis outputs', env: 'REDIS_URL', secret: true },
     latestCache: {
       kind: 'bool',
-      description: 'keep the newest reading per series in Redis hashes cache:latest:{building_id} (contract section 16)',
+      description:
+        'keep the newest reading per series in Redis hashes cache:latest:{building_id} (contract section 16)',
       default: true,
     },
     latestIntervalMs: {
       kind: 'int',
-      description: 'cache:latest:* is written at most once per this interval per building (coalesced, pipelined)',
+      description:
+        'cache:latest:* is written at most once per this interval per building (coalesced, pipelined)',
       default: 1000,
       min: 50,
       max: 3600000,
