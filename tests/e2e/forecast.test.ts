@@ -196,7 +196,7 @@ describe('energy forecasts (real PostgreSQL and Redis)', () => {
     });
     const base = `http://127.0.0.1:${daemon.httpPort}`;
     const stored = await eventually(
-      async () => await redis.get('forecast:building_001'),
+      async () => (await redis.get('forecast:building_001')) ?? undefined,
       20_000,
       'the cron job stored a forecast',
     );
@@ -206,7 +206,7 @@ describe('energy forecasts (real PostgreSQL and Redis)', () => {
     const ok = await fetch(`${base}/api/forecast/building_001`);
     expect(ok.status).toBe(200);
     expect(ok.headers.get('content-type')).toContain('application/json');
-    const body = await ok.json();
+    const body = (await ok.json()) as { building_id: string };
     expect(Object.keys(body).sort()).toEqual(KEYS);
     expect(body.building_id).toBe('building_001');
     expect((await fetch(`${base}/api/forecast/3`)).status).toBe(200); // the bare id
@@ -234,10 +234,13 @@ describe('energy forecasts (real PostgreSQL and Redis)', () => {
     });
     expect(rebound).toBe(421);
 
-    const energy = await (await fetch(`${base}/api/energy/building_001`)).json();
+    const energy = (await (await fetch(`${base}/api/energy/building_001`)).json()) as {
+      history: Array<{ hour: string; kwh: number }>;
+      forecast: { points: unknown[] };
+    };
     expect(energy.history).toHaveLength(48);
-    expect(energy.history.at(-1).hour).toBe(new Date((current - 1) * HOUR).toISOString());
-    expect(energy.history.at(-1).kwh).toBeCloseTo(truth.get(1)![671]!, 2);
+    expect(energy.history.at(-1)!.hour).toBe(new Date((current - 1) * HOUR).toISOString());
+    expect(energy.history.at(-1)!.kwh).toBeCloseTo(truth.get(1)![671]!, 2);
     expect(energy.forecast.points).toHaveLength(24);
 
     browser = await launchChromium();
@@ -259,8 +262,10 @@ describe('energy forecasts (real PostgreSQL and Redis)', () => {
       path: join(import.meta.dirname, '..', '..', 'docs', 'energy-chart.png'),
     });
     await page.selectOption('#energy-building', 'building_002');
-    await page.waitForFunction(() =>
-      document.querySelector('#energy-note')?.textContent?.startsWith('no forecast'),
+    await eventually(
+      async () => (await page.locator('#energy-note').textContent())?.startsWith('no forecast'),
+      20_000,
+      'building_002 shown without a forecast',
     );
     expect(await page.locator('#energy-chart svg path.fc').count()).toBe(0);
     expect(violations).toEqual([]);
