@@ -3,8 +3,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { type ForecastOptions, type ForecastSummary, runForecasts } from './job.js';
-import { hourlyKwh } from './store.js';
-import { FORECAST_PREFIX } from './store.js';
+import { FORECAST_PREFIX, hourlyKwh } from './store.js';
 
 // The daemon's side of the forecasts: the forecast.cron job, and what the
 // HTTP API and the status page read (a stored forecast, a building's last hours).

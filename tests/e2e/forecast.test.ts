@@ -150,7 +150,9 @@ describe('energy forecasts (real PostgreSQL and Redis)', () => {
     // the numbers are the model's on the kWh the roll-ups hold (mean W per series, summed, / 1000)
     const history = truth.get(1)!.slice(0, 672);
     const expected = predict({ startHour: current - 672, values: history }, 672, 24);
-    f.points.forEach((p: { kwh: number }, j: number) => expect(p.kwh).toBeCloseTo(expected[j]!.kwh, 2));
+    f.points.forEach((p: { kwh: number }, j: number) => {
+      expect(p.kwh).toBeCloseTo(expected[j]!.kwh, 2);
+    });
     const bt = backtest({ startHour: current - 672, values: history }, backtestDays(672, 7));
     expect(f.backtest.mape).toBeCloseTo(bt.mape, 1);
     expect(f.backtest.baseline_mape).toBeCloseTo(bt.baselineMape, 1);

@@ -36,7 +36,8 @@ afterAll(async () => {
 });
 
 const iso = (ms: number) => new Date(ms).toISOString();
-const publish = (topic: string, body: unknown) => client.publishAsync(topic, JSON.stringify(body), { qos: 1 });
+const publish = (topic: string, body: unknown) =>
+  client.publishAsync(topic, JSON.stringify(body), { qos: 1 });
 async function field(building: string, f: string): Promise<Record<string, unknown> | undefined> {
   const v = await redis.hget(`cache:latest:${building}`, f);
   return v === null ? undefined : JSON.parse(v);
@@ -59,7 +60,11 @@ describe('latest readings in Redis (cache:latest:{building_id})', () => {
     await publish('sensors/building_001/1F/회의실/temperature', { value: 21.5, timestamp: t / 1000 });
     await publish('sensors/2/B1/pump/power', { value: '42', unit: 'kW', timestamp: t + 500 });
 
-    await eventually(async () => (await redis.hlen('cache:latest:building_001')) === 2, 10_000, 'hash written');
+    await eventually(
+      async () => (await redis.hlen('cache:latest:building_001')) === 2,
+      10_000,
+      'hash written',
+    );
     expect(await field('building_001', '1F/r1/power')).toEqual({
       value: 250.5,
       unit: 'W',
@@ -119,7 +124,10 @@ describe('latest readings in Redis (cache:latest:{building_id})', () => {
     const t0 = Date.now();
     const base = Date.now() - 20_000;
     for (let i = 0; i < 40; i++) {
-      const batch = Array.from({ length: 50 }, (_, j) => ({ value: i * 50 + j, timestamp: base + i * 50 + j }));
+      const batch = Array.from({ length: 50 }, (_, j) => ({
+        value: i * 50 + j,
+        timestamp: base + i * 50 + j,
+      }));
       await publish('sensors/building_004/1F/fast/power', batch);
     }
     await eventually(async () => (await field('building_004', '1F/fast/power'))?.value === 1999, 10_000);
