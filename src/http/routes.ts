@@ -24,6 +24,15 @@ export interface RouteDeps {
   recentEnergy?(buildingId: number, hours: number): Promise<Array<[number, number]>>;
 }
 
+/** a stored value that is not JSON (written by something else) reads as no forecast */
+function parseOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
 /** The building of /api/…/{building_id} (canonical key or bare id), or undefined. */
 function buildingOf(url: string | undefined, prefix: string): { id: number; key: string } | undefined {
   const path = (url ?? '/').split('?')[0]!;
@@ -165,7 +174,7 @@ export function routes(d: RouteDeps): Record<string, Route> {
           hour: new Date(h * 3_600_000).toISOString(),
           kwh: Math.round(kwh * 1000) / 1000,
         })),
-        forecast: forecast === null ? null : JSON.parse(forecast),
+        forecast: forecast === null ? null : parseOrNull(forecast),
       });
     },
     '/api/buildings': (_req, res) => {
