@@ -191,10 +191,34 @@ export class RedisLatestCache {
 
 /** The hash value of contract section 16: value, unit, status, timestamp (ISO 8601 UTC). */
 export function latestValue(r: Reading): string {
-  return JSON.stringify({
-    value: r.value,
-    unit: r.unit,
-    status: r.status,
-    timestamp: new Date(r.timestampMs).toISOString(),
-  });
+  // what JSON.stringify({value, unit, status, timestamp}) gives, at a fraction of the cost: one flush
+  // encodes every changed series, and Date#toISOString was most of it (bench/README.md, issue 17)
+  return `{"value":${JSON.stringify(r.value)},"unit":${jsonString(r.unit)},"status":${jsonString(r.status)},"timestamp":"${isoTime(r.timestampMs)}"}`;
+}
+
+/** units and statuses repeat ("W", "normal"): their JSON text is kept, up to a few dozen */
+const strings = new Map<string, string>();
+function jsonString(v: string): string {
+  let j = strings.get(v);
+  if (j === undefined) {
+    j = JSON.stringify(v);
+    if (strings.size < 64) strings.set(v, j);
+  }
+  return j;
+}
+
+/** toISOString, with the text up to the seconds kept for the last second seen (a flush's readings share a few) */
+let lastSecond = Number.NaN;
+let lastPrefix = '';
+function isoTime(ms: number): string {
+  // outside years 0000–9999 toISOString has another shape: not worth a cache
+  if (!(ms >= 0 && ms < 253_402_300_800_000)) return new Date(ms).toISOString();
+  const whole = Math.floor(ms); // as Date does: fractions of a millisecond are cut
+  const sec = Math.floor(whole / 1000);
+  if (sec !== lastSecond) {
+    lastSecond = sec;
+    lastPrefix = new Date(sec * 1000).toISOString().slice(0, 20); // "YYYY-MM-DDTHH:MM:SS."
+  }
+  const frac = whole - sec * 1000;
+  return `${lastPrefix}${frac < 10 ? '00' : frac < 100 ? '0' : ''}${frac}Z`;
 }
