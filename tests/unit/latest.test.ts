@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LatestReadings } from '../../src/http/latest.js';
-import { latestValue } from '../../src/latest/redisLatest.js';
 import type { Reading } from '../../src/ingest/reading.js';
+import { latestValue } from '../../src/latest/redisLatest.js';
 import { aReading } from '../helpers/reading.js';
 
 function r(building: string, sensorType: string, value: number, ts: number): Reading {
