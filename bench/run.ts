@@ -12,6 +12,7 @@ import {
   tempDir,
 } from '../tests/helpers/services.js';
 import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
+import { forecastAccuracy, latestCacheMicro, latestCacheRun } from './latestCache.js';
 import { type BenchContext, flood, manyConnections, stalledSubscriber } from './overload.js';
 import { type ProcSample, sample } from './procStats.js';
 
@@ -563,6 +564,64 @@ function alertMicro(): Row {
   };
 }
 
+/**
+ * Issue 17: the latest-readings cache at ~50,000 readings/s (cache off, then
+ * on, same Redis), and the forecast model's backtest on generated roll-ups.
+ */
+async function latestCache(): Promise<Row[]> {
+  const redis = await startRedis();
+  const secs = Number(process.env.BENCH_LATEST_S ?? 15);
+  const start = async (env: Record<string, string>) => {
+    const d = await daemon(env);
+    return {
+      ...d,
+      stop: async () => {
+        await stopChild(d.child);
+        rmSync(d.dataDir, { recursive: true, force: true });
+      },
+    };
+  };
+  try {
+    const rows: Row[] = [];
+    for (const on of [false, true]) {
+      const r = await latestCacheRun(redis.url, on, secs, start, simulate);
+      console.error(`latest cache ${on ? 'on' : 'off'}: ${JSON.stringify(r)}`);
+      rows.push({
+        scenario: `latest readings cache ${on ? 'on' : 'off'}: ~50,000 readings/s, 10,000 series, Redis configured → file sink`,
+        readings: r.readings,
+        readings_per_s: r.readingsPerS,
+        cpu_s: r.cpuS,
+        peak_rss_mb: r.peakRssMb,
+        note:
+          `${r.cpuUsPerReading} µs daemon CPU per reading; Redis ${r.redisCommandsPerS} commands/s ` +
+          `(${r.redisEvalPerS} EVALSHA/s, Redis CPU ${r.redisCpuS} s)` +
+          (on ? `; ${r.hashFields} hash fields in cache:latest:*` : ''),
+      });
+    }
+    const m = await latestCacheMicro(redis.url);
+    console.error(`latest cache micro: ${JSON.stringify(m)}`);
+    rows.push({
+      scenario:
+        'latest readings cache, in process: 50,000 readings/s over 10,000 series (10 buildings), one flush per second → Redis',
+      readings: 20 * 50_000,
+      readings_per_s: 50_000,
+      note: `${m.nsPerReading} ns CPU per reading (record + flush, minus the same loop without the cache); one flush ${m.flushCpuMs} ms CPU; Redis ${m.commandsPerFlush} commands per second (${m.evalsPerFlush} EVALSHA: one per building, whatever the reading rate)`,
+    });
+    const f = forecastAccuracy();
+    console.error(`forecast: ${JSON.stringify(f)}`);
+    rows.push({
+      scenario:
+        'forecast: 1,000 generated buildings × 4 weeks of hourly kWh, 7-day rolling backtest (in process)',
+      readings: f.hours,
+      readings_per_s: Math.round((1000 / f.ms) * 1000),
+      note: `model MAPE ${f.mape}% vs seasonal-naive (same hour yesterday) ${f.baselineMape}%; 80% interval held ${Math.round(f.coverage * 100)}% of held-out hours; forecast + backtest of all 1,000 in ${f.ms} ms (readings/s column: buildings/s)`,
+    });
+    return rows;
+  } finally {
+    await redis.stop();
+  }
+}
+
 const round = (n: number) => Math.round(n * 10) / 10;
 const mb = (s: ProcSample) => Math.round(s.peakRssBytes / 1024 / 1024);
 
@@ -609,6 +668,16 @@ async function main(): Promise<void> {
     } finally {
       for (const c of children) await stopChild(c);
       await influx.stop();
+    }
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'latest') {
+    // issue 17's rows alone; printed, not written
+    try {
+      const rows = await latestCache();
+      console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=latest' }));
+    } finally {
+      for (const c of children) await stopChild(c);
     }
     return;
   }
@@ -661,6 +730,7 @@ async function main(): Promise<void> {
     console.error(`alerts: p99 redis ${alertRows[0]!.p99_ms} ms, mqtt ${alertRows[1]!.p99_ms} ms`);
     const overloadRows = await overload(influx);
     const bridgeRows = await bridge(influx);
+    const latestRows = await latestCache();
     const rows = [
       bare,
       direct,
@@ -673,6 +743,7 @@ async function main(): Promise<void> {
       ...alertRows,
       ...overloadRows,
       ...bridgeRows,
+      ...latestRows,
       micro,
     ];
     const { cpus } = await import('node:os');

@@ -4,10 +4,12 @@ import { BackupPart } from './backup/part.js';
 import { BrokerPart } from './broker/part.js';
 import { type Component, Lifecycle, nodeContext } from './component.js';
 import type { Config } from './config/types.js';
+import { ForecastPart } from './forecast/part.js';
 import { LatestReadings } from './http/latest.js';
 import { HttpPart } from './http/part.js';
 import { Readiness } from './http/readiness.js';
 import type { KnownBuildings } from './ingest/knownBuildings.js';
+import { LatestCachePart } from './latest/part.js';
 import { MetadataPart } from './metadata/part.js';
 import type { MetadataSnapshot } from './metadata/snapshot.js';
 import { Metrics } from './metrics.js';
@@ -60,6 +62,8 @@ export class App {
     const metadata = new MetadataPart(ctx, redis);
     const rollups = new RollupsPart(ctx, durable, sink);
     const alerts = new AlertsPart(ctx, redis, metadata);
+    const latestCache = new LatestCachePart(ctx, redis);
+    const forecast = new ForecastPart(ctx, redis);
     const pipeline = new PipelinePart(ctx, sink, durable, deadLetter);
     const latest = new LatestReadings({
       maxSeries: cfg.alerts.maxSeries,
@@ -74,6 +78,8 @@ export class App {
         latest: () => latest.snapshot(),
         activeAlerts: (building) => alerts.service.active(building),
         snapshot: () => metadata.snapshot,
+        forecast: (key) => forecast.stored(key),
+        recentEnergy: (id, hours) => forecast.recent(id, hours),
       },
       (user, password, address) =>
         broker?.httpLogin(user, password, address) ?? Promise.resolve({ ok: false }),
@@ -90,6 +96,7 @@ export class App {
         rollups,
         alerts,
         { name: 'latest', consume: (readings, receivedAtMs) => latest.record(readings, receivedAtMs) },
+        latestCache,
       ],
       outputs: [alerts],
     });
@@ -105,6 +112,8 @@ export class App {
       metadata,
       rollups,
       alerts,
+      latestCache,
+      forecast,
       pipeline,
       http,
       broker,

@@ -19,6 +19,7 @@ export const ERROR_CODES = {
   EI_BACKUP_CORRUPT:
     'a backup set failed verification (missing file, size or SHA-256 mismatch, bad manifest)',
   EI_RESTORE_FAILED: 'a part of a restore failed',
+  EI_FORECAST_FAILED: 'an energy forecast run could not read the roll-ups or store its results',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

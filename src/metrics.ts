@@ -246,6 +246,19 @@ export class Metrics {
     'energy_ingest_series_untracked_total',
     'readings of new series not tracked because alerts.maxSeries was reached, by table (alerts, latest, rollups)',
   );
+  // the latest-readings cache in Redis (contract section 16)
+  readonly latestCacheDropped = new Counter(
+    'energy_ingest_latest_cache_dropped_total',
+    'readings not cached in cache:latest:* because redis.latestMaxPending series were already waiting',
+  );
+  readonly latestCacheWrites = new Counter(
+    'energy_ingest_latest_cache_writes_total',
+    'building hashes written to cache:latest:* (at most one per building per redis.latestIntervalMs)',
+  );
+  readonly latestCacheErrors = new Counter(
+    'energy_ingest_latest_cache_errors_total',
+    'cache:latest:* flushes Redis refused or did not answer (their entries wait for the next one)',
+  );
   readonly alertsRefused = new Counter(
     'energy_ingest_alerts_refused_total',
     'alerts not raised because alerts.maxActivePerBuilding were active in that building, by reason',

@@ -13,7 +13,8 @@ commands:
   passwd      create or update an MQTT credential (password on stdin)
   config      print the effective configuration (secrets redacted)
   backup      energy-ingest backup --to DIR|s3://BUCKET/PREFIX (one timestamped set)
-  restore     energy-ingest restore --from DIR|s3://BUCKET/PREFIX [--parts postgres,influx,redis,state]`;
+  restore     energy-ingest restore --from DIR|s3://BUCKET/PREFIX [--parts postgres,influx,redis,state]
+  forecast    compute the energy forecasts now ([--building ID]; needs DATABASE_URL and REDIS_URL)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 
@@ -105,6 +106,20 @@ export async function main(argv: readonly string[]): Promise<void> {
         const print = (line: string) => console.log(line);
         if (command === 'backup') await cliBackup(cfg, where, print);
         else await cliRestore(cfg, where, print, args.options.parts as string | undefined);
+        return;
+      }
+      case 'forecast': {
+        const args = parseArgs(rest, { ...COMMON, building: { kind: 'string' } });
+        if (args.options.help)
+          return void console.log('usage: energy-ingest forecast [--building ID] [--config PATH]');
+        noPositional(args.positional);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        const { runForecastCommand } = await import('./forecast.js');
+        process.exitCode = await runForecastCommand(
+          cfg,
+          args.options.building as string | undefined,
+          (line) => console.log(line),
+        );
         return;
       }
       case 'simulate': {

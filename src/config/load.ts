@@ -339,6 +339,16 @@ export function crossFieldProblems(out: Plain): string[] {
     problems.push(`backup.cron: "${backupCfg.cron}" is not a valid cron expression`);
   if (backupCfg?.cron && !backupCfg.to)
     problems.push('backup.cron: needs backup.to (a directory or s3://BUCKET/PREFIX)');
+  const fc = (out as { forecast?: { cron?: string; minHistoryHours?: number; historyHours?: number } })
+    .forecast;
+  if (fc?.cron && !cron.validate(fc.cron))
+    problems.push(`forecast.cron: "${fc.cron}" is not a valid cron expression`);
+  if (
+    fc?.minHistoryHours !== undefined &&
+    fc.historyHours !== undefined &&
+    fc.historyHours < fc.minHistoryHours
+  )
+    problems.push('forecast.historyHours: must be at least forecast.minHistoryHours');
   if (cfg.pipeline.retryMaxMs < cfg.pipeline.retryMinMs) {
     problems.push('pipeline.retryMaxMs: must be at least pipeline.retryMinMs');
   }

@@ -370,6 +370,28 @@ export const SCHEMA = {
   },
   redis: {
     url: { kind: 'url', description: 'Redis URL; unset: no Redis outputs', env: 'REDIS_URL', secret: true },
+    latestCache: {
+      kind: 'bool',
+      description:
+        'keep the newest reading per series in Redis hashes cache:latest:{building_id} (contract section 16)',
+      default: true,
+    },
+    latestIntervalMs: {
+      kind: 'int',
+      description:
+        'cache:latest:* is written at most once per this interval per building (coalesced, pipelined)',
+      default: 1000,
+      min: 50,
+      max: 3600000,
+    },
+    latestMaxPending: {
+      kind: 'int',
+      description:
+        'series waiting for the next cache:latest:* write (all buildings); readings of new series beyond are not cached (counted)',
+      default: 100000,
+      min: 1,
+      max: 100000000,
+    },
   },
   postgres: {
     url: {
@@ -641,6 +663,35 @@ export const SCHEMA = {
       default: 30000,
       min: 10,
       max: 3600000,
+    },
+  },
+  forecast: {
+    cron: {
+      kind: 'string',
+      description:
+        'node-cron schedule of the energy forecasts (contract section 17; runs only with both DATABASE_URL and REDIS_URL)',
+      default: '7 * * * *',
+    },
+    minHistoryHours: {
+      kind: 'int',
+      description: 'buildings with fewer hours of power roll-ups are skipped (listed in the summary)',
+      default: 168,
+      min: 48,
+      max: 8760,
+    },
+    historyHours: {
+      kind: 'int',
+      description: 'hours of roll-ups read per building (the model weights recent weeks more)',
+      default: 672,
+      min: 48,
+      max: 8760,
+    },
+    backtestDays: {
+      kind: 'int',
+      description: 'held-out days of the rolling backtest (fewer when the history is short)',
+      default: 7,
+      min: 1,
+      max: 60,
     },
   },
   rollups: {

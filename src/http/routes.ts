@@ -18,6 +18,32 @@ export interface RouteDeps {
   latest(): unknown;
   activeAlerts(building?: string): AlertEvent[];
   snapshot(): MetadataSnapshot;
+  /** the stored forecast's JSON text (contract section 17), null when there is none; absent: no Redis */
+  forecast?(buildingKey: string): Promise<string | null>;
+  /** a building's kWh of its last hours (status page chart); absent: no PostgreSQL */
+  recentEnergy?(buildingId: number, hours: number): Promise<Array<[number, number]>>;
+}
+
+/** a stored value that is not JSON (written by something else) reads as no forecast */
+function parseOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/** The building of /api/…/{building_id} (canonical key or bare id), or undefined. */
+function buildingOf(url: string | undefined, prefix: string): { id: number; key: string } | undefined {
+  const path = (url ?? '/').split('?')[0]!;
+  let segment: string;
+  try {
+    segment = decodeURIComponent(path.slice(prefix.length));
+  } catch {
+    return undefined;
+  }
+  const id = parseBuildingSegment(segment);
+  return id === undefined ? undefined : { id, key: canonicalBuildingKey(id) };
 }
 
 /** /api/alerts/active answers one page: `limit` alerts (default, at most MAX_PAGE) from `offset` */
@@ -113,6 +139,43 @@ export function routes(d: RouteDeps): Record<string, Route> {
       };
       if (offset + page.length < active.length) body.next_offset = offset + page.length;
       json(res, 200, body);
+    },
+    // contract section 17: the stored forecast as it is in Redis, 404 when there is none
+    '/api/forecast/': async (req, res) => {
+      const b = buildingOf(req.url, '/api/forecast/');
+      if (!b) return json(res, 400, { error: 'not a building id (building_NNN or a number)' });
+      let text: string | null;
+      try {
+        text = d.forecast ? await d.forecast(b.key) : null;
+      } catch {
+        return json(res, 503, { error: 'Redis did not answer' });
+      }
+      if (text === null) return json(res, 404, { error: 'no forecast', building_id: b.key });
+      res.writeHead(200, {
+        'content-type': 'application/json; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-content-type-options': 'nosniff',
+        'referrer-policy': 'no-referrer',
+      });
+      res.end(text);
+    },
+    // the status page's energy chart: the last 48 complete hours and the forecast, in one answer
+    '/api/energy/': async (req, res) => {
+      const b = buildingOf(req.url, '/api/energy/');
+      if (!b) return json(res, 400, { error: 'not a building id (building_NNN or a number)' });
+      // each half on its own: PostgreSQL down still shows the forecast, Redis down the history
+      const [history, forecast] = await Promise.all([
+        d.recentEnergy ? d.recentEnergy(b.id, 48).catch(() => []) : [],
+        d.forecast ? d.forecast(b.key).catch(() => null) : null,
+      ]);
+      json(res, 200, {
+        building_id: b.key,
+        history: history.map(([h, kwh]) => ({
+          hour: new Date(h * 3_600_000).toISOString(),
+          kwh: Math.round(kwh * 1000) / 1000,
+        })),
+        forecast: forecast === null ? null : parseOrNull(forecast),
+      });
     },
     '/api/buildings': (_req, res) => {
       const s = d.snapshot();

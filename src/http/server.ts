@@ -53,6 +53,18 @@ function basicAuth(req: IncomingMessage): { user?: string; password?: string } {
 const ANY_HOST = new Set(['/health']);
 
 /**
+ * A route whose key ends in "/" also answers every path below it with one more
+ * segment (`/api/forecast/` → `/api/forecast/building_001`); it reads the
+ * segment from req.url itself.
+ */
+function prefixRoute(routes: Readonly<Record<string, Route>>, path: string): Route | undefined {
+  const slash = path.lastIndexOf('/');
+  if (slash <= 0 || slash === path.length - 1) return undefined;
+  const prefix = path.slice(0, slash + 1);
+  return Object.hasOwn(routes, prefix) ? routes[prefix] : undefined;
+}
+
+/**
  * A plain node:http server with an exact-path GET route table; /mqtt upgrades
  * are handled by the broker (which asks the same BrowserGuard about them).
  */
@@ -69,7 +81,7 @@ export function createHttpServer(
       // 421 Misdirected Request: this server does not answer for that name (a DNS-rebound page)
       if (!v.ok) return json(res, v.status, { error: v.detail });
     }
-    const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+    const route = Object.hasOwn(routes, path) ? routes[path] : prefixRoute(routes, path);
     if (!route) return json(res, 404, { error: 'not found', path });
     if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: 'method not allowed' });
     const { user, password } = basicAuth(req);

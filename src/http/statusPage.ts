@@ -4,7 +4,8 @@
 // script or style: the page's Content-Security-Policy (src/http/routes.ts)
 // allows scripts, styles and connections from its own origin only, so HTML
 // that slips into a rendered field could not run. Numbers come from
-// /api/status (every second) and /api/latest (every 3 s); alerts arrive live
+// /api/status (every second) and /api/latest (every 3 s), a building's energy
+// and forecast from /api/energy/{id} (every minute); alerts arrive live
 // over MQTT on WebSocket (/mqtt, retained = what is active), with
 // /api/alerts/active as the fallback when the broker refuses an anonymous
 // browser.
@@ -65,6 +66,12 @@ export const STATUS_PAGE = `<!doctype html>
       <div class="empty" id="buildings-note"></div>
     </div>
   </section>
+  <section>
+    <h2 data-i18n="energy"></h2>
+    <div class="energy-bar"><select id="energy-building" aria-label="building"></select><span class="sub" id="energy-note"></span></div>
+    <div id="energy-chart" class="energy"></div>
+    <div class="legend"><i class="hist"></i><span data-i18n="actual"></span><i class="fc"></i><span data-i18n="forecastL"></span><i class="band"></i><span data-i18n="band"></span></div>
+  </section>
 </main>
 <script src="/assets/mqtt.min.js"></script>
 <script src="/assets/status.js"></script>
@@ -113,13 +120,23 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 .legend { font-size:12px; color:var(--mute); }
 .legend i { display:inline-block; width:10px; height:3px; margin:0 4px 2px 10px; vertical-align:middle; }
 .legend i.acc { background:var(--accent); } .legend i.wr { background:var(--ok); }
+.legend i.hist { background:var(--ink); } .legend i.fc { background:var(--accent); } .legend i.band { background:#c6dafc; height:8px; }
+.energy-bar { display:flex; gap:12px; align-items:center; margin-bottom:6px; }
+.energy-bar select { padding:4px 6px; border:1px solid var(--line); border-radius:6px; font:inherit; }
+.energy svg { width:100%; height:220px; display:block; }
+.energy .grid { stroke:var(--line); stroke-width:1; }
+.energy .now { stroke:var(--mute); stroke-width:1; stroke-dasharray:2 3; }
+.energy .hist { stroke:var(--ink); stroke-width:2; fill:none; }
+.energy .fc { stroke:var(--accent); stroke-width:2; fill:none; stroke-dasharray:6 4; }
+.energy .band { fill:var(--accent); fill-opacity:.18; stroke:none; }
+.energy text { font-size:11px; fill:var(--mute); }
 `;
 
 export const STATUS_SCRIPT = `(function () {
   'use strict';
   var T = {
-    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전', upstream: '상위 MQTT 브로커', upstreamInfo: '연결 {up}/{n} · 대기 {w}', off: '꺼짐' },
-    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago', upstream: 'Upstream MQTT', upstreamInfo: '{up}/{n} subscribed · {w} waiting', off: 'off' }
+    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전', upstream: '상위 MQTT 브로커', upstreamInfo: '연결 {up}/{n} · 대기 {w}', off: '꺼짐', energy: '에너지 사용량: 최근 48시간과 24시간 예측 (kWh/시간)', actual: '실측', forecastL: '예측', band: '80% 구간', noForecast: '예측 없음 (이력 부족 또는 아직 계산 전)', backtestNote: '백테스트 MAPE {m}% (전날 같은 시각 {b}%)', noEnergy: '표시할 건물이 없습니다' },
+    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago', upstream: 'Upstream MQTT', upstreamInfo: '{up}/{n} subscribed · {w} waiting', off: 'off', energy: 'Energy use: last 48 hours and 24-hour forecast (kWh per hour)', actual: 'actual', forecastL: 'forecast', band: '80% interval', noForecast: 'no forecast (too little history, or not computed yet)', backtestNote: 'backtest MAPE {m}% (same hour yesterday {b}%)', noEnergy: 'no building to show' }
   };
   var params = new URLSearchParams(location.search);
   var lang = params.get('lang') || localStorage.getItem('ei-lang') || ((navigator.language || 'ko').indexOf('ko') === 0 ? 'ko' : 'en');
@@ -137,7 +154,7 @@ export const STATUS_SCRIPT = `(function () {
     document.querySelectorAll('[data-i18n]').forEach(function (el) { el.textContent = t(el.getAttribute('data-i18n')); });
     document.querySelectorAll('button.lang').forEach(function (b) { b.setAttribute('aria-pressed', String(b.getAttribute('data-lang') === lang)); });
     $('filter').placeholder = t('filter');
-    renderAlerts(); renderBuildings(); if (lastStatus) renderStatus(lastStatus);
+    renderAlerts(); renderBuildings(); renderEnergy(); if (lastStatus) renderStatus(lastStatus);
   }
   document.querySelectorAll('button.lang').forEach(function (b) {
     b.addEventListener('click', function () { lang = b.getAttribute('data-lang'); localStorage.setItem('ei-lang', lang); applyLang(); });
@@ -364,9 +381,97 @@ export const STATUS_SCRIPT = `(function () {
   function pollLatest() {
     fetch('/api/latest', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
       buildings = j.buildings; renderBuildings();
+      j.buildings.forEach(function (b) { addEnergyBuilding(b.building_id); });
     }).catch(function () {}).then(function () { setTimeout(pollLatest, 3000); });
   }
   $('filter').addEventListener('input', renderBuildings);
+
+  // ---- energy: a building's last 48 h and its forecast (/api/energy/{id}), inline SVG ----
+  // Built with createElementNS and presentation classes only: nothing inline for the CSP to refuse.
+  var energyIds = {};
+  var energy = null;
+  var energySelected = '';
+  var energyWanted = params.get('building') || localStorage.getItem('ei-energy-building') || '';
+  var SVG = 'http://www.w3.org/2000/svg';
+  function addEnergyBuilding(id) {
+    if (energyIds[id]) return;
+    energyIds[id] = true;
+    var sel = $('energy-building');
+    var ids = Object.keys(energyIds).sort();
+    var opt = document.createElement('option');
+    opt.value = id; opt.textContent = id;
+    sel.insertBefore(opt, sel.options[ids.indexOf(id)] || null);
+    if (!energySelected || id === energyWanted) { energySelected = id; sel.value = id; pollEnergy(); }
+  }
+  function svgEl(name, attrs, parent) {
+    var el = document.createElementNS(SVG, name);
+    for (var k in attrs) el.setAttribute(k, String(attrs[k]));
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+  function renderEnergy() {
+    var box = $('energy-chart');
+    box.textContent = '';
+    if (!energy) { $('energy-note').textContent = t('noEnergy'); return; }
+    var hist = energy.history || [], fc = energy.forecast ? energy.forecast.points : [];
+    $('energy-note').textContent = energy.forecast
+      ? t('backtestNote', { m: energy.forecast.backtest.mape, b: energy.forecast.backtest.baseline_mape })
+      : t('noForecast');
+    var H = 3600000, now = Math.floor(Date.now() / H) * H;
+    var x0 = now - 48 * H, x1 = now + 24 * H;
+    var W = 900, Ht = 220, L = 44, B = 22, T = 8;
+    var max = 1;
+    hist.forEach(function (p) { max = Math.max(max, p.kwh); });
+    fc.forEach(function (p) { max = Math.max(max, p.high, p.kwh); });
+    max *= 1.1;
+    var sx = function (ms) { return L + (W - L - 4) * (ms - x0) / (x1 - x0); };
+    var sy = function (v) { return T + (Ht - T - B) * (1 - v / max); };
+    var svg = svgEl('svg', { viewBox: '0 0 ' + W + ' ' + Ht, preserveAspectRatio: 'none', role: 'img', 'aria-label': t('energy') }, box);
+    for (var i = 0; i <= 4; i++) {
+      var v = max * i / 4;
+      svgEl('line', { 'class': 'grid', x1: L, x2: W, y1: sy(v), y2: sy(v) }, svg);
+      svgEl('text', { x: 0, y: sy(v) + 4 }, svg).textContent = fmt(Math.round(v * 10) / 10);
+    }
+    for (var h = x0; h < x1; h += 12 * H) {
+      var d = new Date(h);
+      svgEl('text', { x: sx(h) - 14, y: Ht - 6 }, svg).textContent = (d.getMonth() + 1) + '/' + d.getDate() + ' ' + String(d.getHours()).padStart(2, '0') + ':00';
+    }
+    svgEl('line', { 'class': 'now', x1: sx(now), x2: sx(now), y1: T, y2: Ht - B }, svg);
+    if (fc.length) {
+      var band = fc.map(function (p) { var m = Date.parse(p.hour) + H / 2; return sx(m) + ',' + sy(p.high); })
+        .concat(fc.slice().reverse().map(function (p) { var m = Date.parse(p.hour) + H / 2; return sx(m) + ',' + sy(p.low); }));
+      svgEl('polygon', { 'class': 'band', points: band.join(' ') }, svg);
+      svgEl('path', { 'class': 'fc', d: fc.map(function (p, i) { return (i ? 'L' : 'M') + sx(Date.parse(p.hour) + H / 2) + ' ' + sy(p.kwh); }).join(' ') }, svg);
+    }
+    if (hist.length) {
+      // a gap of missing hours breaks the line
+      var dpath = '', prev = null;
+      hist.forEach(function (p) {
+        var m = Date.parse(p.hour);
+        dpath += (prev !== null && m - prev === H ? 'L' : 'M') + sx(m + H / 2) + ' ' + sy(p.kwh) + ' ';
+        prev = m;
+      });
+      svgEl('path', { 'class': 'hist', d: dpath.trim() }, svg);
+    }
+  }
+  var energyTimer = null;
+  function pollEnergy() {
+    var id = $('energy-building').value;
+    if (energyTimer) { clearTimeout(energyTimer); energyTimer = null; }
+    if (!id) { energy = null; renderEnergy(); return; }
+    fetch('/api/energy/' + encodeURIComponent(id), { cache: 'no-store' }).then(function (r) { return r.ok ? r.json() : null; }).then(function (j) {
+      if (j && j.building_id === $('energy-building').value) { energy = j; renderEnergy(); }
+    }).catch(function () {}).then(function () { energyTimer = setTimeout(pollEnergy, 60000); });
+  }
+  $('energy-building').addEventListener('change', function () {
+    energyWanted = energySelected = $('energy-building').value;
+    localStorage.setItem('ei-energy-building', energyWanted);
+    pollEnergy();
+  });
+  fetch('/api/buildings', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+    (j.buildings || []).forEach(function (b) { if (b.key) addEnergyBuilding(b.key); });
+  }).catch(function () {});
+  if (energyWanted) addEnergyBuilding(energyWanted);
 
   applyLang();
   poll();

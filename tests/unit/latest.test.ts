@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { LatestReadings } from '../../src/http/latest.js';
 import type { Reading } from '../../src/ingest/reading.js';
+import { latestValue } from '../../src/latest/redisLatest.js';
 import { aReading } from '../helpers/reading.js';
 
 function r(building: string, sensorType: string, value: number, ts: number): Reading {
@@ -55,5 +56,23 @@ describe('latest readings for the status page', () => {
     expect(s.buildings).toHaveLength(10_000);
     expect(s.overflow_readings).toBe(50);
     expect(Object.keys(s.buildings.find((b) => b.building_id === 'building_0')!.sensors)).toHaveLength(32);
+  });
+});
+
+describe('latest readings in Redis: the hash value (contract section 16)', () => {
+  it('is exactly JSON.stringify({value, unit, status, timestamp}) with an ISO 8601 UTC timestamp', () => {
+    const cases: Array<[number, string, string, number]> = [
+      [23.5, 'celsius', 'normal', Date.UTC(2024, 0, 15, 10, 30)],
+      [-0.001, 'W', 'warning', Date.UTC(2026, 10, 30, 23, 59, 59, 999)],
+      [1e21, 'ppm', 'a "quoted" \\ status\n', Date.UTC(2026, 10, 30, 0, 0, 0, 7)],
+      [5, '전력', '정상', Date.UTC(2026, 10, 30, 0, 0, 0, 70)],
+      [0, 'x', 'y', 0],
+      [1, 'x', 'y', -1],
+      [2, 'x', 'y', 1705314600999.9],
+    ];
+    for (const [value, unit, status, ts] of cases) {
+      const text = latestValue(aReading({ value, unit, status, timestampMs: ts }));
+      expect(text).toBe(JSON.stringify({ value, unit, status, timestamp: new Date(ts).toISOString() }));
+    }
   });
 });
