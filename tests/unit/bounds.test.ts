@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { AlertEvaluator } from '../../src/alerts/evaluator.js';
 import { parseRule } from '../../src/alerts/rules.js';
-import { LatestReadings } from '../../src/http/latest.js';
+import { LatestReadings } from '../../src/latest/memory.js';
 import { RollupAggregator } from '../../src/rollups/rollups.js';
 import { aReading } from '../helpers/reading.js';
 

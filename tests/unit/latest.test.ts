@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { LatestReadings } from '../../src/http/latest.js';
 import type { Reading } from '../../src/ingest/reading.js';
+import { LatestReadings } from '../../src/latest/memory.js';
 import { latestValue } from '../../src/latest/redisLatest.js';
 import { aReading } from '../helpers/reading.js';
 
