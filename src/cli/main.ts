@@ -22,119 +22,13 @@ const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 export async function main(argv: readonly string[]): Promise<void> {
   const [command, ...rest] = argv;
   try {
-    switch (command) {
-      case 'start': {
-        const args = parseArgs(rest, COMMON);
-        if (args.options.help) return void console.log('usage: energy-ingest start [--config PATH]');
-        noPositional(args.positional);
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        await runStart(cfg);
-        return;
-      }
-      case 'check': {
-        const args = parseArgs(rest, COMMON);
-        noPositional(args.positional);
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        process.exitCode = await runCheck(cfg, (line) => console.log(line));
-        return;
-      }
-      case 'config': {
-        const args = parseArgs(rest, COMMON);
-        noPositional(args.positional);
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        const { stringify } = await import('yaml');
-        process.stdout.write(stringify(redactedConfig(cfg)));
-        return;
-      }
-      case 'migrate': {
-        const args = parseArgs(rest, COMMON);
-        noPositional(args.positional);
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        if (!cfg.postgres.url)
-          throw new IngestError('EI_CLI_USAGE', 'migrate needs DATABASE_URL (postgres.url)');
-        const { migrate } = await import('../metadata/migrations.js');
-        const r = await migrate(cfg.postgres.url, (line) => console.log(line));
-        console.log(
-          r.applied.length
-            ? `schema at version ${r.current} (${r.applied.length} applied)`
-            : `schema at version ${r.current}: nothing to do`,
-        );
-        return;
-      }
-      case 'passwd': {
-        const args = parseArgs(rest, {
-          ...COMMON,
-          role: { kind: 'string', values: ['sensor', 'dashboard', 'admin'] },
-          building: { kind: 'int', min: 1 },
-        });
-        const [username, ...extra] = args.positional;
-        if (!username)
-          throw new IngestError(
-            'EI_CLI_USAGE',
-            'usage: energy-ingest passwd USERNAME [--role sensor|dashboard|admin] [--building ID] (password on stdin)',
-          );
-        noPositional(extra);
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        if (!cfg.postgres.url)
-          throw new IngestError('EI_CLI_USAGE', 'passwd needs DATABASE_URL (postgres.url)');
-        const { runPasswd } = await import('./passwd.js');
-        console.log(
-          await runPasswd(cfg.postgres.url, {
-            username,
-            // absent: an existing device keeps its role and building (a new one: sensor, every building)
-            role: args.options.role as string | undefined,
-            buildingId: args.options.building as number | undefined,
-          }),
-        );
-        return;
-      }
-      case 'backup':
-      case 'restore': {
-        const flag = command === 'backup' ? 'to' : 'from';
-        const specs: Record<string, OptionSpec> = { ...COMMON, [flag]: { kind: 'string' } };
-        if (command === 'restore') specs.parts = { kind: 'string' };
-        const args = parseArgs(rest, specs);
-        noPositional(args.positional);
-        const where = args.options[flag] as string | undefined;
-        if (!where)
-          throw new IngestError(
-            'EI_CLI_USAGE',
-            `usage: energy-ingest ${command} --${flag} DIR|s3://BUCKET/PREFIX${command === 'restore' ? ' [--parts postgres,influx,redis,state]' : ''}`,
-          );
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        const { cliBackup, cliRestore } = await import('./backup.js');
-        const print = (line: string) => console.log(line);
-        if (command === 'backup') await cliBackup(cfg, where, print);
-        else await cliRestore(cfg, where, print, args.options.parts as string | undefined);
-        return;
-      }
-      case 'forecast': {
-        const args = parseArgs(rest, { ...COMMON, building: { kind: 'string' } });
-        if (args.options.help)
-          return void console.log('usage: energy-ingest forecast [--building ID] [--config PATH]');
-        noPositional(args.positional);
-        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
-        const { runForecastCommand } = await import('./forecast.js');
-        process.exitCode = await runForecastCommand(
-          cfg,
-          args.options.building as string | undefined,
-          (line) => console.log(line),
-        );
-        return;
-      }
-      case 'simulate': {
-        const { runSimulate } = await import('../../simulators/simulate.js');
-        process.exitCode = await runSimulate(rest);
-        return;
-      }
-      case undefined:
-      case 'help':
-      case '--help':
-        console.log(USAGE);
-        return;
-      default:
-        throw new IngestError('EI_CLI_USAGE', `unknown command "${command}" (try: energy-ingest help)`);
+    if (command === undefined || command === 'help' || command === '--help') {
+      console.log(USAGE);
+      return;
     }
+    const run = Object.hasOwn(COMMANDS, command) ? COMMANDS[command] : undefined;
+    if (!run) throw new IngestError('EI_CLI_USAGE', `unknown command "${command}" (try: energy-ingest help)`);
+    await run(rest);
   } catch (err) {
     if (
       err instanceof IngestError &&
@@ -161,4 +55,116 @@ export async function main(argv: readonly string[]): Promise<void> {
 
 function noPositional(positional: string[]): void {
   if (positional.length) throw new IngestError('EI_CLI_USAGE', `unexpected argument "${positional[0]}"`);
+}
+
+/** every command, by name (contract section 1) */
+const COMMANDS: Record<string, (rest: readonly string[]) => Promise<void>> = {
+  start: cmdStart,
+  check: cmdCheck,
+  config: cmdConfig,
+  migrate: cmdMigrate,
+  passwd: cmdPasswd,
+  backup: (rest) => cmdBackupRestore(rest, 'backup'),
+  restore: (rest) => cmdBackupRestore(rest, 'restore'),
+  forecast: cmdForecast,
+  simulate: cmdSimulate,
+};
+
+async function cmdStart(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, COMMON);
+  if (args.options.help) return void console.log('usage: energy-ingest start [--config PATH]');
+  noPositional(args.positional);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  await runStart(cfg);
+}
+
+async function cmdCheck(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, COMMON);
+  noPositional(args.positional);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  process.exitCode = await runCheck(cfg, (line) => console.log(line));
+}
+
+async function cmdConfig(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, COMMON);
+  noPositional(args.positional);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  const { stringify } = await import('yaml');
+  process.stdout.write(stringify(redactedConfig(cfg)));
+}
+
+async function cmdMigrate(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, COMMON);
+  noPositional(args.positional);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  if (!cfg.postgres.url) throw new IngestError('EI_CLI_USAGE', 'migrate needs DATABASE_URL (postgres.url)');
+  const { migrate } = await import('../metadata/migrations.js');
+  const r = await migrate(cfg.postgres.url, (line) => console.log(line));
+  console.log(
+    r.applied.length
+      ? `schema at version ${r.current} (${r.applied.length} applied)`
+      : `schema at version ${r.current}: nothing to do`,
+  );
+}
+
+async function cmdPasswd(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, {
+    ...COMMON,
+    role: { kind: 'string', values: ['sensor', 'dashboard', 'admin'] },
+    building: { kind: 'int', min: 1 },
+  });
+  const [username, ...extra] = args.positional;
+  if (!username)
+    throw new IngestError(
+      'EI_CLI_USAGE',
+      'usage: energy-ingest passwd USERNAME [--role sensor|dashboard|admin] [--building ID] (password on stdin)',
+    );
+  noPositional(extra);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  if (!cfg.postgres.url) throw new IngestError('EI_CLI_USAGE', 'passwd needs DATABASE_URL (postgres.url)');
+  const { runPasswd } = await import('./passwd.js');
+  console.log(
+    await runPasswd(cfg.postgres.url, {
+      username,
+      // absent: an existing device keeps its role and building (a new one: sensor, every building)
+      role: args.options.role as string | undefined,
+      buildingId: args.options.building as number | undefined,
+    }),
+  );
+}
+
+async function cmdBackupRestore(rest: readonly string[], command: string): Promise<void> {
+  const flag = command === 'backup' ? 'to' : 'from';
+  const specs: Record<string, OptionSpec> = { ...COMMON, [flag]: { kind: 'string' } };
+  if (command === 'restore') specs.parts = { kind: 'string' };
+  const args = parseArgs(rest, specs);
+  noPositional(args.positional);
+  const where = args.options[flag] as string | undefined;
+  if (!where)
+    throw new IngestError(
+      'EI_CLI_USAGE',
+      `usage: energy-ingest ${command} --${flag} DIR|s3://BUCKET/PREFIX${command === 'restore' ? ' [--parts postgres,influx,redis,state]' : ''}`,
+    );
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  const { cliBackup, cliRestore } = await import('./backup.js');
+  const print = (line: string) => console.log(line);
+  if (command === 'backup') await cliBackup(cfg, where, print);
+  else await cliRestore(cfg, where, print, args.options.parts as string | undefined);
+}
+
+async function cmdForecast(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, { ...COMMON, building: { kind: 'string' } });
+  if (args.options.help)
+    return void console.log('usage: energy-ingest forecast [--building ID] [--config PATH]');
+  noPositional(args.positional);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  const { runForecastCommand } = await import('./forecast.js');
+  process.exitCode = await runForecastCommand(cfg, args.options.building as string | undefined, (line) =>
+    console.log(line),
+  );
+}
+
+async function cmdSimulate(rest: readonly string[]): Promise<void> {
+  const { runSimulate } = await import('../../simulators/simulate.js');
+  process.exitCode = await runSimulate(rest);
 }
