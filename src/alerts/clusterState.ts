@@ -122,8 +122,10 @@ export interface ClusterHost {
   ruleIds(s: SeriesId): string[];
   /** readings that waited for a claim, in arrival order */
   evaluateNow(readings: ReadonlyArray<readonly [Reading, number]>): void;
-  /** one rule's episode as the cluster holds it (null: none), unless the local one is in `keep` */
-  adopt(at: RuleAt, event: AlertEvent | null, keep?: ReadonlySet<string>): void;
+  /** one rule's episode as the cluster holds it (null: none), unless `keep` says the local one is newer */
+  adopt(at: RuleAt, event: AlertEvent | null, keep?: (local: AlertEvent) => boolean): void;
+  /** a clear that lost a race: the episode it ends is `episode` (adopted meanwhile); emit that clear */
+  clearInstead(clear: AlertEvent, episode: AlertEvent): void;
   /** the series moved to another node: drop it without events */
   forget(building: string, floor: string, room: string, sensorType: string): void;
   /** events the gate let through (or that went out while Redis was unreachable) */
@@ -187,6 +189,10 @@ export class AlertCluster {
   private readonly mqttDone = new WeakSet<AlertEvent>();
   /** events the gate answered (a retried batch skips them) */
   private readonly decided = new WeakSet<AlertEvent>();
+  /** emitted here and not answered by the gate yet: newer than anything Redis holds */
+  private readonly inGate = new WeakSet<AlertEvent>();
+  /** a raise refused because another node's episode was active: its id → that episode (a race: few) */
+  private readonly replaced = new Map<string, AlertEvent>();
   private readonly redis: ClusterRedis;
   private sub: Redis | null = null;
   private readonly leaseMs: number;
@@ -306,6 +312,9 @@ export class AlertCluster {
       const movedHere = old !== '' && old !== this.opts.nodeId;
       this.opts.counters.claims(first ? (movedHere ? 'moved' : 'new') : movedHere ? 'moved' : 'refresh');
       if (first || movedHere || !c.synced) {
+        // what this node emitted since the claim was sent, or has not had answered, is newer than Redis
+        const during = c.during;
+        const keep = (local: AlertEvent) => (during?.has(local.id) ?? false) || this.inGate.has(local);
         ids.forEach((rule_id, i) => {
           const at = {
             building_id: s.building,
@@ -314,7 +323,7 @@ export class AlertCluster {
             sensor_type: s.sensorType,
             rule_id,
           };
-          this.opts.host.adopt(at, parseEvent(values[i] ?? ''), c.during ?? undefined);
+          this.opts.host.adopt(at, parseEvent(values[i] ?? ''), keep);
         });
         if (movedHere)
           this.opts.log.debug({ series: key, from: old }, 'alerts: series moved here; its episodes continue');
@@ -341,6 +350,7 @@ export class AlertCluster {
   tag(e: AlertEvent): void {
     const c = this.claims.get(seriesKey(e.building_id, e.floor, e.room, e.sensor_type)) ?? null;
     this.tags.set(e, c);
+    this.inGate.add(e);
     if (c?.state === 'claiming') {
       c.during ??= new Set();
       c.during.add(e.id);
@@ -370,6 +380,7 @@ export class AlertCluster {
     for (const e of todo) {
       if (this.stale(e)) {
         this.decided.add(e);
+        this.inGate.delete(e);
         this.opts.counters.gate('stale');
       } else live.push(e);
     }
@@ -408,17 +419,28 @@ export class AlertCluster {
         return;
       }
       this.decided.add(e);
+      this.inGate.delete(e);
       const [verdict = '', detail = ''] = reply as string[];
       this.opts.counters.gate(verdict);
       if (verdict === 'ok' || verdict === 'dup') {
         if (!this.mqttDone.has(e)) deliver.push(e);
       } else if (verdict === 'exists') {
         // another node raised this episode first: continue it, do not raise it again
-        this.opts.host.adopt(e, parseEvent(detail));
+        const episode = parseEvent(detail);
+        this.opts.host.adopt(e, episode);
+        if (episode) {
+          if (this.replaced.size >= 1000) this.replaced.clear();
+          this.replaced.set(e.id, episode);
+        }
       } else if (verdict === 'not_owner') {
         this.lose(seriesKey(e.building_id, e.floor, e.room, e.sensor_type));
+      } else if (verdict === 'absent' && e.state === 'cleared') {
+        // the clear of a raise that lost a race (emitted before that answer came): it ends the
+        // episode that won; otherwise the episode was cleared elsewhere: nothing to deliver
+        const episode = this.replaced.get(e.id);
+        this.replaced.delete(e.id);
+        if (episode) this.opts.host.clearInstead(e, episode);
       }
-      // 'absent': the episode was cleared elsewhere (or never reached Redis): nothing to deliver
     });
     if (deliver.length) this.opts.host.deliverMqtt(deliver);
     if (firstErr) {

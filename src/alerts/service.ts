@@ -99,6 +99,7 @@ export class AlertService {
           ruleIds: (s: SeriesId) => service.evaluator.ruleIds(s),
           evaluateNow: (readings) => service.evaluateNow(readings),
           adopt: (at, event, keep) => service.adopt(at, event, keep),
+          clearInstead: (clear, episode) => service.clearInstead(clear, episode),
           forget: (b, f, r, t) => service.forget(b, f, r, t),
           deliverMqtt: (events) => service.mqtt.deliver(events),
         },
@@ -278,10 +279,10 @@ export class AlertService {
   }
 
   /** cluster: one rule's episode as the cluster holds it; journaled, not delivered (it was, by its node) */
-  private adopt(at: RuleAt, event: AlertEvent | null, keep?: ReadonlySet<string>): void {
+  private adopt(at: RuleAt, event: AlertEvent | null, keep?: (local: AlertEvent) => boolean): void {
     const field = alertField(at);
     const cur = this.activeIndex.get(at.building_id)?.get(field) ?? null;
-    if (cur && keep?.has(cur.id)) return;
+    if (cur && keep?.(cur)) return;
     if (!this.evaluator.setActive(at, event)) return;
     const lines: ActiveAlert[] = [];
     if (cur) {
@@ -293,6 +294,15 @@ export class AlertService {
       lines.push({ kind: alertKind(event), event });
     }
     this.journal?.append(lines);
+  }
+
+  /** cluster: the clear of a raise that lost a race ends the episode that won it (if it is still ours) */
+  private clearInstead(clear: AlertEvent, episode: AlertEvent): void {
+    const cur = this.activeIndex.get(episode.building_id)?.get(alertField(episode));
+    if (cur?.id !== episode.id) return;
+    this.evaluator.setActive(episode, null);
+    this.activeIndex.get(episode.building_id)?.delete(alertField(episode));
+    this.emit([{ ...clear, id: episode.id, raised_at: episode.raised_at }]);
   }
 
   /** cluster: the series moved to another node; its episodes continue there */
