@@ -33,6 +33,8 @@ import { STREAM_KEY } from './redisOutput.js';
 
 const OWNER_PREFIX = 'cluster:alerts:owner:';
 export const MOVED_CHANNEL = 'cluster:alerts:moved';
+/** the contract's alert channels, alerts:{building_id} */
+const EVENTS_PATTERN = 'alerts:building_*';
 /** an owner's lease: a series silent this long is nobody's (any node may report it offline) */
 export const LEASE_MS = 60_000;
 /** a node re-asserts a series it keeps receiving at most this often */
@@ -220,8 +222,10 @@ export class AlertCluster {
     sub.on('error', () => {}); // the main client logs Redis outages
     sub.on('ready', () => {
       sub.subscribe(MOVED_CHANNEL).catch(() => {});
+      sub.psubscribe(EVENTS_PATTERN).catch(() => {});
     });
     sub.on('message', (_channel: string, text: string) => this.onMoved(text));
+    sub.on('pmessage', (_pattern: string, _channel: string, text: string) => this.onEvent(text));
     if (sub.status === 'wait') sub.connect().catch(() => {});
   }
 
@@ -233,6 +237,25 @@ export class AlertCluster {
 
   get cachedSeries(): number {
     return this.claims.size;
+  }
+
+  /**
+   * Another node's event (the contract's PUBLISH alerts:{building_id}): the
+   * active set of series this node does not hold follows it, so /api/alerts,
+   * the metrics and a later claim start from the cluster's state. Series this
+   * node holds are decided here and by the gate, never by this echo.
+   */
+  private onEvent(text: string): void {
+    let e: AlertEvent;
+    try {
+      e = JSON.parse(text) as AlertEvent;
+    } catch {
+      return;
+    }
+    if (typeof e?.id !== 'string' || typeof e.rule_id !== 'string') return;
+    if (this.claims.has(seriesKey(e.building_id, e.floor, e.room, e.sensor_type))) return;
+    if (e.state === 'raised') this.opts.host.adopt(e, e, (local) => this.inGate.has(local));
+    else if (e.state === 'cleared') this.opts.host.adopt(e, null, (local) => local.id !== e.id);
   }
 
   private onMoved(text: string): void {

@@ -50,6 +50,12 @@ async function send(port: number, topic: string, values: number[], startS: numbe
 
 const short = (e: AlertEvent) => `${e.state}:${e.rule_id}@${e.value}`;
 
+/** active alerts a node lists for one building (GET /api/alerts/active) */
+async function activeOn(d: DaemonProcess, building: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${d.httpPort}/api/alerts/active?building_id=${building}`);
+  return ((await res.json()) as { count: number }).count;
+}
+
 describe('alerts in a cluster of two nodes', () => {
   let redisServer: RestartableService;
   let redis: Redis;
@@ -106,6 +112,8 @@ describe('alerts in a cluster of two nodes', () => {
     await send(a.mqttPort, co2, [400], 0);
     await send(a.mqttPort, power, [4000, 6000, 6100], 0);
     await eventually(async () => (await stream('building_001')).length === 1, 10_000, 'raised on A');
+    // B's active list follows the cluster (PUBLISH alerts:{building_id})
+    await eventually(async () => (await activeOn(b, 1)) === 1, 5000, 'active on B too');
 
     // the sensor reconnects through the balancer to B and goes on above the threshold
     await send(b.mqttPort, co2, [410], 3);
@@ -131,6 +139,7 @@ describe('alerts in a cluster of two nodes', () => {
     expect(onB.got.map(short)).toEqual(['cleared:power-warn@1000']);
     expect(published.filter((e) => e.building_id === 'building_001').map(short)).toEqual(events.map(short));
     expect(await redis.hlen('alerts:active:building_001')).toBe(0);
+    await eventually(async () => (await activeOn(a, 1)) === 0, 5000, 'cleared on A too');
 
     // the co2 sensor now goes silent on B: B (its node now) reports it, once
     await eventually(

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { pino } from 'pino';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   AlertCluster,
   type ClusterHost,
@@ -33,6 +33,11 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   await check.flushall();
+});
+/** every node a test made stops, even when the test failed */
+const started: AlertCluster[] = [];
+afterEach(() => {
+  for (const c of started.splice(0)) c.stop();
 });
 
 async function client(): Promise<Redis> {
@@ -98,6 +103,7 @@ async function node(id: string, opts: { maxPending?: number; refreshMs?: number 
     refreshMs: opts.refreshMs,
   });
   cluster.start();
+  started.push(cluster);
   return { cluster, host, log };
 }
 
@@ -188,7 +194,7 @@ describe('series ownership', () => {
   });
 
   it('the lease is refreshed at most every refreshMs, and a missed take-over is noticed then', async () => {
-    const a = await node('node-a', { refreshMs: 200 });
+    const a = await node('node-a', { refreshMs: 2000 });
     a.cluster.admit(reading(1), Date.now());
     await eventually(async () => a.host.evaluated.length === 1, 5000, 'claimed');
     // another node took it while A missed the notice
@@ -196,11 +202,40 @@ describe('series ownership', () => {
     await check.hset('alerts:active:building_001', FIELD, JSON.stringify(event('ep9', 'raised')));
     expect(a.cluster.admit(reading(2), Date.now())).toBe(true); // within refreshMs: no Redis call
     expect(await check.get(OWNER)).toBe('node-z');
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, 2100));
     expect(a.cluster.admit(reading(3), Date.now())).toBe(true);
     await eventually(async () => (await check.get(OWNER)) === 'node-a', 5000, 'refreshed');
     await eventually(async () => a.host.adopted.some((x) => x.id === 'ep9'), 5000, 'resynced');
     expect(a.log).toContain('claim:moved');
+    a.cluster.stop();
+  });
+});
+
+describe("other nodes' events", () => {
+  it('the active state of series held elsewhere follows PUBLISH alerts:{building_id}; held ones ignore it', async () => {
+    const patterns = Number(await check.pubsub('NUMPAT'));
+    const a = await node('node-a');
+    await eventually(
+      async () => Number(await check.pubsub('NUMPAT')) > patterns,
+      5000,
+      'subscribed to the alert channels',
+    );
+    await check.publish('alerts:building_001', JSON.stringify(event('far1', 'raised')));
+    await eventually(async () => a.host.adopted.length === 1, 5000, 'raise followed');
+    await check.publish('alerts:building_001', JSON.stringify(event('far1', 'cleared', 100)));
+    await eventually(async () => a.host.adopted.length === 2, 5000, 'clear followed');
+    expect(a.host.adopted).toEqual([
+      { rule: 'warn', id: 'far1' },
+      { rule: 'warn', id: null },
+    ]);
+    // once the series is held here, the echo changes nothing
+    a.cluster.admit(reading(1), Date.now());
+    await eventually(async () => a.host.evaluated.length === 1, 5000, 'claimed');
+    const before = a.host.adopted.length;
+    await check.publish('alerts:building_001', JSON.stringify(event('far2', 'raised')));
+    await check.publish('alerts:building_002', 'not json');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(a.host.adopted.length).toBe(before);
     a.cluster.stop();
   });
 });
