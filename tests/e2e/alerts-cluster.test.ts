@@ -159,6 +159,29 @@ describe('alerts in a cluster of two nodes', () => {
     await onB.end();
   });
 
+  it('a sensor reported offline by A that comes back through B: B clears that episode, once', async () => {
+    const co2 = 'sensors/building_005/1F/r5/co2';
+    await send(a.mqttPort, co2, [400], 0);
+    await eventually(
+      async () => (await stream('building_005')).some((e) => e.state === 'raised'),
+      15_000,
+      'offline raised by A',
+    );
+    await send(b.mqttPort, co2, [410], 1);
+    await eventually(async () => (await stream('building_005')).length >= 2, 10_000, 'cleared by B');
+    await new Promise((r) => setTimeout(r, 1000));
+    const events = await stream('building_005');
+    expect(events.map((e) => `${e.state}:${e.type}`)).toEqual([
+      'raised:sensor_offline',
+      'cleared:sensor_offline',
+    ]);
+    expect(events[1]!.id).toBe(events[0]!.id);
+    // B keeps hearing it: neither node reports it again
+    await send(b.mqttPort, co2, [420], 2);
+    await eventually(async () => (await activeOn(a, 5)) === 0, 5000, 'A lists it cleared');
+    expect((await stream('building_005')).length).toBe(2);
+  });
+
   for (const variant of ['SIGTERM', 'SIGKILL'] as const) {
     it(`restarting node A (${variant}) with an active alert raises nothing again`, async () => {
       const building = variant === 'SIGTERM' ? 'building_002' : 'building_003';
