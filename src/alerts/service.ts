@@ -85,7 +85,6 @@ export class AlertService {
     });
     this.mqtt = new AlertMqttOutput(opts.metrics, opts.log);
     if (opts.cluster && opts.redis) {
-      const service = this;
       this.cluster = new AlertCluster({
         redis: opts.redis,
         nodeId: opts.cluster.nodeId,
@@ -96,12 +95,12 @@ export class AlertService {
         leaseMs: opts.cluster.leaseMs,
         refreshMs: opts.cluster.refreshMs,
         host: {
-          ruleIds: (s: SeriesId) => service.evaluator.ruleIds(s),
-          evaluateNow: (readings) => service.evaluateNow(readings),
-          adopt: (at, event, keep) => service.adopt(at, event, keep),
-          clearInstead: (clear, episode) => service.clearInstead(clear, episode),
-          forget: (b, f, r, t) => service.forget(b, f, r, t),
-          deliverMqtt: (events) => service.mqtt.deliver(events),
+          ruleIds: (s: SeriesId) => this.evaluator.ruleIds(s),
+          evaluateNow: (readings) => this.evaluateNow(readings),
+          adopt: (at, event, keep) => this.adopt(at, event, keep),
+          clearInstead: (clear, episode) => this.clearInstead(clear, episode),
+          forget: (b, f, r, t) => this.forget(b, f, r, t),
+          deliverMqtt: (events) => this.mqtt.deliver(events),
         },
       });
     }
