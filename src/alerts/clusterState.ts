@@ -266,7 +266,16 @@ export class AlertCluster {
       return;
     }
     if (m.from !== this.opts.nodeId || typeof m.series !== 'string') return;
-    this.lose(m.series);
+    const key = m.series;
+    if (!this.claims.has(key)) return;
+    // the notice may be older than this node's own newer claim (the sensor came back at once):
+    // the owner key says who holds the series now; unreadable, the series is dropped (claimed again)
+    this.redis.get(OWNER_PREFIX + key).then(
+      (owner) => {
+        if (owner !== this.opts.nodeId) this.lose(key);
+      },
+      () => this.lose(key),
+    );
   }
 
   /** the series is another node's now: forget it (offline watch included) */
