@@ -268,6 +268,18 @@ export class Metrics {
     'energy_ingest_alert_delivery_dropped_total',
     'alert events not delivered because the output queue was full, by output',
   );
+  readonly alertClusterClaims = new Counter(
+    'energy_ingest_alert_cluster_claims_total',
+    'cluster mode: series ownership claims by outcome (new, moved, refresh, failed)',
+  );
+  readonly alertClusterGate = new Counter(
+    'energy_ingest_alert_cluster_gate_total',
+    'cluster mode: alert events by the gate verdict (ok, dup, exists, absent, not_owner, stale, unreachable)',
+  );
+  readonly alertClusterPendingDropped = new Counter(
+    'energy_ingest_alert_cluster_pending_dropped_total',
+    'cluster mode: readings not evaluated because alerts.clusterMaxPending of their series waited for its claim',
+  );
   readonly alertDeliveryRetries = new Counter(
     'energy_ingest_alert_delivery_retries_total',
     'failed alert deliveries that were retried, by output',

@@ -510,6 +510,77 @@ export class AlertEvaluator {
     return out;
   }
 
+  // ---- cluster mode (src/alerts/clusterState.ts): the cluster's state replaces this node's, no events ----
+
+  /** whether any rule watches this sensor type (the cheap test before a series is claimed) */
+  hasRulesFor(sensorType: string): boolean {
+    return this.bySensorType.has(sensorType);
+  }
+
+  /** The ids of the rules that apply to a reading's series (its state is created; none beyond maxSeries). */
+  ruleIds(r: Pick<Reading, 'building' | 'buildingId' | 'floor' | 'room' | 'sensorType'>): string[] {
+    const s = this.seriesFor(r.building, r.buildingId, r.floor, r.room, r.sensorType);
+    return s ? s.rules.map((st) => st.rule.id) : [];
+  }
+
+  /**
+   * Set one rule's episode of a series to what the cluster holds: `event` (a
+   * raised event) continues with its id, null means no episode. No event is
+   * returned: the cluster already delivered them. Answers whether the state
+   * changed (false also when the series or rule is unknown here).
+   */
+  setActive(
+    at: Pick<AlertEvent, 'building_id' | 'floor' | 'room' | 'sensor_type' | 'rule_id'>,
+    event: AlertEvent | null,
+  ): boolean {
+    const key = `${at.building_id}\n${at.floor}\n${at.room}\n${at.sensor_type}`;
+    let s = this.series.get(key);
+    if (!s && event) {
+      const buildingId = Number(/(\d+)$/.exec(at.building_id)?.[1] ?? Number.NaN);
+      s = this.seriesFor(at.building_id, buildingId, at.floor, at.room, at.sensor_type, true)!;
+    }
+    const st = s?.rules.find((x) => x.rule.id === at.rule_id);
+    if (!s || !st) return false;
+    const before = st.active;
+    if ((before?.event.id ?? null) === (event?.id ?? null)) return false;
+    if (event) {
+      const kind = alertKind(event);
+      // an episode of a rule of another kind (the rule changed meanwhile) is not adopted
+      if ((kind === 'offline') !== (st.rule.offlineAfterSeconds !== null)) return false;
+      if (!before) this.countActive(s.building, 1);
+      st.active = { kind, event };
+      st.pendingSince = null;
+      st.pendingKind = null;
+      if (kind !== 'offline') s.lastTs = Math.max(s.lastTs, Date.parse(event.timestamp));
+    } else {
+      if (before) this.countActive(s.building, -1);
+      st.active = null;
+    }
+    return true;
+  }
+
+  /**
+   * The series moved to another node: its state is dropped without events
+   * (its episodes continue there), and it leaves the offline watch. Answers
+   * the active events it held.
+   */
+  forget(building: string, floor: string, room: string, sensorType: string): AlertEvent[] {
+    const key = `${building}\n${floor}\n${room}\n${sensorType}`;
+    const s = this.series.get(key);
+    if (!s) return [];
+    this.series.delete(key);
+    const dropped: AlertEvent[] = [];
+    for (const st of s.rules) {
+      st.detached = true; // the wheel skips it
+      if (st.active) {
+        dropped.push(st.active.event);
+        this.countActive(s.building, -1);
+        st.active = null;
+      }
+    }
+    return dropped;
+  }
+
   active(): ActiveAlert[] {
     const out: ActiveAlert[] = [];
     for (const s of this.series.values()) for (const st of s.rules) if (st.active) out.push(st.active);

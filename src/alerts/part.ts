@@ -37,6 +37,18 @@ export class AlertsPart implements Component, ReadingConsumer {
       metrics,
       log,
       scheduler,
+      cluster:
+        cfg.cluster.mode === 'redis'
+          ? {
+              nodeId: cfg.cluster.nodeId,
+              maxPending: cfg.alerts.clusterMaxPending,
+              counters: {
+                claims: (outcome) => metrics.alertClusterClaims.inc({ outcome }),
+                gate: (verdict) => metrics.alertClusterGate.inc({ verdict }),
+                pendingDropped: () => metrics.alertClusterPendingDropped.inc(),
+              },
+            }
+          : undefined,
     });
     await this.service.open();
     this.applyRules();

@@ -22,12 +22,20 @@ export interface AlertRedisOptions {
   readonly maxQueued: number;
   /** the current raised event of a hash field, or null: used to repair fields whose events were dropped */
   readonly activeEvent: (building: string, field: string) => AlertEvent | null;
+  /** cluster mode: every event passes the cluster's gate, which also delivers it (src/alerts/clusterState.ts) */
+  readonly gate?: {
+    send(batch: readonly AlertEvent[]): Promise<void>;
+    repair(
+      fields: ReadonlyArray<{ building: string; field: string; id: string }>,
+      active: (building: string, field: string) => AlertEvent | null,
+    ): Promise<void>;
+  };
 }
 
 export class AlertRedisOutput {
   private queue: AlertEvent[] = [];
   private head = 0;
-  private readonly dirty = new Map<string, { building: string; field: string }>();
+  private readonly dirty = new Map<string, { building: string; field: string; id: string }>();
   private running: Promise<void> | null = null;
   private stopped = false;
   private readonly sleeps = new Sleeps();
@@ -62,7 +70,7 @@ export class AlertRedisOutput {
 
   private markDirty(e: AlertEvent): void {
     const field = alertField(e);
-    this.dirty.set(`${e.building_id}\n${field}`, { building: e.building_id, field });
+    this.dirty.set(`${e.building_id}\n${field}`, { building: e.building_id, field, id: e.id });
   }
 
   private kick(): void {
@@ -97,6 +105,7 @@ export class AlertRedisOutput {
   }
 
   private async send(batch: readonly AlertEvent[]): Promise<void> {
+    if (this.opts.gate) return this.opts.gate.send(batch);
     const p = this.opts.redis.pipeline();
     for (const e of batch) {
       const body = JSON.stringify(e);
@@ -110,7 +119,10 @@ export class AlertRedisOutput {
     await exec(p);
   }
 
-  private async repair(fields: ReadonlyArray<{ building: string; field: string }>): Promise<void> {
+  private async repair(
+    fields: ReadonlyArray<{ building: string; field: string; id: string }>,
+  ): Promise<void> {
+    if (this.opts.gate) return this.opts.gate.repair(fields, this.opts.activeEvent);
     const p = this.opts.redis.pipeline();
     for (const { building, field } of fields) {
       const active = this.opts.activeEvent(building, field);

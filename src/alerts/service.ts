@@ -6,6 +6,7 @@ import { RateLimitedLog } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { retryPolicy } from '../retry.js';
 import type { Scheduler } from '../scheduler.js';
+import { AlertCluster, type ClusterCounters, type RuleAt, type SeriesId } from './clusterState.js';
 import { type ActiveAlert, AlertEvaluator, type AlertEvent, alertField, alertKind } from './evaluator.js';
 import { AlertJournal } from './journal.js';
 import type { Locale } from './messages.js';
@@ -30,6 +31,14 @@ export interface AlertServiceOptions {
   readonly log: Logger;
   /** runs the offline tick, the watch-list save and the Redis re-assert; none: private timers (tests) */
   readonly scheduler?: Scheduler;
+  /** CLUSTER_MODE=redis (needs redis): series ownership and the raise/clear gate (src/alerts/clusterState.ts) */
+  readonly cluster?: {
+    readonly nodeId: string;
+    readonly maxPending: number;
+    readonly counters: ClusterCounters;
+    readonly leaseMs?: number;
+    readonly refreshMs?: number;
+  };
 }
 
 const TICK_MS = 1000;
@@ -48,6 +57,7 @@ export class AlertService {
   private readonly activeIndex = new Map<string, Map<string, AlertEvent>>();
   private rulesKey = '';
   private readonly outputs: Array<{ deliver(events: readonly AlertEvent[]): void }> = [];
+  private readonly cluster: AlertCluster | null = null;
 
   constructor(private readonly opts: AlertServiceOptions) {
     const refusals = new RateLimitedLog(opts.log);
@@ -75,6 +85,26 @@ export class AlertService {
       },
     });
     this.mqtt = new AlertMqttOutput(opts.metrics, opts.log);
+    if (opts.cluster && opts.redis) {
+      this.cluster = new AlertCluster({
+        redis: opts.redis,
+        nodeId: opts.cluster.nodeId,
+        log: opts.log,
+        counters: opts.cluster.counters,
+        maxPending: opts.cluster.maxPending,
+        maxSeries: opts.maxSeries,
+        leaseMs: opts.cluster.leaseMs,
+        refreshMs: opts.cluster.refreshMs,
+        host: {
+          ruleIds: (s: SeriesId) => this.evaluator.ruleIds(s),
+          evaluateNow: (readings) => this.evaluateNow(readings),
+          adopt: (at, event, keep) => this.adopt(at, event, keep),
+          clearInstead: (clear, episode) => this.clearInstead(clear, episode),
+          forget: (b, f, r, t) => this.forget(b, f, r, t),
+          deliverMqtt: (events) => this.mqtt.deliver(events),
+        },
+      });
+    }
     this.redisOut = opts.redis
       ? new AlertRedisOutput({
           redis: opts.redis,
@@ -83,6 +113,7 @@ export class AlertService {
           retry: retryPolicy('alertRedis'),
           maxQueued: opts.maxQueued,
           activeEvent: (b, f) => this.activeIndex.get(b)?.get(f) ?? null,
+          gate: this.cluster ?? undefined,
         })
       : null;
   }
@@ -96,7 +127,12 @@ export class AlertService {
     });
     this.journal = journal;
     let restoredActive = active;
-    if (!existed && this.opts.redis) restoredActive = await this.fromRedis();
+    if (this.cluster) {
+      // in a cluster Redis holds the truth: other nodes may have continued or cleared this
+      // node's episodes while it was down (the journal is the fallback when Redis is unreachable)
+      const fromRedis = await this.fromRedis();
+      if (fromRedis) restoredActive = fromRedis;
+    } else if (!existed && this.opts.redis) restoredActive = (await this.fromRedis()) ?? [];
     this.restored = { active: restoredActive, seen };
   }
 
@@ -106,7 +142,7 @@ export class AlertService {
    * journal present the journal is the truth: it also knows the episodes
    * whose Redis delivery was still queued.
    */
-  private async fromRedis(): Promise<ActiveAlert[]> {
+  private async fromRedis(): Promise<ActiveAlert[] | null> {
     const redis = this.opts.redis!;
     const out: ActiveAlert[] = [];
     try {
@@ -131,6 +167,7 @@ export class AlertService {
       if (out.length) this.opts.log.info({ active: out.length }, 'active alerts restored from Redis');
     } catch (err) {
       this.opts.log.warn({ err: (err as Error).message }, 'could not read active alerts from Redis');
+      return null;
     }
     return out;
   }
@@ -164,7 +201,8 @@ export class AlertService {
       const active = continuing.map((a) => a.event);
       for (const e of active) this.index(e);
       this.mqtt.republish(active);
-      this.redisOut?.reassert(active);
+      // in a cluster the active hash is the source here, and is repaired only by a series' owner
+      if (!this.cluster) this.redisOut?.reassert(active);
       if (orphans.length) this.emit(orphans);
       if (r.active.length)
         this.opts.log.info(
@@ -184,8 +222,16 @@ export class AlertService {
       ['alerts-save-seen', SAVE_SEEN_MS, () => this.saveSeen()],
       // alerts:active:* rewritten from our state now and then: a FLUSHDB or an
       // evicted key heals within a minute (HSET of what is active: idempotent)
-      ['alerts-redis-reassert', REASSERT_MS, () => this.redisOut?.reassert(this.active())],
+      [
+        'alerts-redis-reassert',
+        REASSERT_MS,
+        () => {
+          const cluster = this.cluster;
+          this.redisOut?.reassert(cluster ? this.active().filter((e) => cluster.owns(e)) : this.active());
+        },
+      ],
     ];
+    this.cluster?.start();
     const scheduler = this.opts.scheduler;
     for (const [name, ms, run] of jobs) {
       if (scheduler) scheduler.every(name, ms, run);
@@ -222,7 +268,10 @@ export class AlertService {
    */
   evaluate(readings: readonly Reading[], receivedAtMs: number): void {
     let events: AlertEvent[] | null = null;
+    const cluster = this.cluster;
     for (const r of readings) {
+      // cluster: a series this node does not hold yet waits for its claim (never the publisher)
+      if (cluster && this.evaluator.hasRulesFor(r.sensorType) && !cluster.admit(r, receivedAtMs)) continue;
       const e = this.evaluator.evaluate(r, receivedAtMs);
       if (e.length) {
         if (events) events.push(...e);
@@ -232,9 +281,53 @@ export class AlertService {
     if (events) this.emit(events);
   }
 
+  /** cluster: readings that waited for their series' claim, evaluated on the cluster's state */
+  private evaluateNow(readings: ReadonlyArray<readonly [Reading, number]>): void {
+    const events: AlertEvent[] = [];
+    for (const [r, at] of readings) events.push(...this.evaluator.evaluate(r, at));
+    if (events.length) this.emit(events);
+  }
+
+  /** cluster: one rule's episode as the cluster holds it; journaled, not delivered (it was, by its node) */
+  private adopt(at: RuleAt, event: AlertEvent | null, keep?: (local: AlertEvent) => boolean): void {
+    const field = alertField(at);
+    const cur = this.activeIndex.get(at.building_id)?.get(field) ?? null;
+    if (cur && keep?.(cur)) return;
+    if (!this.evaluator.setActive(at, event)) return;
+    const lines: ActiveAlert[] = [];
+    if (cur) {
+      this.activeIndex.get(at.building_id)?.delete(field);
+      lines.push({ kind: alertKind(cur), event: { ...cur, state: 'cleared' } });
+    }
+    if (event) {
+      this.index(event);
+      lines.push({ kind: alertKind(event), event });
+    }
+    this.journal?.append(lines);
+  }
+
+  /** cluster: the clear of a raise that lost a race ends the episode that won it (if it is still ours) */
+  private clearInstead(clear: AlertEvent, episode: AlertEvent): void {
+    const cur = this.activeIndex.get(episode.building_id)?.get(alertField(episode));
+    if (cur?.id !== episode.id) return;
+    this.evaluator.setActive(episode, null);
+    this.activeIndex.get(episode.building_id)?.delete(alertField(episode));
+    this.emit([{ ...clear, id: episode.id, raised_at: episode.raised_at }]);
+  }
+
+  /** cluster: the series moved to another node; its episodes continue there */
+  private forget(building: string, floor: string, room: string, sensorType: string): void {
+    const dropped = this.evaluator.forget(building, floor, room, sensorType);
+    if (!dropped.length) return;
+    const m = this.activeIndex.get(building);
+    for (const e of dropped) m?.delete(alertField(e));
+    this.journal?.append(dropped.map((e) => ({ kind: alertKind(e), event: { ...e, state: 'cleared' } })));
+  }
+
   /** journal first (synchronously), then delivery: a delivered event is always in the journal */
   private emit(events: AlertEvent[]): void {
     for (const e of events) {
+      this.cluster?.tag(e);
       this.opts.metrics.alerts.inc({ state: e.state, severity: e.severity });
       if (e.state === 'raised') this.index(e);
       else this.activeIndex.get(e.building_id)?.delete(alertField(e));
@@ -244,7 +337,8 @@ export class AlertService {
       journal.append(events.map((event) => ({ kind: alertKind(event), event })));
       journal.compactIfLarge(() => this.evaluator.active());
     }
-    this.mqtt.deliver(events);
+    // cluster: MQTT follows the gate's answer (AlertCluster.send), so a refused raise is never seen
+    if (!this.cluster) this.mqtt.deliver(events);
     this.redisOut?.deliver(events);
     for (const o of this.outputs) o.deliver(events);
   }
@@ -295,6 +389,7 @@ export class AlertService {
       this.opts.scheduler?.stop(job);
     this.mqtt.detach();
     await this.redisOut?.stop(deadline);
+    this.cluster?.stop();
     await this.saveSeen();
     await this.journal?.close();
   }

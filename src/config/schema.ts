@@ -771,6 +771,14 @@ export const SCHEMA = {
       min: 1,
       max: 10000000,
     },
+    clusterMaxPending: {
+      kind: 'int',
+      description:
+        'cluster mode: readings of one series held for alert evaluation while the node claims the series in Redis (one round trip); beyond it they are not evaluated (counted)',
+      default: 64,
+      min: 1,
+      max: 100000,
+    },
   },
 } as const satisfies SchemaNode;
 
