@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { AlertsPart } from './alerts/part.js';
 import { BrokerPart } from './broker/part.js';
+import { ClusterPart } from './cluster/part.js';
 import { type Component, Lifecycle, nodeContext } from './component.js';
 import type { Config } from './config/types.js';
 import { LatestReadings } from './http/latest.js';
@@ -63,6 +64,7 @@ export class App {
       onUntracked: () => ctx.untracked('latest'),
     });
     let broker: BrokerPart | null = null;
+    let cluster: ClusterPart | null = null;
     const http = new HttpPart(
       ctx,
       {
@@ -71,6 +73,7 @@ export class App {
         latest: () => latest.snapshot(),
         activeAlerts: (building) => alerts.service.active(building),
         snapshot: () => metadata.snapshot,
+        cluster: () => (cluster ? cluster.nodes() : Promise.resolve([])),
       },
       (user, password, address) =>
         broker?.httpLogin(user, password, address) ?? Promise.resolve({ ok: false }),
@@ -105,6 +108,21 @@ export class App {
       http,
       broker,
     ];
+    // redis mode: cross-node delivery, cluster-wide retained messages, the node registry (contract section 14);
+    // after the broker, whose Aedes it joins
+    if (cfg.cluster.mode === 'redis') {
+      const b = broker;
+      cluster = new ClusterPart(ctx, {
+        aedes: () => b.broker!.aedesInstance,
+        stats: () => ({
+          mqttPort: b.port,
+          httpPort: http.port,
+          connectedClients: b.connectedClients,
+          backlog: pipeline.pipeline?.backlog ?? 0,
+        }),
+      });
+      parts.push(cluster);
+    }
     this.lifecycle = new Lifecycle(parts, this.metrics, log);
     this.readinessProbe = new Readiness(
       () => this.lifecycle.checked,

@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   EI_MIGRATION_FAILED: 'a schema migration failed and was rolled back',
   EI_DATA_DIR_UNSAFE: 'DATA_DIR, or a file in it, is unsafe: writable by others, foreign-owned or a link',
   EI_LOGIN_LOOKUP_UNAVAILABLE: 'a login could not be checked against PostgreSQL users',
+  EI_CLUSTER_FRAME: 'a batch of messages from another node (over Redis) could not be decoded',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

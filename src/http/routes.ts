@@ -18,6 +18,8 @@ export interface RouteDeps {
   latest(): unknown;
   activeAlerts(building?: string): AlertEvent[];
   snapshot(): MetadataSnapshot;
+  /** the cluster's live nodes (contract section 14); none in standalone mode */
+  cluster?(): Promise<unknown[]>;
 }
 
 /** /api/alerts/active answers one page: `limit` alerts (default, at most MAX_PAGE) from `offset` */
@@ -113,6 +115,13 @@ export function routes(d: RouteDeps): Record<string, Route> {
       };
       if (offset + page.length < active.length) body.next_offset = offset + page.length;
       json(res, 200, body);
+    },
+    '/api/cluster': async (_req, res) => {
+      try {
+        json(res, 200, { nodes: d.cluster ? await d.cluster() : [] });
+      } catch (err) {
+        json(res, 503, { error: `cluster registry unavailable: ${(err as Error).message}` });
+      }
     },
     '/api/buildings': (_req, res) => {
       const s = d.snapshot();
