@@ -56,6 +56,13 @@ export const STATUS_PAGE = `<!doctype html>
       <div class="empty" id="alerts-more"></div>
     </div>
   </section>
+  <section id="cluster" hidden>
+    <h2 data-i18n="nodes"></h2>
+    <div class="scroll">
+      <table><thead><tr><th data-i18n="node"></th><th data-i18n="addresses"></th><th class="num" data-i18n="clients"></th><th class="num" data-i18n="rate"></th><th class="num" data-i18n="backlog"></th><th data-i18n="lastSeen"></th></tr></thead>
+      <tbody id="nodes"></tbody></table>
+    </div>
+  </section>
   <section>
     <h2 data-i18n="buildings"></h2>
     <input type="search" id="filter" autocomplete="off">
@@ -118,8 +125,8 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 export const STATUS_SCRIPT = `(function () {
   'use strict';
   var T = {
-    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
-    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago' }
+    ko: { nodes: '클러스터 노드', node: '노드', addresses: 'MQTT / HTTP', clusterCheck: '클러스터', loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전' },
+    en: { nodes: 'Cluster nodes', node: 'Node', addresses: 'MQTT / HTTP', clusterCheck: 'Cluster', loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago' }
   };
   var params = new URLSearchParams(location.search);
   var lang = params.get('lang') || localStorage.getItem('ei-lang') || ((navigator.language || 'ko').indexOf('ko') === 0 ? 'ko' : 'en');
@@ -173,6 +180,10 @@ export const STATUS_SCRIPT = `(function () {
         html += '<div class="svc" data-service="' + name + '"><span><span class="dot ' + (c.ok ? 'ok' : 'bad') + '"></span>' + label +
           (c.error ? '<div class="err">' + esc(c.error) + '</div>' : '') + '</span><span class="sub">' + (c.latency_ms !== undefined ? c.latency_ms + ' ms' : '') + '</span></div>';
       });
+      // cluster mode only: Redis reachable and this node registered (contract section 14)
+      var cc = r.checks.cluster;
+      if (cc) html += '<div class="svc" data-service="cluster"><span><span class="dot ' + (cc.ok ? 'ok' : 'bad') + '"></span>' + esc(t('clusterCheck')) +
+        (cc.error ? '<div class="err">' + esc(cc.error) + '</div>' : '') + '</span><span class="sub">' + (cc.latency_ms !== undefined ? cc.latency_ms + ' ms' : '') + '</span></div>';
       $('services').innerHTML = html;
     }
   }
@@ -365,9 +376,24 @@ export const STATUS_SCRIPT = `(function () {
   }
   $('filter').addEventListener('input', renderBuildings);
 
+  // ---- cluster nodes: /api/cluster every 5 s (an empty list in standalone mode hides the section) ----
+  function pollNodes() {
+    fetch('/api/cluster', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+      var nodes = j.nodes || [];
+      $('cluster').hidden = nodes.length === 0;
+      var now = Date.now();
+      $('nodes').innerHTML = nodes.map(function (n) {
+        return '<tr data-node="' + esc(n.id) + '"><td>' + esc(n.id) + '</td><td>' + esc(n.mqtt) + ' / ' + esc(n.http) + '</td><td class="num">' +
+          fmt(n.connected_clients) + '</td><td class="num">' + fmt(n.readings_per_s) + '</td><td class="num">' + fmt(n.backlog || 0) + '</td><td>' +
+          t('ago', { s: Math.max(0, Math.round((now - Date.parse(n.last_seen)) / 1000)) }) + '</td></tr>';
+      }).join('');
+    }).catch(function () {}).then(function () { setTimeout(pollNodes, 5000); });
+  }
+
   applyLang();
   poll();
   pollLatest();
+  pollNodes();
   connectMqtt();
   window.addEventListener('resize', draw);
 })();

@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { launchChromium } from '../helpers/browser.js';
 import { type DaemonProcess, metricValue, spawnDaemon } from '../helpers/daemon.js';
 import { eventually, type RestartableService, startRedis, tempDir } from '../helpers/services.js';
 
@@ -268,6 +269,33 @@ describe('cluster mode (redis)', () => {
     const out = b.output();
     expect(out.match(/cross-node delivery over Redis failing/g)?.length ?? 0).toBeLessThanOrEqual(1);
   }, 60_000);
+
+  it('the status page shows the nodes and the cluster check (no CSP violation)', async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('console', (m) => {
+        if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) errors.push(m.text());
+      });
+      page.on('pageerror', (e) => errors.push(e.message));
+      // (the browser's own favicon.ico request is the one 404 it may log)
+      page.on('response', (r) => {
+        if (r.status() >= 400 && !r.url().endsWith('/favicon.ico')) errors.push(`${r.status()} ${r.url()}`);
+      });
+      await page.goto(`http://127.0.0.1:${a.httpPort}/?lang=en`);
+      await expect.poll(() => page.locator('#nodes tr').count(), { timeout: 15_000 }).toBe(2);
+      expect(await page.locator('#cluster').isVisible()).toBe(true);
+      const row = (await page.locator('tr[data-node="node-b"]').textContent()) ?? '';
+      expect(row).toContain(`127.0.0.1:${b.mqttPort} / 127.0.0.1:${b.httpPort}`);
+      await expect
+        .poll(() => page.locator('[data-service="cluster"] .dot.ok').count(), { timeout: 10_000 })
+        .toBe(1);
+      expect(errors).toEqual([]);
+    } finally {
+      await browser.close();
+    }
+  }, 40_000);
 
   it('a node that stops disappears from /api/cluster within 15 s', async () => {
     b.child.kill('SIGKILL');
