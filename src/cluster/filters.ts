@@ -82,8 +82,15 @@ export class FilterView {
   /** the owners with a filter matching `topic`, each once */
   match(topic: string): string[] {
     const out: string[] = [];
-    if (this.root === null) return out;
-    walk(this.root, topic.split('/'), 0, out);
+    const root = this.root;
+    if (root === null) return out;
+    // the common case, e.g. only alerts/# elsewhere (every status page subscribes to it) and a
+    // reading on sensors/…: one look-up of the first level, no split
+    if (root.plus === null && root.hash === null) {
+      const slash = topic.indexOf('/');
+      if (!root.children.has(slash < 0 ? topic : topic.slice(0, slash))) return out;
+    }
+    walk(root, topic.split('/'), 0, out);
     return out;
   }
 

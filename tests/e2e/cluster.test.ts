@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { launchChromium } from '../helpers/browser.js';
@@ -56,6 +57,8 @@ describe('cluster mode (redis)', () => {
       CLUSTER_NODE_ID: id,
       ENERGY_INGEST_CONFIG: config,
       EI_CLUSTER_HEARTBEAT_INTERVAL_MS: '1000',
+      // the smallest queue for other nodes, so a frozen Redis fills it within a few thousand readings
+      EI_CLUSTER_MAX_QUEUED_BYTES: '65536',
     });
     daemons.push(d);
     return d;
@@ -259,6 +262,17 @@ describe('cluster mode (redis)', () => {
       10_000,
       'both nodes registered again',
     );
+    // the restarted Redis is empty: the nodes wrote their retained state (the active alert) back
+    const r = new Redis(redis.url);
+    try {
+      await eventually(
+        async () => (await r.hkeys('cluster:retained')).includes('alerts/building_002/3/r7/power/power-high'),
+        10_000,
+        'retained alert state re-seeded',
+      );
+    } finally {
+      r.disconnect();
+    }
     // every acknowledged reading is in each node's own log: nothing was lost on the sensor path
     const accepted =
       (await metric(a, 'energy_ingest_readings_accepted_total')) +
@@ -268,6 +282,48 @@ describe('cluster mode (redis)', () => {
     expect(b.child.exitCode).toBeNull();
     const out = b.output();
     expect(out.match(/cross-node delivery over Redis failing/g)?.length ?? 0).toBeLessThanOrEqual(1);
+  }, 60_000);
+
+  it('Redis frozen (SIGSTOP): PUBACKs keep coming, the queue for other nodes stays bounded, delivery resumes', async () => {
+    const dash = await dashboard(a.mqttPort, ['sensors/building_007/#'], 'dash-frozen');
+    clients.push(dash.client);
+    await eventually(
+      async () => (await metric(b, 'energy_ingest_cluster_remote_filters')) >= 5,
+      10_000,
+      'node B sees the new filter',
+    );
+    const pb = await publisher(b);
+    const payload = JSON.stringify({ value: 1, unit: 'kWh', note: 'x'.repeat(200) });
+    const full = 'energy_ingest_cluster_dropped_total{reason="queue_full"}';
+    const fullBefore = await metric(b, full);
+    redis.pause();
+    try {
+      // ~250 bytes per message crossing: 2000 of them are far more than the 64 KiB queue
+      for (let i = 0; i < 2000; i++) {
+        const ack = pb.publishAsync(`sensors/building_007/1/r1/energy`, payload, {
+          qos: i % 10 === 0 ? 1 : 0,
+        });
+        if (i % 10 === 0)
+          await Promise.race([
+            ack,
+            new Promise((_, reject) => setTimeout(() => reject(new Error(`no PUBACK for #${i}`)), 5000)),
+          ]);
+      }
+      await eventually(async () => (await metric(b, full)) > fullBefore, 10_000, 'queue_full drops counted');
+      expect(await metric(b, 'energy_ingest_cluster_queued_bytes')).toBeLessThanOrEqual(65536);
+      expect((await fetch(`http://127.0.0.1:${b.httpPort}/health`)).ok).toBe(true);
+    } finally {
+      redis.resume();
+    }
+    const before = dash.got.length;
+    await eventually(
+      async () => {
+        await pb.publishAsync('sensors/building_007/1/r2/energy', '5', { qos: 1 });
+        return dash.got.some((m, i) => i >= before && m.topic === 'sensors/building_007/1/r2/energy');
+      },
+      20_000,
+      'forwarding resumed after Redis thawed',
+    );
   }, 60_000);
 
   it('the status page shows the nodes and the cluster check (no CSP violation)', async () => {
