@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Aedes, Client, PublishPacket, Subscription } from 'aedes';
 import { Redis } from 'ioredis';
@@ -123,6 +124,10 @@ export class ClusterPart implements Component {
   private lastBeatAt = Date.now();
   private readingsPerS = 0;
   private registered = false;
+  /** this process's registry entry, told apart from another process with the same node id */
+  private readonly instance = randomUUID();
+  private lastWrite = new Date().toISOString();
+  private idConflicts = 0;
   private liveNodes = 0;
   private stopped = false;
   /** set when Redis was lost: the next connection re-registers and re-seeds what a restarted Redis lost */
@@ -159,6 +164,7 @@ export class ClusterPart implements Component {
     const { cfg, log } = this.ctx;
     const url = cfg.redis.url!;
     this.startedAt = new Date();
+    this.lastWrite = this.startedAt.toISOString();
     this.lastAccepted = this.ctx.metrics.readingsAccepted.get();
     const reconnect = retryPolicy('redisReconnect');
     const pub = new Redis(url, {
@@ -550,7 +556,11 @@ export class ClusterPart implements Component {
     if (!pub || this.stopped) return;
     const filters = this.local.filters();
     const key = KEY_SUBS(this.nodeId);
-    const m = pub.multi().set(KEY_NODE(this.nodeId), JSON.stringify(this.info()), 'EX', NODE_TTL_S);
+    const info = { ...this.info(), instance: this.instance };
+    const m = pub
+      .multi()
+      .get(KEY_NODE(this.nodeId))
+      .set(KEY_NODE(this.nodeId), JSON.stringify(info), 'EX', NODE_TTL_S);
     if (filters.length > 0)
       m.del(key)
         .sadd(key, ...filters)
@@ -558,8 +568,34 @@ export class ClusterPart implements Component {
     else m.del(key);
     // announced when we were not registered: the others learn our filters now, not at their next resync
     if (!this.registered) m.publish(CHANNEL_SUBS, this.nodeId);
-    await m.exec();
+    const results = await m.exec();
     this.registered = true;
+    this.checkConflict(results?.[0]?.[1], info.last_seen);
+  }
+
+  /**
+   * CLUSTER_NODE_ID must be unique (contract section 14): another live process
+   * wrote our registry entry since our last beat. Said loudly, since two nodes
+   * with one id overwrite each other's filters and lose messages.
+   */
+  private checkConflict(previous: unknown, now: string): void {
+    const writtenBefore = this.lastWrite;
+    this.lastWrite = now;
+    if (typeof previous !== 'string') return;
+    try {
+      const p = JSON.parse(previous) as { instance?: string; last_seen?: string; mqtt?: string };
+      // an earlier incarnation of this node (killed, restarted) wrote before we started: not a conflict
+      if (!p.instance || p.instance === this.instance) return;
+      if (Date.parse(p.last_seen ?? '') < Date.parse(writtenBefore)) return;
+      this.idConflicts++;
+      this.rateLog.warn(
+        'cluster:node_id_conflict',
+        { nodeId: this.nodeId, other: p.mqtt ?? null },
+        'another running node has the same CLUSTER_NODE_ID: every node needs its own (messages for this id are lost)',
+      );
+    } catch {
+      // not ours
+    }
   }
 
   /** GET /api/cluster: the nodes seen within the last 15 s */
@@ -649,6 +685,11 @@ export class ClusterPart implements Component {
       'energy_ingest_cluster_queued_bytes',
       'bytes of messages waiting for (or in flight to) Redis for other nodes',
       () => this.queuedBytes,
+    );
+    m.counter(
+      'energy_ingest_cluster_node_id_conflicts_total',
+      'heartbeats that found this node id written by another running node (CLUSTER_NODE_ID must be unique)',
+      () => this.idConflicts,
     );
     m.gauge('energy_ingest_cluster_redis_up', '1 while the cluster connection to Redis is ready', () =>
       this.pub?.status === 'ready' ? 1 : 0,

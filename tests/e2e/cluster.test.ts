@@ -119,6 +119,7 @@ describe('cluster mode (redis)', () => {
       checks: Record<string, { ok: boolean }>;
     };
     expect(ready.checks.cluster?.ok).toBe(true);
+    for (const d of [a, b]) expect(await metric(d, 'energy_ingest_cluster_node_id_conflicts_total')).toBe(0);
   });
 
   it('with no subscriber on another node, nothing is forwarded', async () => {
@@ -350,6 +351,20 @@ describe('cluster mode (redis)', () => {
       expect(errors).toEqual([]);
     } finally {
       await browser.close();
+    }
+  }, 40_000);
+
+  it('a second process with the same CLUSTER_NODE_ID is reported (counted and logged)', async () => {
+    const dup = await node('node-a');
+    try {
+      const conflicts = async () =>
+        (await metric(a, 'energy_ingest_cluster_node_id_conflicts_total')) +
+        (await metric(dup, 'energy_ingest_cluster_node_id_conflicts_total'));
+      await eventually(async () => (await conflicts()) > 0, 15_000, 'node id conflict noticed');
+      expect(a.output() + dup.output()).toContain('same CLUSTER_NODE_ID');
+    } finally {
+      dup.child.kill('SIGKILL');
+      await dup.exited;
     }
   }, 40_000);
 
