@@ -183,9 +183,10 @@ describe('cluster mode (redis)', () => {
     const late = await eventually(
       async () => {
         const d = await dashboard(a.mqttPort, ['plain/state/#', 'alerts/#']);
-        await new Promise((r) => setTimeout(r, 300));
+        await new Promise((r) => setTimeout(r, 500));
         d.client.end(true);
-        return d.got.some((m) => m.topic === 'plain/state/boiler') ? d : undefined;
+        const alert = d.got.some((m) => m.topic.startsWith('alerts/building_002/3/r7/power/power-high'));
+        return d.got.some((m) => m.topic === 'plain/state/boiler') && alert ? d : undefined;
       },
       10_000,
       'retained message from B on A',
