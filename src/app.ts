@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { AlertsPart } from './alerts/part.js';
 import { BackupPart } from './backup/part.js';
 import { BrokerPart } from './broker/part.js';
+import { ClusterPart } from './cluster/part.js';
 import { type Component, Lifecycle, nodeContext } from './component.js';
 import type { Config } from './config/types.js';
 import { ForecastPart } from './forecast/part.js';
@@ -70,6 +71,7 @@ export class App {
       onUntracked: () => ctx.untracked('latest'),
     });
     let broker: BrokerPart | null = null;
+    let cluster: ClusterPart | null = null;
     const http = new HttpPart(
       ctx,
       {
@@ -80,6 +82,7 @@ export class App {
         snapshot: () => metadata.snapshot,
         forecast: (key) => forecast.stored(key),
         recentEnergy: (id, hours) => forecast.recent(id, hours),
+        cluster: () => (cluster ? cluster.nodes() : Promise.resolve([])),
       },
       (user, password, address) =>
         broker?.httpLogin(user, password, address) ?? Promise.resolve({ ok: false }),
@@ -120,6 +123,21 @@ export class App {
       upstream,
       new BackupPart(ctx),
     ];
+    // redis mode: cross-node delivery, cluster-wide retained messages, the node registry (contract section 14);
+    // after the broker, whose Aedes it joins
+    if (cfg.cluster.mode === 'redis') {
+      const b = broker;
+      cluster = new ClusterPart(ctx, {
+        aedes: () => b.broker!.aedesInstance,
+        stats: () => ({
+          mqttPort: b.port,
+          httpPort: http.port,
+          connectedClients: b.connectedClients,
+          backlog: pipeline.pipeline?.backlog ?? 0,
+        }),
+      });
+      parts.push(cluster);
+    }
     this.lifecycle = new Lifecycle(parts, this.metrics, log);
     this.readinessProbe = new Readiness(
       () => this.lifecycle.checked,

@@ -20,6 +20,7 @@ export const ERROR_CODES = {
     'a backup set failed verification (missing file, size or SHA-256 mismatch, bad manifest)',
   EI_RESTORE_FAILED: 'a part of a restore failed',
   EI_FORECAST_FAILED: 'an energy forecast run could not read the roll-ups or store its results',
+  EI_CLUSTER_FRAME: 'a batch of messages from another node (over Redis) could not be decoded',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -717,6 +717,22 @@ export const SCHEMA = {
       description: "this node's name in the cluster, unique per node; unset: the host name",
       env: 'CLUSTER_NODE_ID',
     },
+    heartbeatIntervalMs: {
+      kind: 'int',
+      description:
+        "redis mode: how often a node refreshes its registry entry and subscription filters in Redis (both expire after 15 s) and re-reads the other nodes' filters",
+      default: 5000,
+      min: 200,
+      max: 5000,
+    },
+    maxQueuedBytes: {
+      kind: 'bytes',
+      description:
+        'redis mode: bytes of messages waiting to cross to other nodes (queued or in flight to Redis); beyond it new ones are dropped (energy_ingest_cluster_dropped_total{reason="queue_full"})',
+      default: 16 * 1024 * 1024,
+      min: 64 * 1024,
+      max: 1024 * 1024 * 1024,
+    },
   },
   s3: {
     endpoint: {

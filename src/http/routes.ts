@@ -22,6 +22,8 @@ export interface RouteDeps {
   forecast?(buildingKey: string): Promise<string | null>;
   /** a building's kWh of its last hours (status page chart); absent: no PostgreSQL */
   recentEnergy?(buildingId: number, hours: number): Promise<Array<[number, number]>>;
+  /** the cluster's live nodes (contract section 14); none in standalone mode */
+  cluster?(): Promise<unknown[]>;
 }
 
 /** a stored value that is not JSON (written by something else) reads as no forecast */
@@ -176,6 +178,13 @@ export function routes(d: RouteDeps): Record<string, Route> {
         })),
         forecast: forecast === null ? null : parseOrNull(forecast),
       });
+    },
+    '/api/cluster': async (_req, res) => {
+      try {
+        json(res, 200, { nodes: d.cluster ? await d.cluster() : [] });
+      } catch (err) {
+        json(res, 503, { error: `cluster registry unavailable: ${(err as Error).message}` });
+      }
     },
     '/api/buildings': (_req, res) => {
       const s = d.snapshot();

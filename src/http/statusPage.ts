@@ -57,6 +57,13 @@ export const STATUS_PAGE = `<!doctype html>
       <div class="empty" id="alerts-more"></div>
     </div>
   </section>
+  <section id="cluster" hidden>
+    <h2 data-i18n="nodes"></h2>
+    <div class="scroll">
+      <table><thead><tr><th data-i18n="node"></th><th data-i18n="addresses"></th><th class="num" data-i18n="nodeClients"></th><th class="num" data-i18n="nodeRate"></th><th class="num" data-i18n="nodeBacklog"></th><th data-i18n="nodeSeen"></th></tr></thead>
+      <tbody id="nodes"></tbody></table>
+    </div>
+  </section>
   <section>
     <h2 data-i18n="buildings"></h2>
     <input type="search" id="filter" autocomplete="off">
@@ -135,8 +142,8 @@ input[type=search] { width:100%; padding:6px 8px; border:1px solid var(--line); 
 export const STATUS_SCRIPT = `(function () {
   'use strict';
   var T = {
-    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전', upstream: '상위 MQTT 브로커', upstreamInfo: '연결 {up}/{n} · 대기 {w}', off: '꺼짐', energy: '에너지 사용량: 최근 48시간과 24시간 예측 (kWh/시간)', actual: '실측', forecastL: '예측', band: '80% 구간', noForecast: '예측 없음 (이력 부족 또는 아직 계산 전)', backtestNote: '백테스트 MAPE {m}% (전날 같은 시각 {b}%)', noEnergy: '표시할 건물이 없습니다' },
-    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago', upstream: 'Upstream MQTT', upstreamInfo: '{up}/{n} subscribed · {w} waiting', off: 'off', energy: 'Energy use: last 48 hours and 24-hour forecast (kWh per hour)', actual: 'actual', forecastL: 'forecast', band: '80% interval', noForecast: 'no forecast (too little history, or not computed yet)', backtestNote: 'backtest MAPE {m}% (same hour yesterday {b}%)', noEnergy: 'no building to show' }
+    ko: { loading: '불러오는 중', ready: '정상', degraded: '성능 저하', rate: '초당 수신 측정값', received: '수신 메시지', written: '저장된 포인트', clients: '연결된 센서/클라이언트', backlog: '대기 중 (백로그)', alerts: '활성 알림', chart: '초당 측정값 (최근 2분)', accepted: '수신', writtenS: '저장', services: '서비스 상태', activeAlerts: '활성 알림', severity: '심각도', where: '위치', sensor: '센서', value: '값 / 임계치', message: '메시지', since: '발생 시각', noAlerts: '활성 알림이 없습니다', moreAlerts: '외 {n}건 (최신 200건 표시)', buildings: '건물별 최신 측정값', building: '건물', readings: '측정값 수', lastSeen: '마지막 수신', latest: '최신 값', filter: '건물 검색 (예: building_001)', shown: '{n}개 중 {m}개 표시', noBuildings: '아직 수신된 측정값이 없습니다', rejectedN: '거부 {n}', p99: 'p99 {s}초', logInfo: '로그 {mb} MB · 최고 {age}초', live: '실시간 (MQTT)', polling: '주기 조회', notConfigured: '미설정', fileSink: '파일 싱크', sinkIs: '저장소: {s}', uptime: '가동 {t}', ago: '{s}초 전', upstream: '상위 MQTT 브로커', upstreamInfo: '연결 {up}/{n} · 대기 {w}', off: '꺼짐', energy: '에너지 사용량: 최근 48시간과 24시간 예측 (kWh/시간)', actual: '실측', forecastL: '예측', band: '80% 구간', noForecast: '예측 없음 (이력 부족 또는 아직 계산 전)', backtestNote: '백테스트 MAPE {m}% (전날 같은 시각 {b}%)', noEnergy: '표시할 건물이 없습니다', nodes: '클러스터 노드', node: '노드', addresses: 'MQTT / HTTP', nodeClients: '클라이언트', nodeRate: '초당 측정값', nodeBacklog: '백로그', nodeSeen: '마지막 확인', clusterCheck: '클러스터' },
+    en: { loading: 'loading', ready: 'Ready', degraded: 'Degraded', rate: 'Readings per second', received: 'Messages received', written: 'Points written', clients: 'Connected sensors/clients', backlog: 'Backlog', alerts: 'Active alerts', chart: 'Readings per second (last 2 min)', accepted: 'accepted', writtenS: 'written', services: 'Services', activeAlerts: 'Active alerts', severity: 'Severity', where: 'Where', sensor: 'Sensor', value: 'Value / threshold', message: 'Message', since: 'Since', noAlerts: 'No active alerts', moreAlerts: 'and {n} more (newest 200 shown)', buildings: 'Latest readings per building', building: 'Building', readings: 'Readings', lastSeen: 'Last seen', latest: 'Latest values', filter: 'Filter buildings (e.g. building_001)', shown: 'showing {m} of {n}', noBuildings: 'No readings yet', rejectedN: '{n} rejected', p99: 'p99 {s} s', logInfo: 'log {mb} MB · oldest {age} s', live: 'live (MQTT)', polling: 'polling', notConfigured: 'not configured', fileSink: 'file sink', sinkIs: 'sink: {s}', uptime: 'up {t}', ago: '{s} s ago', upstream: 'Upstream MQTT', upstreamInfo: '{up}/{n} subscribed · {w} waiting', off: 'off', energy: 'Energy use: last 48 hours and 24-hour forecast (kWh per hour)', actual: 'actual', forecastL: 'forecast', band: '80% interval', noForecast: 'no forecast (too little history, or not computed yet)', backtestNote: 'backtest MAPE {m}% (same hour yesterday {b}%)', noEnergy: 'no building to show', nodes: 'Cluster nodes', node: 'Node', addresses: 'MQTT / HTTP', nodeClients: 'Clients', nodeRate: 'Readings/s', nodeBacklog: 'Backlog', nodeSeen: 'Last seen', clusterCheck: 'Cluster' }
   };
   var params = new URLSearchParams(location.search);
   var lang = params.get('lang') || localStorage.getItem('ei-lang') || ((navigator.language || 'ko').indexOf('ko') === 0 ? 'ko' : 'en');
@@ -193,6 +200,10 @@ export const STATUS_SCRIPT = `(function () {
           (c.connections !== undefined ? esc(t('upstreamInfo', { up: c.subscribed, n: c.connections, w: c.messages_waiting })) : '') +
           (c.enabled === false ? esc(t('off')) : '') + '</span></div>';
       });
+      // cluster mode only: Redis reachable and this node registered (contract section 14)
+      var cc = r.checks.cluster;
+      if (cc) html += '<div class="svc" data-service="cluster"><span><span class="dot ' + (cc.ok ? 'ok' : 'bad') + '"></span>' + esc(t('clusterCheck')) +
+        (cc.error ? '<div class="err">' + esc(cc.error) + '</div>' : '') + '</span><span class="sub">' + (cc.latency_ms !== undefined ? cc.latency_ms + ' ms' : '') + '</span></div>';
       $('services').innerHTML = html;
     }
   }
@@ -472,10 +483,24 @@ export const STATUS_SCRIPT = `(function () {
     (j.buildings || []).forEach(function (b) { if (b.key) addEnergyBuilding(b.key); });
   }).catch(function () {});
   if (energyWanted) addEnergyBuilding(energyWanted);
+  // ---- cluster nodes: /api/cluster every 5 s (an empty list in standalone mode hides the section) ----
+  function pollNodes() {
+    fetch('/api/cluster', { cache: 'no-store' }).then(function (r) { return r.json(); }).then(function (j) {
+      var nodes = j.nodes || [];
+      $('cluster').hidden = nodes.length === 0;
+      var now = Date.now();
+      $('nodes').innerHTML = nodes.map(function (n) {
+        return '<tr data-node="' + esc(n.id) + '"><td>' + esc(n.id) + '</td><td>' + esc(n.mqtt) + ' / ' + esc(n.http) + '</td><td class="num">' +
+          fmt(n.connected_clients) + '</td><td class="num">' + fmt(n.readings_per_s) + '</td><td class="num">' + fmt(n.backlog || 0) + '</td><td>' +
+          t('ago', { s: Math.max(0, Math.round((now - Date.parse(n.last_seen)) / 1000)) }) + '</td></tr>';
+      }).join('');
+    }).catch(function () {}).then(function () { setTimeout(pollNodes, 5000); });
+  }
 
   applyLang();
   poll();
   pollLatest();
+  pollNodes();
   connectMqtt();
   window.addEventListener('resize', draw);
 })();
