@@ -3,6 +3,7 @@ import { AlertsPart } from './alerts/part.js';
 import { BrokerPart } from './broker/part.js';
 import { type Component, Lifecycle, nodeContext } from './component.js';
 import type { Config } from './config/types.js';
+import { DataDirLock } from './dataDirLock.js';
 import { LatestReadings } from './http/latest.js';
 import { HttpPart } from './http/part.js';
 import { Readiness } from './http/readiness.js';
@@ -91,7 +92,18 @@ export class App {
       outputs: [alerts],
     });
     // before anything is written there: refused (EI_DATA_DIR_UNSAFE) when others could plant links in it
-    const dataDir: Component = { name: 'data-dir', start: () => checkDataDir(cfg.dataDir), stop() {} };
+    // then locked (daemon.lock): a second daemon or `drain` on a live node's log would corrupt it
+    const lock = new DataDirLock(cfg.dataDir, `energy-ingest start (node ${cfg.cluster.nodeId})`, (stale) =>
+      log.warn({ stale }, 'DATA_DIR lock left by a process that is gone: taken over'),
+    );
+    const dataDir: Component = {
+      name: 'data-dir',
+      start: async () => {
+        await checkDataDir(cfg.dataDir);
+        await lock.acquire();
+      },
+      stop: () => lock.release(),
+    };
     const parts: Component[] = [
       dataDir,
       deadLetter,

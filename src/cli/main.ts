@@ -11,7 +11,8 @@ commands:
   check       test every configured service
   migrate     create or update the PostgreSQL schema (idempotent)
   passwd      create or update an MQTT credential (password on stdin)
-  config      print the effective configuration (secrets redacted)`;
+  config      print the effective configuration (secrets redacted)
+  drain       send the unsent log of another DATA_DIR to the sink (energy-ingest drain --data-dir DIR)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 
@@ -82,6 +83,28 @@ export async function main(argv: readonly string[]): Promise<void> {
             role: args.options.role as string | undefined,
             buildingId: args.options.building as number | undefined,
           }),
+        );
+        return;
+      }
+      case 'drain': {
+        const args = parseArgs(rest, {
+          ...COMMON,
+          'data-dir': { kind: 'string' },
+          'give-up-after': { kind: 'int', min: 1, max: 86400 },
+        });
+        const usage = 'usage: energy-ingest drain --data-dir DIR [--give-up-after SECONDS] [--config PATH]';
+        if (args.options.help) return void console.log(usage);
+        noPositional(args.positional);
+        const dir = args.options['data-dir'] as string | undefined;
+        if (!dir) throw new IngestError('EI_CLI_USAGE', usage);
+        const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+        const { runDrain } = await import('./drain.js');
+        const giveUpS = args.options['give-up-after'] as number | undefined;
+        await runDrain(
+          cfg,
+          dir,
+          (line) => console.log(line),
+          giveUpS === undefined ? undefined : giveUpS * 1000,
         );
         return;
       }
