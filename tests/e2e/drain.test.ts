@@ -76,7 +76,7 @@ async function storedCount(db: string, run: string): Promise<number> {
   return new Set(rows.map((r) => r.value)).size;
 }
 
-describe('energy-ingest drain --data-dir', () => {
+describe('energy-ingest drain --data-dir', { timeout: 90_000 }, () => {
   it('refuses the directory of a running daemon, and after its kill -9 writes every acknowledged reading once', async () => {
     const dir = tempDir('drain-a');
     const db = 'drain_a';
