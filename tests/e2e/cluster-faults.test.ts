@@ -72,6 +72,8 @@ async function startNode(
   const proc = await spawnDaemon(
     { ...nodeEnv(n, influxDb), ...extra },
     { mqttPort: n.mqttPort, httpPort: n.httpPort },
+    [],
+    45_000,
   );
   daemons.push(proc);
   return { ...n, proc };
