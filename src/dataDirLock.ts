@@ -1,5 +1,6 @@
 import { constants, readFileSync } from 'node:fs';
-import { type FileHandle, open, rm } from 'node:fs/promises';
+import { type FileHandle, open, rm, stat, utimes } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { IngestError } from './errors.js';
 import { PRIVATE_FILE_MODE, readFileNoFollow } from './safeFs.js';
@@ -15,7 +16,15 @@ const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = constants;
  * time (/proc/PID/stat field 22). A lock whose process is gone, or whose pid now
  * belongs to another process (a different start time: the pid was reused after
  * a kill -9 or a reboot), is stale and taken over, logged.
+ *
+ * Pids say nothing across hosts or containers (two containers mounting one
+ * volume both run as pid 1): the holder also names its host and touches the
+ * file every few seconds, and a lock from another host is live while it was
+ * touched within STALE_MS.
  */
+
+const TOUCH_MS = 5000;
+export const STALE_MS = 30_000;
 
 export const LOCK_FILE = 'daemon.lock';
 
@@ -24,6 +33,7 @@ interface LockBody {
   /** clock ticks since boot when the process started; null where /proc is missing */
   readonly startTime: string | null;
   readonly command: string;
+  readonly host?: string;
 }
 
 /** A process's start time from /proc (Linux); null elsewhere or when it is gone. */
@@ -48,8 +58,8 @@ function alive(pid: number): boolean {
   }
 }
 
-/** Why the lock described by `text` is still held, or null when it is stale. */
-export function liveHolder(text: string): LockBody | null {
+/** The holder of the lock described by `text` (last touched at `mtimeMs`), or null when it is stale. */
+export function liveHolder(text: string, mtimeMs = Date.now()): LockBody | null {
   let body: LockBody;
   try {
     body = JSON.parse(text) as LockBody;
@@ -57,6 +67,8 @@ export function liveHolder(text: string): LockBody | null {
     return null; // torn write of a lock (crash between create and write): nobody holds it
   }
   if (!Number.isSafeInteger(body.pid) || body.pid <= 0) return null;
+  if (body.host !== undefined && body.host !== hostname())
+    return Date.now() - mtimeMs < STALE_MS ? body : null;
   // our own pid: a previous incarnation (a container's pid 1 after a restart)
   if (body.pid === process.pid) return null;
   if (!alive(body.pid)) return null;
@@ -67,6 +79,7 @@ export function liveHolder(text: string): LockBody | null {
 
 export class DataDirLock {
   private held = false;
+  private toucher: NodeJS.Timeout | null = null;
 
   constructor(
     readonly dataDir: string,
@@ -85,6 +98,7 @@ export class DataDirLock {
       pid: process.pid,
       startTime: processStartTime(process.pid),
       command: this.command,
+      host: hostname(),
     };
     for (let attempt = 0; attempt < 3; attempt++) {
       let fh: FileHandle;
@@ -93,17 +107,20 @@ export class DataDirLock {
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
         let text: string;
+        let mtimeMs: number;
         try {
           text = await readFileNoFollow(this.path, 'utf8');
+          mtimeMs = (await stat(this.path)).mtimeMs;
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // released meanwhile
           throw e; // a planted link or foreign file: EI_DATA_DIR_UNSAFE naming it
         }
-        const holder = liveHolder(text);
+        const holder = liveHolder(text, mtimeMs);
         if (holder) {
+          const where = holder.host && holder.host !== hostname() ? ` on host ${holder.host}` : '';
           throw new IngestError(
             'EI_DATA_DIR_LOCKED',
-            `${this.dataDir} is held by a running process (pid ${holder.pid}, ${holder.command}): ` +
+            `${this.dataDir} is held by a running process (pid ${holder.pid}${where}, ${holder.command}): ` +
               `stop it first (${this.path})`,
           );
         }
@@ -119,6 +136,12 @@ export class DataDirLock {
         await fh.close();
       }
       this.held = true;
+      // proof of life for processes on other hosts sharing this directory
+      this.toucher = setInterval(() => {
+        const now = new Date();
+        utimes(this.path, now, now).catch(() => {});
+      }, TOUCH_MS);
+      this.toucher.unref();
       return;
     }
     throw new IngestError('EI_DATA_DIR_LOCKED', `${this.path}: could not take the lock (contended)`);
@@ -128,6 +151,8 @@ export class DataDirLock {
   async release(): Promise<void> {
     if (!this.held) return;
     this.held = false;
+    if (this.toucher) clearInterval(this.toucher);
+    this.toucher = null;
     try {
       const body = JSON.parse(await readFileNoFollow(this.path, 'utf8')) as LockBody;
       if (body.pid !== process.pid) return;

@@ -1,9 +1,19 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDirLock, LOCK_FILE, liveHolder } from '../../src/dataDirLock.js';
+import { DataDirLock, LOCK_FILE, liveHolder, STALE_MS } from '../../src/dataDirLock.js';
 
 // DATA_DIR/daemon.lock: one process per DATA_DIR; stale locks (dead pid, or a
 // pid reused by another process) are taken over; never written through a link.
@@ -76,6 +86,26 @@ describe('DataDirLock', () => {
       expect(JSON.parse(readFileSync(join(d, LOCK_FILE), 'utf8')).pid).toBe(process.pid);
       await lock.release();
     }
+  });
+
+  it('a lock from another host (another container on a shared volume) is live while it is touched', async () => {
+    const d = dir();
+    const path = join(d, LOCK_FILE);
+    // pid 1 on another host: our own pid table says nothing about it
+    writeFileSync(
+      path,
+      JSON.stringify({ pid: 1, startTime: '1', command: 'energy-ingest start', host: 'other-host' }),
+    );
+    await expect(new DataDirLock(d, 'test').acquire()).rejects.toMatchObject({
+      code: 'EI_DATA_DIR_LOCKED',
+      message: expect.stringContaining('on host other-host'),
+    });
+    const old = new Date(Date.now() - STALE_MS - 1000);
+    utimesSync(path, old, old);
+    const lock = new DataDirLock(d, 'test');
+    await lock.acquire();
+    expect(JSON.parse(readFileSync(path, 'utf8'))).toMatchObject({ pid: process.pid, host: hostname() });
+    await lock.release();
   });
 
   it('never follows a symbolic link planted as daemon.lock (EI_DATA_DIR_UNSAFE)', async () => {
