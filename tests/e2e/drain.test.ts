@@ -77,6 +77,21 @@ async function storedCount(db: string, run: string): Promise<number> {
 }
 
 describe('energy-ingest drain --data-dir', { timeout: 90_000 }, () => {
+  it('usage errors exit 2 naming the culprit', async () => {
+    const missing = join(tempDir('drain-usage'), 'nope');
+    const r1 = await drain(missing, {});
+    expect(r1.code).toBe(2);
+    expect(r1.stderr).toContain(`--data-dir ${missing}: no such directory`);
+    const empty = tempDir('drain-empty');
+    const r2 = await drain(empty, {});
+    expect(r2.code).toBe(2);
+    expect(r2.stderr).toContain('holds no durable log');
+    const r3 = await drain(empty, {}, ['--give-up-after', '0']);
+    expect(r3.code).toBe(2);
+    expect(r3.stderr).toContain('--give-up-after must be at least 1');
+    rmSync(empty, { recursive: true, force: true });
+  });
+
   it('refuses the directory of a running daemon, and after its kill -9 writes every acknowledged reading once', async () => {
     const dir = tempDir('drain-a');
     const db = 'drain_a';
