@@ -140,11 +140,21 @@ function sensors(port: number, run: string, clients: number, perClient: number, 
       const worker = async () => {
         while (next < perClient) {
           const value = c * 1_000_000 + next++;
-          await client.publishAsync(
-            `sensors/building_003/${run}/s${c}/power`,
-            JSON.stringify({ value, timestamp: base + value }),
-            { qos: 1 },
-          );
+          // MQTT.js rejects a publish whose connection closed before it could be resent:
+          // not acknowledged, so the sensor sends it again (at least once, as a device would)
+          for (let attempt = 0; ; attempt++) {
+            try {
+              await client.publishAsync(
+                `sensors/building_003/${run}/s${c}/power`,
+                JSON.stringify({ value, timestamp: base + value }),
+                { qos: 1 },
+              );
+              break;
+            } catch (err) {
+              if (attempt >= 100) throw err;
+              await new Promise((r) => setTimeout(r, 200));
+            }
+          }
           acked.add(value);
         }
       };
