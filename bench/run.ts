@@ -644,12 +644,140 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
   ].join('\n');
 }
 
+/*
+ * cluster (issue 14 item 8): the same offered load (20,000 readings/s: 20,000
+ * series at 1 Hz for 15 s → InfluxDB 1.x) on one standalone node, then split
+ * over two CLUSTER_MODE=redis nodes on this machine (half the series each),
+ * then the same two nodes with an MQTT subscriber on `sensors/#` on node B. Rows:
+ * aggregate stored readings/s and CPU µs per stored reading per node. The
+ * subscriber row counts what B's subscriber got beyond B's own readings: that
+ * is cross-node delivery from A (0 while the build has no cross-node forwarding).
+ */
+async function cluster(influx: Service): Promise<Row[]> {
+  const redis = await startRedis();
+  const rows: Row[] = [];
+  const DURATION_S = 15;
+  // 10 buildings × 10 floors × rooms × 4 types, 1 reading/s each
+  const load = (rooms: number) => [
+    '--buildings',
+    '10',
+    '--floors',
+    '10',
+    '--rooms',
+    String(rooms),
+    '--interval-ms',
+    '1000',
+    '--duration-s',
+    String(DURATION_S),
+    '--connections',
+    '4',
+  ];
+  type Node = Awaited<ReturnType<typeof daemon>>;
+  const perReadingUs = (cpuS: number, n: number) => (n > 0 ? Math.round((cpuS / n) * 1e6 * 10) / 10 : 0);
+  async function measure(nodes: Node[], sims: Array<[Node, string[]]>, settle: () => Promise<void>) {
+    const cpu0 = nodes.map((n) => sample(n.child.pid!));
+    const t0 = performance.now();
+    const sent = await Promise.all(sims.map(([n, args]) => simulate(n.mqtt, args)));
+    await sleep(2500);
+    await settle();
+    const secs = (performance.now() - t0) / 1000 - 2.5;
+    const st = await Promise.all(nodes.map((n) => n.status()));
+    const s = nodes.map((n) => sample(n.child.pid!));
+    const cpu = s.map((x, i) => round(x.cpuSeconds - cpu0[i]!.cpuSeconds));
+    return { sent: sent.reduce((a, r) => a + (r.sent ?? 0), 0), secs, st, cpu, s };
+  }
+  try {
+    {
+      const a = await daemon({ INFLUX_URL: influx.url, INFLUX_DATABASE: 'bench_cluster_1' });
+      const m = await measure([a], [[a, load(50)]], async () => {});
+      const written = m.st[0]!.points_written;
+      rows.push({
+        scenario: 'cluster: one standalone node, 20,000 readings/s offered for 15 s → InfluxDB 1.x',
+        readings: written,
+        readings_per_s: Math.round(m.sent / DURATION_S),
+        cpu_s: m.cpu[0],
+        peak_rss_mb: mb(m.s[0]!),
+        note: `${perReadingUs(m.cpu[0]!, written)} µs CPU per stored reading; ${m.sent} sent`,
+      });
+      await stopChild(a.child);
+      rmSync(a.dataDir, { recursive: true, force: true });
+    }
+    for (const withSubscriber of [false, true]) {
+      const env = (id: string) => ({
+        INFLUX_URL: influx.url,
+        INFLUX_DATABASE: 'bench_cluster_2',
+        CLUSTER_MODE: 'redis',
+        CLUSTER_NODE_ID: id,
+        REDIS_URL: redis.url,
+      });
+      const a = await daemon(env('bench-a'));
+      const b = await daemon(env('bench-b'));
+      let received = 0;
+      let sub: { endAsync(): Promise<void> } | null = null;
+      if (withSubscriber) {
+        const mqtt = (await import('mqtt')).default;
+        const c = await mqtt.connectAsync(b.mqtt, { protocolVersion: 4 });
+        c.on('message', () => received++);
+        await c.subscribeAsync('sensors/#', { qos: 0 });
+        sub = c;
+        await sleep(1000); // a cluster-wide view of subscriptions needs a moment to learn it
+      }
+      const m = await measure(
+        [a, b],
+        [
+          [a, load(25)],
+          [b, load(25)],
+        ],
+        async () => {},
+      );
+      await sub?.endAsync();
+      const [wa, wb] = [m.st[0]!.points_written, m.st[1]!.points_written];
+      const fromA = Math.max(0, received - m.st[1]!.readings_accepted);
+      rows.push({
+        scenario: withSubscriber
+          ? 'cluster: same two nodes, an MQTT subscriber on sensors/# on node B'
+          : 'cluster: two CLUSTER_MODE=redis nodes, same 20,000 readings/s split over both',
+        readings: wa + wb,
+        readings_per_s: Math.round(m.sent / DURATION_S),
+        cpu_s: round(m.cpu[0]! + m.cpu[1]!),
+        peak_rss_mb: Math.max(mb(m.s[0]!), mb(m.s[1]!)),
+        note:
+          `node A ${perReadingUs(m.cpu[0]!, wa)} µs, node B ${perReadingUs(m.cpu[1]!, wb)} µs CPU per stored reading ` +
+          `(A ${wa}, B ${wb} stored; ${m.sent} sent)` +
+          (withSubscriber
+            ? `; B's subscriber got ${received}: ${fromA} of them published on A` +
+              (fromA === 0 ? ' (no cross-node forwarding in this build)' : '')
+            : ''),
+      });
+      for (const n of [a, b]) {
+        await stopChild(n.child);
+        rmSync(n.dataDir, { recursive: true, force: true });
+      }
+    }
+  } finally {
+    await redis.stop();
+  }
+  return rows;
+}
+
 async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === 'alerts') {
     // quick loop while working on alerts; the report is printed, not written
     const rows = [alertMicro(), ...(await alerts())];
     console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=alerts' }));
     for (const c of children) await stopChild(c);
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'cluster') {
+    // issue 14's rows alone; printed, not written (a partial table must not replace latest.md)
+    const influx = await startInflux1();
+    try {
+      const rows = await cluster(influx);
+      console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=cluster' }));
+    } finally {
+      for (const c of children) await stopChild(c);
+      await influx.stop();
+    }
     return;
   }
   if (process.env.BENCH_ONLY === 'bridge') {
@@ -731,6 +859,7 @@ async function main(): Promise<void> {
     const overloadRows = await overload(influx);
     const bridgeRows = await bridge(influx);
     const latestRows = await latestCache();
+    const clusterRows = await cluster(influx);
     const rows = [
       bare,
       direct,
@@ -744,6 +873,7 @@ async function main(): Promise<void> {
       ...overloadRows,
       ...bridgeRows,
       ...latestRows,
+      ...clusterRows,
       micro,
     ];
     const { cpus } = await import('node:os');

@@ -5,6 +5,7 @@ import { BrokerPart } from './broker/part.js';
 import { ClusterPart } from './cluster/part.js';
 import { type Component, Lifecycle, nodeContext } from './component.js';
 import type { Config } from './config/types.js';
+import { DataDirLock } from './dataDirLock.js';
 import { ForecastPart } from './forecast/part.js';
 import { HttpPart } from './http/part.js';
 import { Readiness } from './http/readiness.js';
@@ -105,7 +106,18 @@ export class App {
     });
     const upstream = new UpstreamPart(ctx, broker, alerts);
     // before anything is written there: refused (EI_DATA_DIR_UNSAFE) when others could plant links in it
-    const dataDir: Component = { name: 'data-dir', start: () => checkDataDir(cfg.dataDir), stop() {} };
+    // then locked (daemon.lock): a second daemon or `drain` on a live node's log would corrupt it
+    const lock = new DataDirLock(cfg.dataDir, `energy-ingest start (node ${cfg.cluster.nodeId})`, (stale) =>
+      log.warn({ stale }, 'DATA_DIR lock left by a process that is gone: taken over'),
+    );
+    const dataDir: Component = {
+      name: 'data-dir',
+      start: async () => {
+        await checkDataDir(cfg.dataDir);
+        await lock.acquire();
+      },
+      stop: () => lock.release(),
+    };
     const parts: Component[] = [
       dataDir,
       deadLetter,

@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   EI_POSTGRES_UNREACHABLE: 'PostgreSQL did not answer',
   EI_MIGRATION_FAILED: 'a schema migration failed and was rolled back',
   EI_DATA_DIR_UNSAFE: 'DATA_DIR, or a file in it, is unsafe: writable by others, foreign-owned or a link',
+  EI_DATA_DIR_LOCKED: 'DATA_DIR is held by another running energy-ingest process (daemon.lock)',
+  EI_DRAIN_INCOMPLETE: 'energy-ingest drain could not write every record of the log',
   EI_LOGIN_LOOKUP_UNAVAILABLE: 'a login could not be checked against PostgreSQL users',
   EI_BACKUP_FAILED: 'a part of a backup failed (the set is marked incomplete)',
   EI_BACKUP_CORRUPT:

@@ -14,7 +14,8 @@ commands:
   config      print the effective configuration (secrets redacted)
   backup      energy-ingest backup --to DIR|s3://BUCKET/PREFIX (one timestamped set)
   restore     energy-ingest restore --from DIR|s3://BUCKET/PREFIX [--parts postgres,influx,redis,state]
-  forecast    compute the energy forecasts now ([--building ID]; needs DATABASE_URL and REDIS_URL)`;
+  forecast    compute the energy forecasts now ([--building ID]; needs DATABASE_URL and REDIS_URL)
+  drain       send the unsent log of another DATA_DIR to the sink (energy-ingest drain --data-dir DIR)`;
 
 const COMMON = { config: { kind: 'string' }, help: { kind: 'flag' } } as const;
 
@@ -68,6 +69,7 @@ const COMMANDS: Record<string, (rest: readonly string[]) => Promise<void>> = {
   restore: (rest) => cmdBackupRestore(rest, 'restore'),
   forecast: cmdForecast,
   simulate: cmdSimulate,
+  drain: cmdDrain,
 };
 
 async function cmdStart(rest: readonly string[]): Promise<void> {
@@ -167,4 +169,21 @@ async function cmdForecast(rest: readonly string[]): Promise<void> {
 async function cmdSimulate(rest: readonly string[]): Promise<void> {
   const { runSimulate } = await import('../../simulators/simulate.js');
   process.exitCode = await runSimulate(rest);
+}
+
+async function cmdDrain(rest: readonly string[]): Promise<void> {
+  const args = parseArgs(rest, {
+    ...COMMON,
+    'data-dir': { kind: 'string' },
+    'give-up-after': { kind: 'int', min: 1, max: 86400 },
+  });
+  const usage = 'usage: energy-ingest drain --data-dir DIR [--give-up-after SECONDS] [--config PATH]';
+  if (args.options.help) return void console.log(usage);
+  noPositional(args.positional);
+  const dir = args.options['data-dir'] as string | undefined;
+  if (!dir) throw new IngestError('EI_CLI_USAGE', usage);
+  const cfg = loadConfig({ configPath: args.options.config as string | undefined, env: process.env });
+  const { runDrain } = await import('./drain.js');
+  const giveUpS = args.options['give-up-after'] as number | undefined;
+  await runDrain(cfg, dir, (line) => console.log(line), giveUpS === undefined ? undefined : giveUpS * 1000);
 }

@@ -20,6 +20,8 @@ export async function spawnDaemon(
   ports?: { mqttPort: number; httpPort: number },
   /** a command that execs the daemon, e.g. ['prlimit', '--nofile=300:300', '--'] (same pid) */
   wrapper: readonly string[] = [],
+  /** how long it may take to answer /health (several nodes starting on a loaded machine need more) */
+  upTimeoutMs = 20_000,
 ): Promise<DaemonProcess> {
   const mqttPort = ports?.mqttPort ?? (await freePort());
   const httpPort = ports?.httpPort ?? (await freePort());
@@ -44,7 +46,10 @@ export async function spawnDaemon(
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const base = `http://127.0.0.1:${httpPort}`;
-  await eventually(async () => (await fetch(`${base}/health`)).ok, 20_000, `daemon up\n${out}`);
+  await eventually(async () => (await fetch(`${base}/health`)).ok, upTimeoutMs, 'daemon up').catch((err) => {
+    child.kill('SIGKILL');
+    throw new Error(`${(err as Error).message}\n${out}`);
+  });
   return {
     child,
     mqttPort,

@@ -106,4 +106,40 @@ describe('docker files (no Docker engine here: validated offline)', () => {
     expect(text).toMatch(/^USER energy$/m);
     expect(text).toMatch(/^HEALTHCHECK /m);
   });
+
+  it('profile "cluster": HAProxy with deploy/haproxy.cfg in front of three redis-mode nodes, each with its own DATA_DIR volume', async () => {
+    await expect(compose('--profile', 'cluster', 'config', '-q')).resolves.toBeDefined();
+    const cfg = parse((await compose('--profile', 'cluster', 'config')).stdout) as {
+      services: Record<
+        string,
+        {
+          profiles?: string[];
+          ports?: Array<{ published: number | string; target: number }>;
+          environment?: Record<string, string>;
+          volumes?: Array<string | { source: string; target: string }>;
+        }
+      >;
+    };
+    // compose 1.29 prints short volume syntax (source:target:mode)
+    const source = (v: string | { source: string }) => (typeof v === 'string' ? v.split(':')[0]! : v.source);
+    const s = cfg.services;
+    const lb = s.haproxy!;
+    expect(lb.profiles).toEqual(['cluster']);
+    expect(lb.ports!.map((p) => [Number(p.published), p.target])).toEqual([
+      [1883, 1883],
+      [8080, 8080],
+    ]);
+    expect(lb.volumes!.some((v) => source(v).endsWith('deploy/haproxy.cfg'))).toBe(true);
+    const nodes = ['node1', 'node2', 'node3'].map((n) => s[n]!);
+    for (const n of nodes) {
+      expect(n.profiles).toEqual(['cluster']);
+      expect(n.environment).toMatchObject({ CLUSTER_MODE: 'redis', DATA_DIR: '/var/lib/energy-ingest' });
+      expect(n.ports ?? []).toEqual([]); // reached through the balancer only
+    }
+    expect(new Set(nodes.map((n) => n.environment!.CLUSTER_NODE_ID)).size).toBe(3);
+    expect(new Set(nodes.map((n) => source(n.volumes![0]!))).size).toBe(3);
+    // the balancer's server names are the compose services
+    const haproxyCfg = readFileSync(join(ROOT, 'deploy', 'haproxy.cfg'), 'utf8');
+    for (const n of ['node1', 'node2', 'node3']) expect(haproxyCfg).toContain(`server ${n} ${n}:1883`);
+  });
 });
