@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { AlertEvent } from '../alerts/evaluator.js';
+import { readPem } from '../config/pem.js';
 import type { Config } from '../config/types.js';
-import { IngestError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
 import { redactUrl } from '../redact.js';
 import { UpstreamAlertOutput } from './alerts.js';
@@ -33,23 +32,11 @@ export function upstreamClientIds(cfg: Config['upstream'], nodeId = hostname()):
   return Array.from({ length: cfg.connections }, (_, i) => `${base}-${i + 1}`);
 }
 
-function readPem(key: string, path: string | undefined): Buffer | undefined {
-  if (!path) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    throw new IngestError(
-      'EI_CONFIG_INVALID',
-      `invalid configuration:\n  ${key}: cannot read ${path}: ${(err as Error).message}`,
-    );
-  }
-}
-
 export function upstreamTls(cfg: Config['upstream']): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
   const out: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-  const ca = readPem('upstream.tls.ca', cfg.tls.ca);
-  const cert = readPem('upstream.tls.cert', cfg.tls.cert);
-  const key = readPem('upstream.tls.key', cfg.tls.key);
+  const ca = cfg.tls.ca ? readPem('upstream.tls.ca', cfg.tls.ca) : undefined;
+  const cert = cfg.tls.cert ? readPem('upstream.tls.cert', cfg.tls.cert) : undefined;
+  const key = cfg.tls.key ? readPem('upstream.tls.key', cfg.tls.key) : undefined;
   if (ca) out.ca = ca;
   if (cert) out.cert = cert;
   if (key) out.key = key;
