@@ -73,31 +73,41 @@ export class Ingress {
     const { deps } = this;
     deps.metrics.messagesReceived.inc();
     const receivedAtMs = this.now();
-    const { readings, rejections, text } = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
-    const source: PointSource = { topic: msg.topic, clientId, payload: text ?? '' };
+    const parsed = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
+    const readings = parsed.readings;
+    // allocated only when something is refused (parse results share one empty list)
+    let rejections: Rejection[] | null = parsed.rejections.length ? [...parsed.rejections] : null;
+    const source: PointSource = { topic: msg.topic, clientId, payload: parsed.text ?? '' };
     const points: Point[] = [];
-    const accepted: Reading[] = [];
-    for (const r of readings) {
+    // the readings themselves while every one is accepted (the usual case): no second list
+    let accepted: Reading[] | null = null;
+    for (let i = 0; i < readings.length; i++) {
+      const r = readings[i]!;
+      let refused: Rejection | null = null;
       if (!deps.buildings.accepts(r.buildingId)) {
-        rejections.push({
+        refused = {
           reason: 'unknown_building',
           detail: `${r.building} is not a known building`,
           payload: msg.payload,
-        });
-        continue;
+        };
+      } else {
+        try {
+          points.push({ line: encodeReading(r, deps.backslashMode, deps.newlines), receivedAtMs, source });
+        } catch (err) {
+          if (!(err instanceof UnencodableError)) throw err;
+          refused = { reason: 'sink_rejected', detail: err.message, payload: msg.payload };
+        }
       }
-      try {
-        points.push({ line: encodeReading(r, deps.backslashMode, deps.newlines), receivedAtMs, source });
-        accepted.push(r);
-      } catch (err) {
-        if (!(err instanceof UnencodableError)) throw err;
-        rejections.push({ reason: 'sink_rejected', detail: err.message, payload: msg.payload });
-      }
+      if (refused) {
+        rejections ??= [];
+        rejections.push(refused);
+        accepted ??= readings.slice(0, i);
+      } else if (accepted) accepted.push(r);
     }
     let wait: Promise<unknown> | undefined;
     if (points.length) {
       if (!deps.durableLog.full) {
-        const durable = this.record(points, accepted, source, receivedAtMs, msg.qos > 0);
+        const durable = this.record(points, accepted ?? readings, source, receivedAtMs, msg.qos > 0);
         if (msg.qos > 0) wait = durable;
       } else if (msg.qos === 0) {
         deps.metrics.qos0Dropped.inc(undefined, points.length);
@@ -106,7 +116,7 @@ export class Ingress {
         deps.metrics.backpressureWaits.inc();
         wait = deps.durableLog
           .waitForSpace()
-          .then(() => this.record(points, accepted, source, receivedAtMs, true));
+          .then(() => this.record(points, accepted ?? readings, source, receivedAtMs, true));
       }
     }
     if (msg.qos === 0 && points.length && deps.admission) {
@@ -116,7 +126,7 @@ export class Ingress {
       const held = deps.admission.gate();
       if (held) wait = wait ? Promise.all([wait, held]) : held;
     }
-    if (rejections.length) {
+    if (rejections) {
       const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);
       wait = wait ? Promise.all([wait, dead]) : dead;
     }
@@ -125,13 +135,14 @@ export class Ingress {
 
   private record(
     points: Point[],
-    readings: Reading[],
+    readings: readonly Reading[],
     source: PointSource,
     receivedAtMs: number,
     sync: boolean,
   ): Promise<void> {
     const { deps } = this;
-    const lines = points.map((p) => p.line);
+    const lines: string[] = new Array(points.length);
+    for (let i = 0; i < points.length; i++) lines[i] = points[i]!.line;
     const appended = deps.durableLog.append(
       {
         topic: source.topic,

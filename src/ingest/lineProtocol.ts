@@ -64,6 +64,15 @@ const SERIES_CACHE_MAX = 100_000;
 const seriesCache = { escape: new Map<string, string>(), literal: new Map<string, string>() };
 
 function cachedSeriesKey(r: Reading, mode: BackslashMode): string {
+  const own = r.lpKeys;
+  if (own) {
+    // the topic's own slot (ingest/parse.ts): no id to build, no map to search
+    const known = own[mode];
+    if (known !== undefined) return known;
+    const key = seriesKey(r, mode); // throws UnencodableError: never kept
+    own[mode] = key;
+    return key;
+  }
   const cache = seriesCache[mode];
   const id = `${r.building}\u0000${r.floor}\u0000${r.room}\u0000${r.sensorType}`;
   let key = cache.get(id);

@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { canonicalBuildingKey } from './building.js';
-import type { ExtraValue, Reading, Rejection, RejectReason } from './reading.js';
+import type { ExtraValue, LpKeys, Reading, Rejection, RejectReason } from './reading.js';
 import { parseTimestamp } from './timestamp.js';
 import { parseSensorTopic, type SensorTopic, segmentProblem, type TopicResult } from './topic.js';
 import { defaultUnit } from './units.js';
@@ -17,12 +17,14 @@ export interface ParseLimits {
 
 export interface ParseResult {
   readonly readings: Reading[];
-  readonly rejections: Rejection[];
+  /** shared and frozen when empty: copy before adding to it */
+  readonly rejections: readonly Rejection[];
   /** the payload decoded as UTF-8, when it was */
   readonly text?: string;
 }
 
 const NO_EXTRA: Reading['extra'] = Object.freeze([]);
+const NO_REJECTIONS: readonly Rejection[] = Object.freeze([]);
 const MAX_ARRAY = 1000;
 const MAX_EXTRA = 16;
 const MAX_LABEL_BYTES = 32;
@@ -39,13 +41,14 @@ const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
  * empties the cache now and then.
  */
 const TOPIC_CACHE_MAX = 100_000;
-const topicCache = new Map<string, TopicResult & { building?: string }>();
+type CachedTopic = TopicResult & { building?: string; lpKeys?: LpKeys };
+const topicCache = new Map<string, CachedTopic>();
 
-function cachedTopic(topic: string): TopicResult & { building?: string } {
+function cachedTopic(topic: string): CachedTopic {
   let r = topicCache.get(topic);
   if (r === undefined) {
     r = parseSensorTopic(topic);
-    if (r.ok) r = { ...r, building: canonicalBuildingKey(r.topic.buildingId) };
+    if (r.ok) r = { ...r, building: canonicalBuildingKey(r.topic.buildingId), lpKeys: {} };
     if (topicCache.size >= TOPIC_CACHE_MAX) topicCache.clear();
     topicCache.set(topic, r);
   }
@@ -84,12 +87,12 @@ export function parseMessage(
   const trimmed = payload.toString('utf8').trim();
   if (trimmed === '') return one('bad_json', 'payload is empty', payload);
 
-  const ctx: Ctx = { topic: t.topic, building: t.building!, receivedAtMs, limits };
+  const ctx: Ctx = { topic: t.topic, building: t.building!, lpKeys: t.lpKeys!, receivedAtMs, limits };
 
   if (NUMBER_TEXT.test(trimmed)) {
     const value = Number(trimmed);
     if (!Number.isFinite(value)) return one('bad_value', 'value is not a finite number', payload);
-    return { readings: [reading(ctx, value, {})], rejections: [], text: trimmed };
+    return { readings: [reading(ctx, value, {})], rejections: NO_REJECTIONS, text: trimmed };
   }
   if (NON_FINITE_TEXT.test(trimmed)) return one('bad_value', 'value is not a finite number', payload);
 
@@ -103,7 +106,7 @@ export function parseMessage(
     if (doc.length === 0) return one('bad_value', 'array holds no readings', payload);
     if (doc.length > MAX_ARRAY)
       return one('bad_value', `array holds ${doc.length} readings, limit ${MAX_ARRAY}`, payload);
-    const out: ParseResult = { readings: [], rejections: [], text: trimmed };
+    const out = { readings: [] as Reading[], rejections: [] as Rejection[], text: trimmed };
     doc.forEach((el, i) => {
       try {
         out.readings.push(fromObject(ctx, el));
@@ -119,7 +122,7 @@ export function parseMessage(
     return out;
   }
   try {
-    return { readings: [fromObject(ctx, doc)], rejections: [], text: trimmed };
+    return { readings: [fromObject(ctx, doc)], rejections: NO_REJECTIONS, text: trimmed };
   } catch (err) {
     if (!(err instanceof Reject)) throw err;
     return one(err.reason, err.detail, payload);
@@ -129,6 +132,7 @@ export function parseMessage(
 interface Ctx {
   readonly topic: SensorTopic;
   readonly building: string;
+  readonly lpKeys: LpKeys;
   readonly receivedAtMs: number;
   readonly limits: ParseLimits;
 }
@@ -233,5 +237,6 @@ function reading(
     status: o.status ?? 'normal',
     extra: o.extra ?? NO_EXTRA,
     timestampMs,
+    lpKeys: ctx.lpKeys,
   };
 }

@@ -17,6 +17,17 @@ export interface Reading {
   readonly extra: ReadonlyArray<readonly [string, ExtraValue]>;
   /** epoch milliseconds; the receipt time when the payload had none */
   readonly timestampMs: number;
+  /**
+   * The series' escaped line-protocol key per backslash mode, shared by every
+   * reading of the same topic (filled by ingest/lineProtocol.ts on first use),
+   * so the per-reading path neither builds nor hashes a series id.
+   */
+  readonly lpKeys?: LpKeys;
+}
+
+export interface LpKeys {
+  escape?: string;
+  literal?: string;
 }
 
 export const REJECT_REASONS = [

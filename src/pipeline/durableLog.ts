@@ -205,7 +205,14 @@ export class DurableLog {
   private pendingNeedsSync = false;
   /** sum of the segments' sizes */
   private diskBytes = 0;
-  private pendingWaiters: Array<{ resolve: () => void }> = [];
+  /** the resolvers of the pending groups' promises (more than one only after a failed write) */
+  private pendingWaiters: Array<() => void> = [];
+  /**
+   * One promise per group, shared by every record appended to it: a publish
+   * costs no promise or closure of its own (at 20,000 readings/s that was
+   * 20,000 of each per second for the collector).
+   */
+  private groupDurable: Promise<void> | null = null;
   private flushing: Promise<void> | null = null;
   private readonly committedBySink = new Map<string, number>();
   private persistedBySink = new Map<string, number>();
@@ -343,7 +350,10 @@ export class DurableLog {
     this.appendEnd += HEADER + len;
     this.pendingBytes += HEADER + len;
     if (sync) this.pendingNeedsSync = true;
-    const durable = new Promise<void>((resolve) => this.pendingWaiters.push({ resolve }));
+    let durable = this.groupDurable;
+    if (durable === null) {
+      durable = this.groupDurable = new Promise<void>((resolve) => this.pendingWaiters.push(resolve));
+    }
     if (!this.flushing) this.flushing = this.flushLoop();
     return { start, end: this.appendEnd, durable };
   }
@@ -373,6 +383,7 @@ export class DurableLog {
       this.pendingBytes = 0;
       this.pendingNeedsSync = false;
       this.pendingWaiters = [];
+      this.groupDurable = null;
       const seg = this.segments.at(-1)!;
       try {
         const fh = this.fh!;
@@ -400,7 +411,7 @@ export class DurableLog {
       seg.size += size;
       this.diskBytes += size;
       this.writtenEnd += size;
-      for (const w of waiters) w.resolve();
+      for (const w of waiters) w();
       for (const w of this.writtenWaiters.splice(0)) w();
       if (seg.size >= this.segmentBytes && Date.now() >= this.rollRetryAt) await this.tryRoll();
     }

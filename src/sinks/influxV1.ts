@@ -1,5 +1,6 @@
 import { IngestError } from '../errors.js';
 import { redactText, redactUrl } from '../redact.js';
+import { linesBody, type PostAnswer, post } from './httpPost.js';
 import { influxPingOk } from './ping.js';
 import {
   type BackslashMode,
@@ -27,12 +28,14 @@ export class InfluxV1Sink implements Sink {
   readonly backslashMode: BackslashMode;
   readonly newlines: NewlineMode;
   private readonly base: string;
+  private readonly writeUrl: URL;
   private readonly headers: Record<string, string>;
 
   constructor(private readonly opts: InfluxV1Options) {
     this.backslashMode = opts.backslashMode;
     this.newlines = opts.newlines ?? 'escape';
     this.base = opts.url.replace(/\/+$/, '');
+    this.writeUrl = new URL(`${this.base}/write?db=${encodeURIComponent(opts.database)}&precision=ms`);
     this.headers = { 'content-type': 'text/plain; charset=utf-8' };
     if (opts.username) {
       const basic = Buffer.from(`${opts.username}:${opts.password ?? ''}`).toString('base64');
@@ -77,23 +80,14 @@ export class InfluxV1Sink implements Sink {
   }
 
   async write(lines: readonly string[]): Promise<WriteResult> {
-    const url = `${this.base}/write?db=${encodeURIComponent(this.opts.database)}&precision=ms`;
-    let res: Response;
+    let res: PostAnswer;
     try {
-      res = await fetch(url, {
-        method: 'POST',
-        headers: this.headers,
-        body: lines.join('\n'),
-        signal: AbortSignal.timeout(this.opts.timeoutMs),
-      });
+      res = await post(this.writeUrl, this.headers, linesBody(lines), this.opts.timeoutMs);
     } catch (err) {
       return { kind: 'retry', message: networkMessage(err) };
     }
-    if (res.status === 204 || res.status === 200) {
-      await res.body?.cancel();
-      return { kind: 'ok' };
-    }
-    const text = (await res.text()).slice(0, 1000);
+    if (res.status === 204 || res.status === 200) return { kind: 'ok' };
+    const text = res.text.slice(0, 1000);
     if (res.status === 404 && text.includes('database not found')) {
       // Dropped while we run: recreate it and write again.
       try {
@@ -103,7 +97,7 @@ export class InfluxV1Sink implements Sink {
       }
       return { kind: 'retry', status: 404, retryAfterMs: 0, message: text };
     }
-    return classifyStatus(res.status, text, res.headers.get('retry-after'));
+    return classifyStatus(res.status, text, res.retryAfter);
   }
 
   ping(): Promise<void> {

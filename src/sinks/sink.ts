@@ -84,8 +84,9 @@ export function parseRetryAfter(header: string | null | undefined, now = Date.no
  * out of descriptors, a timeout) is only in `cause`.
  */
 export function networkMessage(err: unknown): string {
-  const e = err as Error & { cause?: { code?: string; message?: string } };
-  const cause = e?.cause?.code ?? e?.cause?.message;
+  const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
+  // fetch (undici) puts the reason in `cause`; node:http (httpPost.ts) in `code`
+  const cause = e?.cause?.code ?? e?.cause?.message ?? e?.code;
   // fetch repeats the URL (with any user:password@) in its message
   return redactText(`network: ${e?.message ?? String(err)}${cause ? ` (${cause})` : ''}`);
 }

@@ -80,6 +80,8 @@ describe('payload forms', () => {
         status: 'normal',
         extra: [],
         timestampMs: Date.parse('2024-01-15T10:29:00Z'),
+        // the topic's shared line-protocol key slot (filled on first encoding)
+        lpKeys: {},
       },
     ]);
   });
