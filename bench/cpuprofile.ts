@@ -50,7 +50,10 @@ function place(n: ProfileNode): string {
 
 export interface Measured {
   readings: number;
+  /** offered (sent by the simulator); readings is what was stored or received */
+  sent?: number;
   cpuUsPerReading: number;
+  peakRssMb?: number;
   /** wall time from the load's start to the stop signal */
   windowUs: number;
 }

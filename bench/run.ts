@@ -14,6 +14,7 @@ import {
 import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
 import { forecastAccuracy, latestCacheMicro, latestCacheRun } from './latestCache.js';
 import { type BenchContext, flood, manyConnections, stalledSubscriber } from './overload.js';
+import { bareRun, daemonRun } from './fixedLoad.js';
 import { type ProcSample, sample } from './procStats.js';
 
 // npm run bench: every scenario next to its baseline, measured in the same run.
@@ -101,7 +102,7 @@ const FULL_SPEED = [
   '2000',
 ];
 
-async function bareAedes(): Promise<Row> {
+async function bareAedes(qos: 0 | 1 = 0, total = COUNT): Promise<Row> {
   const child = track(
     spawn('node', [join(ROOT, 'dist', 'bench', 'bareBroker.js'), '0'], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -118,14 +119,15 @@ async function bareAedes(): Promise<Row> {
       if (k === 'count') {
         count = Number(v);
         if (count > 0 && !firstAt) firstAt = performance.now();
-        if (count >= COUNT && !reachedAt) reachedAt = performance.now();
+        if (count >= total && !reachedAt) reachedAt = performance.now();
       }
     }
   });
   while (!port) await sleep(20);
   const cpu0 = sample(child.pid!);
   const t0 = performance.now();
-  await simulate(`mqtt://127.0.0.1:${port}`, [...FULL_SPEED, '--count', String(COUNT)]);
+  const qosArgs = qos === 1 ? ['--qos', '1', '--max-inflight', '200'] : [];
+  await simulate(`mqtt://127.0.0.1:${port}`, [...FULL_SPEED, '--count', String(total), ...qosArgs]);
   const deadline = performance.now() + 60_000;
   while (!reachedAt && performance.now() < deadline) await sleep(20);
   const s = sample(child.pid!);
@@ -133,7 +135,7 @@ async function bareAedes(): Promise<Row> {
   // from the first message to the last: simulator start-up and connects are not the broker's time
   const secs = ((reachedAt || performance.now()) - (firstAt || t0)) / 1000;
   return {
-    scenario: 'baseline: bare Aedes (QoS 0)',
+    scenario: `baseline: bare Aedes (QoS ${qos})`,
     readings: count,
     readings_per_s: Math.round(count / secs),
     cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
@@ -760,6 +762,68 @@ async function cluster(influx: Service): Promise<Row[]> {
   return rows;
 }
 
+/** CPU µs per reading from a row's CPU seconds. */
+const usPer = (r: Row) => (r.cpu_s !== undefined && r.readings > 0 ? (r.cpu_s / r.readings) * 1e6 : 0);
+const ratioNote = (r: Row, base: Row, what: string) =>
+  `${usPer(r).toFixed(1)} µs CPU per reading; ${(usPer(r) / usPer(base)).toFixed(2)}× bare Aedes ${what} (${usPer(base).toFixed(1)} µs per message)`;
+
+/**
+ * Issue 15: CPU per reading against bare Aedes per message, in the same run:
+ * at full speed (QoS 0 and QoS 1 with fsync → InfluxDB 1.x) and at a fixed
+ * 20,000 readings/s (bench/fixedLoad.ts; CPU counted until every reading is
+ * stored). `fullSpeedQos0` are the main run's rows when it has them.
+ */
+async function efficiency(influx: Service, fullSpeedQos0?: { bare: Row; daemon: Row }): Promise<Row[]> {
+  const rows: Row[] = [];
+  if (fullSpeedQos0) {
+    fullSpeedQos0.daemon.note = ratioNote(fullSpeedQos0.daemon, fullSpeedQos0.bare, 'QoS 0');
+  } else {
+    const bare = await bareAedes(0);
+    const daemon0 = await throughput('daemon QoS 0 → InfluxDB 1.x', {
+      INFLUX_URL: influx.url,
+      INFLUX_DATABASE: 'bench_eff0',
+    });
+    daemon0.note = ratioNote(daemon0, bare, 'QoS 0');
+    rows.push(bare, daemon0);
+  }
+  const bare1 = await bareAedes(1, QOS1_COUNT);
+  const daemon1 = await throughput(
+    'daemon QoS 1, durability fsync → InfluxDB 1.x',
+    { INFLUX_URL: influx.url, INFLUX_DATABASE: 'bench_eff1' },
+    QOS1_COUNT,
+    ['--qos', '1', '--max-inflight', '200'],
+  );
+  daemon1.note = ratioNote(daemon1, bare1, 'QoS 1');
+  daemon1.vs_bare_aedes = daemon1.readings_per_s / bare1.readings_per_s;
+  rows.push(bare1, daemon1);
+  const seconds = Number(process.env.BENCH_FIXED_S ?? 15);
+  for (const qos of [0, 1] as const) {
+    const load = { qos, seconds, rooms: 50 };
+    const b = await bareRun(load);
+    const d = await daemonRun(influx.url, { ...load, env: { INFLUX_DATABASE: `bench_fixed${qos}` } });
+    const offered = `20,000 readings/s for ${seconds} s, QoS ${qos}${qos ? ' (fsync)' : ''}`;
+    rows.push(
+      {
+        scenario: `efficiency: bare Aedes, ${offered}`,
+        readings: b.readings,
+        readings_per_s: Math.round(b.readings / seconds),
+        peak_rss_mb: b.peakRssMb,
+        note: `${b.cpuUsPerReading.toFixed(1)} µs CPU per message (${b.sent} sent)`,
+      },
+      {
+        scenario: `efficiency: daemon → InfluxDB 1.x, ${offered}`,
+        readings: d.readings,
+        readings_per_s: Math.round(d.readings / seconds),
+        peak_rss_mb: d.peakRssMb,
+        note:
+          `${d.cpuUsPerReading.toFixed(1)} µs CPU per stored reading, counted until all stored; ` +
+          `${(d.cpuUsPerReading / b.cpuUsPerReading).toFixed(2)}× bare Aedes (${d.sent} sent)`,
+      },
+    );
+  }
+  return rows;
+}
+
 async function main(): Promise<void> {
   if (process.env.BENCH_ONLY === 'alerts') {
     // quick loop while working on alerts; the report is printed, not written
@@ -793,6 +857,18 @@ async function main(): Promise<void> {
           count: BRIDGE_COUNT,
         }),
       );
+    } finally {
+      for (const c of children) await stopChild(c);
+      await influx.stop();
+    }
+    return;
+  }
+  if (process.env.BENCH_ONLY === 'efficiency') {
+    // issue 15's rows alone; printed, not written
+    const influx = await startInflux1();
+    try {
+      const rows = await efficiency(influx);
+      console.log(markdown(rows, { date: new Date().toISOString(), machine: 'BENCH_ONLY=efficiency' }));
     } finally {
       for (const c of children) await stopChild(c);
       await influx.stop();
@@ -860,6 +936,7 @@ async function main(): Promise<void> {
     const bridgeRows = await bridge(influx);
     const latestRows = await latestCache();
     const clusterRows = await cluster(influx);
+    const efficiencyRows = await efficiency(influx, { bare, daemon: db });
     const rows = [
       bare,
       direct,
@@ -874,6 +951,7 @@ async function main(): Promise<void> {
       ...bridgeRows,
       ...latestRows,
       ...clusterRows,
+      ...efficiencyRows,
       micro,
     ];
     const { cpus } = await import('node:os');
