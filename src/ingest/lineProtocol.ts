@@ -84,10 +84,21 @@ function cachedSeriesKey(r: Reading, mode: BackslashMode): string {
   return key;
 }
 
+/** A topic's unit, quoted once while it stays the same (every reading of a sensor carries it). */
+function quotedUnit(r: Reading, newlines: NewlineMode): string {
+  const k = r.lpKeys;
+  if (k === undefined) return quoteString(r.unit, newlines);
+  if (k.unitText === r.unit && k.unitNewlines === newlines) return k.unitQuoted!;
+  const quoted = quoteString(r.unit, newlines);
+  k.unitText = r.unit;
+  k.unitNewlines = newlines;
+  k.unitQuoted = quoted;
+  return quoted;
+}
+
 export function encodeReading(r: Reading, mode: BackslashMode, newlines: NewlineMode = 'escape'): string {
-  let fieldsText =
-    `value=${formatNumber(r.value)},unit=${quoteString(r.unit, newlines)}` +
-    `,status=${quoteString(r.status, newlines)}`;
+  const status = r.status === 'normal' ? '"normal"' : quoteString(r.status, newlines);
+  let fieldsText = `value=${formatNumber(r.value)},unit=${quotedUnit(r, newlines)},status=${status}`;
   for (const [k, v] of r.extra) {
     const key = escapeTag(k, mode);
     const text =

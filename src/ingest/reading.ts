@@ -28,6 +28,10 @@ export interface Reading {
 export interface LpKeys {
   escape?: string;
   literal?: string;
+  /** the last unit seen on this topic, quoted for `unitNewlines` (sensors repeat theirs) */
+  unitText?: string;
+  unitNewlines?: string;
+  unitQuoted?: string;
 }
 
 export const REJECT_REASONS = [

@@ -112,3 +112,23 @@ describe('line protocol', () => {
     );
   });
 });
+
+describe('per-topic caches (issue 15: the series key and the quoted unit are kept on the topic)', () => {
+  it('readings of one topic give the same lines as fresh readings, whatever units, statuses and modes follow each other', () => {
+    const unit = fc.oneof(fc.constantFrom('°C', 'kWh', 'normal'), fc.string({ maxLength: 6 }));
+    const status = fc.oneof(fc.constant('normal'), fc.string({ maxLength: 6 }));
+    const newlines = fc.constantFrom('raw' as const, 'escape' as const);
+    fc.assert(
+      fc.property(fc.array(fc.tuple(unit, status, newlines), { minLength: 1, maxLength: 20 }), (seq) => {
+        // one slot shared by every reading, as ingest/parse.ts shares it per topic
+        const lpKeys = {};
+        for (const [u, st, nl] of seq) {
+          const shared = aReading({ unit: u, status: st, lpKeys });
+          const fresh = aReading({ unit: u, status: st });
+          expect(encodeReading(shared, 'escape', nl)).toBe(encodeReading(fresh, 'escape', nl));
+          expect(encodeReading(shared, 'escape', nl)).toContain(`unit=${quoteString(u, nl)}`);
+        }
+      }),
+    );
+  });
+});
