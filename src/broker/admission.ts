@@ -68,7 +68,8 @@ type Reason = 'log_buffer' | 'sink_behind' | 'memory';
 export class Admission {
   private turnStart = 0;
   private turnOpen = false;
-  private deferred: Array<() => void> = [];
+  /** Aedes's callbacks of publishes paced to the next turn (called with null: no error) */
+  private deferred: Array<(err: null) => void> = [];
   /** one wait shared by every held publisher (a flood holds tens of thousands of publishes) */
   private clearing: Promise<void> | null = null;
   private holding: Reason = 'sink_behind';
@@ -127,11 +128,11 @@ export class Admission {
   }
 
   /** Calls `go` now, or at the next event-loop turn once this turn's ingestion time is spent. */
-  pace(go: () => void): void {
+  pace(go: (err: null) => void): void {
     const now = performance.now();
     this.openTurn(now);
     if (now - this.turnStart < TURN_MS) {
-      go();
+      go(null);
       return;
     }
     this.counts.event_loop++;
@@ -156,7 +157,7 @@ export class Admission {
     const deferred = this.deferred;
     this.deferred = [];
     // each resumed client reads and parses its next chunk right here, counted in a new turn
-    for (const go of deferred) go();
+    for (const go of deferred) go(null);
   };
 }
 

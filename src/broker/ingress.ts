@@ -206,27 +206,36 @@ export class Ingress {
     packet: InboundPublish,
     callback: (err?: Error | null) => void,
   ): void => {
-    // A failure here must not take the broker down, and must not acknowledge a
-    // QoS 1/2 reading that may not be in the log: that client's connection is
-    // closed instead (the error to Aedes), and it sends the message again.
-    const failed = (err: unknown) => {
-      this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
-      callback(packet.qos > 0 ? (err instanceof Error ? err : new Error(String(err))) : null);
-    };
     let wait: Promise<unknown> | undefined;
     try {
       wait = this.receive(packet, client?.id ?? null);
     } catch (err) {
-      failed(err);
+      this.failed(packet, callback, err);
       return;
     }
-    const admission = this.deps.admission;
-    // paced: the publishers released together after a wait must not all be read in one go either
-    const go = admission ? () => admission.pace(() => callback(null)) : () => callback(null);
-    if (!wait) {
-      go();
-      return;
-    }
-    wait.then(go, failed);
+    // no closure for the usual QoS 0 publish: Aedes's callback itself is passed on
+    if (!wait) this.go(callback);
+    else
+      wait.then(
+        () => this.go(callback),
+        (err: unknown) => this.failed(packet, callback, err),
+      );
   };
+
+  /** On to Aedes: now, or paced to the next turn (admission.ts) when this turn's ingestion time is spent. */
+  private go(callback: (err: null) => void): void {
+    const admission = this.deps.admission;
+    if (admission) admission.pace(callback);
+    else callback(null);
+  }
+
+  /**
+   * A failure here must not take the broker down, and must not acknowledge a
+   * QoS 1/2 reading that may not be in the log: that client's connection is
+   * closed instead (the error to Aedes), and it sends the message again.
+   */
+  private failed(packet: InboundPublish, callback: (err?: Error | null) => void, err: unknown): void {
+    this.deps.log.error({ err, topic: packet.topic }, 'ingress failed on a message');
+    callback(packet.qos > 0 ? (err instanceof Error ? err : new Error(String(err))) : null);
+  }
 }
