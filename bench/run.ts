@@ -801,7 +801,7 @@ async function efficiency(influx: Service, fullSpeedQos0?: { bare: Row; daemon: 
     const load = { qos, seconds, rooms: 50 };
     const b = await bareRun(load);
     const d = await daemonRun(influx.url, { ...load, env: { INFLUX_DATABASE: `bench_fixed${qos}` } });
-    const offered = `20,000 readings/s for ${seconds} s, QoS ${qos}${qos ? ' (fsync)' : ''}`;
+    const offered = `20,000 readings/s for ${seconds} s, QoS ${qos}`;
     rows.push(
       {
         scenario: `efficiency: bare Aedes, ${offered}`,
@@ -811,7 +811,7 @@ async function efficiency(influx: Service, fullSpeedQos0?: { bare: Row; daemon: 
         note: `${b.cpuUsPerReading.toFixed(1)} µs CPU per message (${b.sent} sent)`,
       },
       {
-        scenario: `efficiency: daemon → InfluxDB 1.x, ${offered}`,
+        scenario: `efficiency: daemon → InfluxDB 1.x, ${offered}${qos ? ', durability fsync' : ''}`,
         readings: d.readings,
         readings_per_s: Math.round(d.readings / seconds),
         peak_rss_mb: d.peakRssMb,
