@@ -12,9 +12,9 @@ import {
   tempDir,
 } from '../tests/helpers/services.js';
 import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
+import { bareRun, daemonRun } from './fixedLoad.js';
 import { forecastAccuracy, latestCacheMicro, latestCacheRun } from './latestCache.js';
 import { type BenchContext, flood, manyConnections, stalledSubscriber } from './overload.js';
-import { bareRun, daemonRun } from './fixedLoad.js';
 import { type ProcSample, sample } from './procStats.js';
 
 // npm run bench: every scenario next to its baseline, measured in the same run.

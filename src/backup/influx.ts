@@ -10,7 +10,7 @@ import { encodeReading, MEASUREMENT, UnencodableError } from '../ingest/lineProt
 import type { ExtraValue } from '../ingest/reading.js';
 import { redactText } from '../redact.js';
 import { createSink, probeInflux } from '../sinks/detect.js';
-import type { Sink } from '../sinks/sink.js';
+import { bodyOf, type Sink } from '../sinks/sink.js';
 import { LineWriter, readLines } from './files.js';
 import {
   encodePoint,
@@ -256,7 +256,7 @@ async function* dumpV2(cfg: Config, untilMs: number, progress: Progress): AsyncG
 /** Write a batch, splitting it on 413 and retrying transient failures a few times. */
 async function writeAll(sink: Sink, lines: string[]): Promise<void> {
   for (let attempt = 0; ; attempt++) {
-    const r = await sink.write(lines);
+    const r = await sink.write(bodyOf(lines), lines.length);
     if (r.kind === 'ok') return;
     if (r.kind === 'too_large' && lines.length > 1) {
       const mid = lines.length >> 1;

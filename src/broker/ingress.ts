@@ -14,9 +14,8 @@ import { isSensorTopic } from '../ingest/topic.js';
 import type { RateLimitedLog } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
-import type { DurableLog } from '../pipeline/durableLog.js';
+import type { DurableLog, LogRecord } from '../pipeline/durableLog.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
-import type { Point, PointSource } from '../pipeline/writer.js';
 import type { Admission } from './admission.js';
 
 export interface IngressDeps {
@@ -77,8 +76,7 @@ export class Ingress {
     const readings = parsed.readings;
     // allocated only when something is refused (parse results share one empty list)
     let rejections: Rejection[] | null = parsed.rejections.length ? [...parsed.rejections] : null;
-    const source: PointSource = { topic: msg.topic, clientId, payload: parsed.text ?? '' };
-    const points: Point[] = [];
+    const lines: string[] = [];
     // the readings themselves while every one is accepted (the usual case): no second list
     let accepted: Reading[] | null = null;
     for (let i = 0; i < readings.length; i++) {
@@ -92,7 +90,7 @@ export class Ingress {
         };
       } else {
         try {
-          points.push({ line: encodeReading(r, deps.backslashMode, deps.newlines), receivedAtMs, source });
+          lines.push(encodeReading(r, deps.backslashMode, deps.newlines));
         } catch (err) {
           if (!(err instanceof UnencodableError)) throw err;
           refused = { reason: 'sink_rejected', detail: err.message, payload: msg.payload };
@@ -105,21 +103,27 @@ export class Ingress {
       } else if (accepted) accepted.push(r);
     }
     let wait: Promise<unknown> | undefined;
-    if (points.length) {
+    if (lines.length) {
+      // the log record: the message as text beside its lines, for dead-lettering a line the sink refuses
+      const record: LogRecord = {
+        topic: msg.topic,
+        clientId,
+        receivedAtMs,
+        payload: parsed.text ?? '',
+        lines,
+      };
       if (!deps.durableLog.full) {
-        const durable = this.record(points, accepted ?? readings, source, receivedAtMs, msg.qos > 0);
+        const durable = this.record(record, accepted ?? readings, msg.qos > 0);
         if (msg.qos > 0) wait = durable;
       } else if (msg.qos === 0) {
-        deps.metrics.qos0Dropped.inc(undefined, points.length);
+        deps.metrics.qos0Dropped.inc(undefined, lines.length);
       } else {
         // Budget full: hold the acknowledgement (Aedes stops reading this client) until segments are freed.
         deps.metrics.backpressureWaits.inc();
-        wait = deps.durableLog
-          .waitForSpace()
-          .then(() => this.record(points, accepted ?? readings, source, receivedAtMs, true));
+        wait = deps.durableLog.waitForSpace().then(() => this.record(record, accepted ?? readings, true));
       }
     }
-    if (msg.qos === 0 && points.length && deps.admission) {
+    if (msg.qos === 0 && lines.length && deps.admission) {
       // Recorded already: only this publisher's next packets wait (Aedes stops reading its socket).
       // QoS 1/2 publishers are held by their acknowledgement (the log's fsync) and their
       // in-flight window; a slow sink is absorbed by the log for them, as in an outage.
@@ -133,28 +137,12 @@ export class Ingress {
     return wait;
   }
 
-  private record(
-    points: Point[],
-    readings: readonly Reading[],
-    source: PointSource,
-    receivedAtMs: number,
-    sync: boolean,
-  ): Promise<void> {
+  private record(record: LogRecord, readings: readonly Reading[], sync: boolean): Promise<void> {
     const { deps } = this;
-    const lines: string[] = new Array(points.length);
-    for (let i = 0; i < points.length; i++) lines[i] = points[i]!.line;
-    const appended = deps.durableLog.append(
-      {
-        topic: source.topic,
-        clientId: source.clientId,
-        receivedAtMs,
-        payload: source.payload,
-        lines,
-      },
-      sync,
-    );
-    deps.metrics.readingsAccepted.inc(undefined, points.length);
-    deps.pipeline.offer(points, appended.start, appended.end);
+    const appended = deps.durableLog.append(record, sync);
+    deps.metrics.readingsAccepted.inc(undefined, record.lines.length);
+    deps.pipeline.offer(record.lines, record.receivedAtMs, appended.start, appended.end);
+    const receivedAtMs = record.receivedAtMs;
     // here and nowhere else: the pipeline's replays and retries never reach the consumers
     for (const c of this.consumers) {
       try {

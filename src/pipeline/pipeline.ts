@@ -1,8 +1,9 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { retryPolicy } from '../retry.js';
+import { LineBatch } from './batch.js';
 import type { DurableLog, StoredRecord } from './durableLog.js';
-import { type BatchWriter, type Point, ShutdownAbort } from './writer.js';
+import { type BatchWriter, ShutdownAbort } from './writer.js';
 
 export interface PipelineOptions {
   readonly batchSize: number;
@@ -15,13 +16,6 @@ export interface PipelineOptions {
 }
 
 const READ_RETRY = retryPolicy('diskIo');
-
-interface Batch {
-  readonly points: Point[];
-  /** log offset below which every record has all its points in this or an earlier batch; 0: none ends here */
-  end: number;
-  done: boolean;
-}
 
 /**
  * Between the durable log and the writer. Every accepted record is in the log
@@ -40,14 +34,15 @@ interface Batch {
  * the load or the length of an outage; the disk budget is the log's. (Eight
  * queued batches per writer, not fewer: a deeper queue keeps a fast stream in
  * tail mode through short stalls, and reading back from disk costs CPU.)
+ * A batch is its body's bytes plus three numbers per line (batch.ts): no JS
+ * object per waiting point.
  */
 export class Pipeline {
-  private batch: Point[] = [];
-  private batchEnd = 0;
+  private batch: LineBatch | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly queue: PQueue;
   private readonly maxQueued: number;
-  private readonly fifo: Batch[] = [];
+  private readonly fifo: LineBatch[] = [];
   private nextOffset = 0;
   private catchup: Promise<void> | null = null;
   private catchupReceivedAt: number | null = null;
@@ -83,7 +78,7 @@ export class Pipeline {
 
   /** Points in memory (batching, queued, being written). */
   get backlog(): number {
-    return this.batch.length + this.queuedPoints;
+    return (this.batch?.count ?? 0) + this.queuedPoints;
   }
 
   /** bytes of the durable log not yet written to the sink */
@@ -97,12 +92,11 @@ export class Pipeline {
 
   /** Receipt time of the oldest reading not yet written, or null. */
   get oldestUnsentMs(): number | null {
-    const head = this.fifo.find((b) => !b.done);
-    const candidates = [
-      head?.points[0]?.receivedAtMs,
-      this.catchupReceivedAt,
-      this.batch[0]?.receivedAtMs,
-    ].filter((x): x is number => typeof x === 'number');
+    const head = this.fifo.find((b) => !b.done && b.count > 0);
+    const current = this.batch && this.batch.count > 0 ? this.batch.receivedAt(0) : undefined;
+    const candidates = [head?.receivedAt(0), this.catchupReceivedAt, current].filter(
+      (x): x is number => typeof x === 'number',
+    );
     return candidates.length ? Math.min(...candidates) : null;
   }
 
@@ -134,34 +128,34 @@ export class Pipeline {
   }
 
   /**
-   * A record [start, end) was just appended to the log with these points. Taken
+   * A record [start, end) was just appended to the log with these lines. Taken
    * from memory when the pipeline is level with the log; otherwise left for
    * the catch-up reader. Never blocks: the publisher waits on the log, not here.
    */
-  offer(points: Point[], start: number, end: number): void {
+  offer(lines: readonly string[], receivedAtMs: number, start: number, end: number): void {
     if (this.stopping) return;
     if (this.catchup === null && start === this.nextOffset && !this.full) {
-      this.take(points, end);
+      this.take(lines, receivedAtMs, start, end);
       return;
     }
     this.startCatchup();
   }
 
-  private take(points: readonly Point[], end: number): void {
-    for (const p of points) {
-      this.batch.push(p);
-      if (this.batch.length >= this.opts.batchSize) this.cut();
+  private take(lines: readonly string[], receivedAtMs: number, start: number, end: number): void {
+    for (const line of lines) {
+      this.batch ??= new LineBatch(this.opts.batchSize);
+      this.batch.add(line, receivedAtMs, start);
+      if (this.batch.count >= this.opts.batchSize) this.cut();
     }
-    // the record's end goes with the batch holding its last point
-    this.batchEnd = end;
     this.nextOffset = end;
-    if (this.batch.length === 0) {
-      // the last point closed a batch exactly: that batch carries the end
+    if (this.batch && this.batch.count > 0) {
+      // the record's end goes with the batch holding its last line
+      this.batch.end = end;
+      if (this.timer === null) this.timer = setTimeout(() => this.cut(), this.opts.flushIntervalMs);
+    } else {
+      // the last line closed a batch exactly: that batch carries the end
       const last = this.fifo.at(-1);
       if (last && last.end < end) last.end = end;
-    }
-    if (this.batch.length > 0 && this.timer === null) {
-      this.timer = setTimeout(() => this.cut(), this.opts.flushIntervalMs);
     }
   }
 
@@ -212,11 +206,7 @@ export class Pipeline {
       for (const r of records) {
         if (this.stopping) return;
         this.catchupReceivedAt = r.record.receivedAtMs;
-        const source = { topic: r.record.topic, clientId: r.record.clientId, payload: r.record.payload };
-        this.take(
-          r.record.lines.map((line) => ({ line, receivedAtMs: r.record.receivedAtMs, source })),
-          r.end,
-        );
+        this.take(r.record.lines, r.record.receivedAtMs, r.start, r.end);
       }
     }
   }
@@ -226,24 +216,23 @@ export class Pipeline {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    if (this.batch.length === 0) return;
-    const batch: Batch = { points: this.batch, end: this.batchEnd, done: false };
-    this.batch = [];
-    this.batchEnd = 0;
+    const batch = this.batch;
+    if (batch === null || batch.count === 0) return;
+    this.batch = null;
     this.fifo.push(batch);
-    this.queuedPoints += batch.points.length;
+    this.queuedPoints += batch.count;
     this.queue
-      .add(() => this.writer.deliver(batch.points))
+      .add(() => this.writer.deliver(batch))
       .then(
         () => {
-          this.queuedPoints -= batch.points.length;
+          this.queuedPoints -= batch.count;
           batch.done = true;
           this.advance();
         },
         (err: unknown) => {
-          this.queuedPoints -= batch.points.length;
+          this.queuedPoints -= batch.count;
           if (err instanceof ShutdownAbort) {
-            this.lostOnShutdown += batch.points.length;
+            this.lostOnShutdown += batch.count;
             return;
           }
           this.logger.error({ err }, 'batch delivery failed unexpectedly');

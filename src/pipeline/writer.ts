@@ -2,9 +2,10 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.js';
 import { Outage, type RetryPolicy, Sleeps } from '../retry.js';
 import type { Sink, WriteResult } from '../sinks/sink.js';
+import type { LineBatch } from './batch.js';
 import type { DeadLetterRecord } from './deadLetter.js';
 
-/** Where a point came from: kept so a line the sink refuses can be dead-lettered with its message. */
+/** Where a line came from (its log record): a line the sink refuses is dead-lettered with its message. */
 export interface PointSource {
   readonly topic: string;
   readonly clientId: string | null;
@@ -14,12 +15,6 @@ export interface PointSource {
    * memory for as long as the point waits to be written.
    */
   readonly payload: string;
-}
-
-export interface Point {
-  readonly line: string;
-  readonly receivedAtMs: number;
-  readonly source: PointSource;
 }
 
 export class ShutdownAbort extends Error {
@@ -32,6 +27,8 @@ export interface WriterDeps {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly deadLetter: (r: DeadLetterRecord) => Promise<void>;
+  /** the message a refused line came from: its record, read back from the durable log by offset */
+  readonly sourceOf: (recordStart: number) => Promise<PointSource | null>;
   readonly now?: () => number;
   /**
    * While writes fail, sink.ping() every this often; when the server answers
@@ -75,29 +72,34 @@ export class BatchWriter {
     return this.outage.lastError;
   }
 
-  async deliver(points: readonly Point[]): Promise<void> {
-    if (points.length === 0) return;
+  /** Lines [from, to) of the batch: written, or dead-lettered line by line, before this resolves. */
+  async deliver(batch: LineBatch, from = 0, to = batch.count): Promise<void> {
+    const count = to - from;
+    if (count <= 0) return;
     let attempt = 0;
     for (;;) {
       if (this.aborted) throw new ShutdownAbort('writer stopped with unwritten points');
       const started = performance.now();
-      this.deps.metrics.batchSize.observe(points.length);
-      const result = await this.deps.sink.write(points.map((p) => p.line));
+      this.deps.metrics.batchSize.observe(count);
+      const result = await this.deps.sink.write(batch.body(from, to), count);
       this.deps.metrics.writeDuration.observe((performance.now() - started) / 1000);
       switch (result.kind) {
         case 'ok':
-          this.written(points);
+          this.written(batch, from, to);
           return;
         case 'too_large':
-        case 'reject':
+        case 'reject': {
           this.deps.metrics.writeErrors.inc({ kind: result.kind });
-          if (points.length === 1) {
-            await this.refuse(points[0]!, result);
+          if (count === 1) {
+            await this.refuse(batch, from, result);
             return;
           }
-          await this.deliver(points.slice(0, points.length >> 1));
-          await this.deliver(points.slice(points.length >> 1));
+          // halves, each its own view of the same buffer: no copy, no re-encoding
+          const mid = from + (count >> 1);
+          await this.deliver(batch, from, mid);
+          await this.deliver(batch, mid, to);
           return;
+        }
         case 'retry': {
           attempt++;
           this.deps.metrics.writeErrors.inc({ kind: result.status ? `http_${result.status}` : 'network' });
@@ -113,7 +115,7 @@ export class BatchWriter {
                 status: result.status,
                 attempt,
                 delayMs: Math.round(delay),
-                points: points.length,
+                points: count,
               },
               `write failed, will retry: ${result.message.slice(0, 300)}`,
             );
@@ -126,32 +128,34 @@ export class BatchWriter {
     }
   }
 
-  private written(points: readonly Point[]): void {
+  private written(batch: LineBatch, from: number, to: number): void {
     const { metrics } = this.deps;
-    metrics.pointsWritten.inc(undefined, points.length);
+    metrics.pointsWritten.inc(undefined, to - from);
     const now = this.now();
     this.sinkDown = false;
-    for (const p of points) metrics.ingestLatency.observe((now - p.receivedAtMs) / 1000);
+    for (let i = from; i < to; i++) metrics.ingestLatency.observe((now - batch.receivedAt(i)) / 1000);
     this.outage.ok();
   }
 
   private async refuse(
-    p: Point,
+    batch: LineBatch,
+    i: number,
     result: Extract<WriteResult, { kind: 'reject' | 'too_large' }>,
   ): Promise<void> {
     const status = result.kind === 'too_large' ? 413 : result.status;
+    // the log holds the record until this batch is committed; null only if it was cut off as corrupt
+    const source = await this.deps.sourceOf(batch.record(i)).catch(() => null);
+    const topic = source?.topic ?? '';
     this.deps.metrics.messagesRejected.inc({ reason: 'sink_rejected' });
-    this.deps.log.warn(
-      { topic: p.source.topic, status },
-      `sink refused a line: ${result.message.slice(0, 300)}`,
-    );
+    this.deps.log.warn({ topic, status }, `sink refused a line: ${result.message.slice(0, 300)}`);
     await this.deps.deadLetter({
-      receivedAtMs: p.receivedAtMs,
-      clientId: p.source.clientId,
-      topic: p.source.topic,
+      receivedAtMs: batch.receivedAt(i),
+      clientId: source?.clientId ?? null,
+      topic,
       reason: 'sink_rejected',
       detail: `${this.deps.sink.name} ${status}: ${result.message.slice(0, 500)}`,
-      payload: p.source.payload,
+      // without its record, the line itself is what there is to keep
+      payload: source?.payload ?? batch.line(i),
     });
   }
 

@@ -6,6 +6,8 @@ import type { Sink, WriteResult } from './sink.js';
  * The zero-config sink: line protocol appended to {dataDir}/readings/YYYY-MM-DD.lp
  * (UTC date of the write), loadable with `influx write --precision ms`.
  */
+const NEWLINE = Buffer.from('\n');
+
 export class FileSink implements Sink {
   readonly name = 'file';
   readonly backslashMode = 'escape' as const;
@@ -35,11 +37,11 @@ export class FileSink implements Sink {
     return join(this.dir, `${now.toISOString().slice(0, 10)}.lp`);
   }
 
-  write(lines: readonly string[]): Promise<WriteResult> {
+  write(body: Buffer): Promise<WriteResult> {
     const done = this.tail.then(async (): Promise<WriteResult> => {
       try {
         // never through a planted link; a refusal is kept and retried like a full disk, and logged
-        await appendFileNoFollow(this.pathFor(), `${lines.join('\n')}\n`);
+        await appendFileNoFollow(this.pathFor(), Buffer.concat([body, NEWLINE]));
         return { kind: 'ok' };
       } catch (err) {
         // A full or read-only disk may recover: keep the batch.

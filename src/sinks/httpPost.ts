@@ -75,16 +75,3 @@ export function post(
     req.end(body);
   });
 }
-
-/** Line protocol lines as one body: one allocation, each line encoded once, "\n" between them. */
-export function linesBody(lines: readonly string[]): Buffer {
-  let size = lines.length > 0 ? lines.length - 1 : 0;
-  for (const l of lines) size += Buffer.byteLength(l, 'utf8');
-  const buf = Buffer.allocUnsafe(size);
-  let p = 0;
-  for (let i = 0; i < lines.length; i++) {
-    if (i > 0) buf[p++] = 0x0a;
-    p += buf.write(lines[i]!, p, 'utf8');
-  }
-  return buf;
-}

@@ -1,6 +1,6 @@
 import { IngestError } from '../errors.js';
 import { redactText, redactUrl } from '../redact.js';
-import { linesBody, type PostAnswer, post } from './httpPost.js';
+import { type PostAnswer, post } from './httpPost.js';
 import { influxPingOk } from './ping.js';
 import {
   type BackslashMode,
@@ -79,10 +79,10 @@ export class InfluxV1Sink implements Sink {
     }
   }
 
-  async write(lines: readonly string[]): Promise<WriteResult> {
+  async write(body: Buffer): Promise<WriteResult> {
     let res: PostAnswer;
     try {
-      res = await post(this.writeUrl, this.headers, linesBody(lines), this.opts.timeoutMs);
+      res = await post(this.writeUrl, this.headers, body, this.opts.timeoutMs);
     } catch (err) {
       return { kind: 'retry', message: networkMessage(err) };
     }

@@ -82,9 +82,9 @@ export class InfluxV2Sink implements Sink {
     }
   }
 
-  async write(lines: readonly string[]): Promise<WriteResult> {
+  async write(body: Buffer): Promise<WriteResult> {
     try {
-      await this.client.transport.request(this.writePath, lines.join('\n'), {
+      await this.client.transport.request(this.writePath, body.toString('utf8'), {
         method: 'POST',
         headers: { 'content-type': 'text/plain; charset=utf-8' },
       });

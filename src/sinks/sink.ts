@@ -49,8 +49,11 @@ export interface Sink {
   readonly newlines?: NewlineMode;
   /** Prepare (create database, check bucket). Throws IngestError on a fatal misconfiguration. */
   connect(): Promise<void>;
-  /** lines: line protocol, millisecond precision, no trailing newline */
-  write(lines: readonly string[]): Promise<WriteResult>;
+  /**
+   * `count` lines of line protocol, millisecond precision, "\n" between them
+   * and none after the last (the pipeline's batch body, pipeline/batch.ts).
+   */
+  write(body: Buffer, count: number): Promise<WriteResult>;
   /** round trip to the server, for check and /ready */
   ping(): Promise<void>;
   close(): Promise<void>;
@@ -89,4 +92,17 @@ export function networkMessage(err: unknown): string {
   const cause = e?.cause?.code ?? e?.cause?.message ?? e?.code;
   // fetch repeats the URL (with any user:password@) in its message
   return redactText(`network: ${e?.message ?? String(err)}${cause ? ` (${cause})` : ''}`);
+}
+
+/** Lines as one body for Sink.write: one allocation, each line encoded once, "\n" between them. */
+export function bodyOf(lines: readonly string[]): Buffer {
+  let size = lines.length > 0 ? lines.length - 1 : 0;
+  for (const l of lines) size += Buffer.byteLength(l, 'utf8');
+  const buf = Buffer.allocUnsafe(size);
+  let p = 0;
+  for (let i = 0; i < lines.length; i++) {
+    if (i > 0) buf[p++] = 0x0a;
+    p += buf.write(lines[i]!, p, 'utf8');
+  }
+  return buf;
 }

@@ -13,8 +13,13 @@ import type { Reading } from '../../src/ingest/reading.js';
 import { createSink } from '../../src/sinks/detect.js';
 import { InfluxV1Sink } from '../../src/sinks/influxV1.js';
 import { InfluxV2Sink } from '../../src/sinks/influxV2.js';
+import { bodyOf, type Sink } from '../../src/sinks/sink.js';
 import { deadLetters, startApp, type TestApp } from '../helpers/app.js';
 import { metricValue } from '../helpers/daemon.js';
+
+/** lines as the pipeline hands them to a sink: one body */
+const writeLines = (sink: Sink, lines: string[]) => sink.write(bodyOf(lines), lines.length);
+
 import {
   eventually,
   influxQuery,
@@ -326,7 +331,10 @@ describe('hostile tags and string fields against the real servers (property)', (
     const lines = cases.map((c) => encodeReading(c.reading, 'escape', sink.newlines));
     for (const l of lines) expect(l).not.toMatch(/[\n\r]/);
     expect(
-      await sink.write([...lines, `sensor_readings,building_id=building_007,floor=end value=1 ${base}`]),
+      await writeLines(sink, [
+        ...lines,
+        `sensor_readings,building_id=building_007,floor=end value=1 ${base}`,
+      ]),
     ).toEqual({ kind: 'ok' });
     const series = await eventually(
       async () => {
@@ -382,7 +390,7 @@ describe('hostile tags and string fields against the real servers (property)', (
       }
     }
     expect(expected.length).toBeGreaterThan(20);
-    expect(await sink.write(lines)).toEqual({ kind: 'ok' });
+    expect(await writeLines(sink, lines)).toEqual({ kind: 'ok' });
     const rows = await influxQuery(url, db, 'SELECT * FROM sensor_readings');
     expect(rows).toHaveLength(expected.length);
     const byTime = new Map(rows.map((r) => [r.time as number, r]));

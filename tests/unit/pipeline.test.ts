@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
 import { DurableLog } from '../../src/pipeline/durableLog.js';
 import { Pipeline } from '../../src/pipeline/pipeline.js';
-import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
+import { BatchWriter } from '../../src/pipeline/writer.js';
 import { fullJitterBackoff } from '../../src/retry.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
 
@@ -26,8 +26,10 @@ class FakeSink implements Sink {
   async connect() {}
   async ping() {}
   async close() {}
-  async write(lines: readonly string[]): Promise<WriteResult> {
+  async write(body: Buffer, count: number): Promise<WriteResult> {
     await this.gate;
+    const lines = body.toString('utf8').split('\n');
+    expect(lines.length).toBe(count);
     this.calls.push(lines.length);
     const r = this.answer(lines);
     if (r.kind === 'ok') this.stored.push(...lines);
@@ -59,6 +61,7 @@ async function setup(
     metrics: new Metrics(),
     log: silent,
     deadLetter: async () => {},
+    sourceOf: async () => null,
   });
   const pipeline = new Pipeline(
     {
@@ -73,16 +76,9 @@ async function setup(
   );
   pipeline.start();
   const publish = (lines: string[]) => {
-    const source = { topic: 't', clientId: 'c', payload: lines.join(',') };
-    const a = log.append({
-      topic: 't',
-      clientId: 'c',
-      receivedAtMs: Date.now(),
-      payload: source.payload,
-      lines,
-    });
-    const points: Point[] = lines.map((line) => ({ line, receivedAtMs: Date.now(), source }));
-    pipeline.offer(points, a.start, a.end);
+    const receivedAtMs = Date.now();
+    const a = log.append({ topic: 't', clientId: 'c', receivedAtMs, payload: lines.join(','), lines });
+    pipeline.offer(lines, receivedAtMs, a.start, a.end);
     return a;
   };
   return { dir, log, pipeline, publish };

@@ -1,8 +1,9 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { Metrics } from '../../src/metrics.js';
+import { LineBatch } from '../../src/pipeline/batch.js';
 import type { DeadLetterRecord } from '../../src/pipeline/deadLetter.js';
-import { BatchWriter, type Point } from '../../src/pipeline/writer.js';
+import { BatchWriter } from '../../src/pipeline/writer.js';
 import { fullJitterBackoff, retryPolicy } from '../../src/retry.js';
 import type { Sink, WriteResult } from '../../src/sinks/sink.js';
 import { classifyStatus, networkMessage, parseRetryAfter } from '../../src/sinks/sink.js';
@@ -17,7 +18,9 @@ class FakeSink implements Sink {
   async connect() {}
   async ping() {}
   async close() {}
-  async write(lines: readonly string[]): Promise<WriteResult> {
+  async write(body: Buffer, count: number): Promise<WriteResult> {
+    const lines = body.toString('utf8').split('\n');
+    expect(lines.length).toBe(count);
     this.calls.push(lines.length);
     const r = this.answer(lines, this.calls.length);
     if (r.kind === 'ok') this.stored.push(...lines);
@@ -26,8 +29,12 @@ class FakeSink implements Sink {
 }
 
 const src = { topic: 'sensors/1/1/r/t', clientId: 'c', payload: '1' };
-const points = (lines: string[]): Point[] =>
-  lines.map((line) => ({ line, receivedAtMs: Date.now(), source: src }));
+/** a batch of these lines, every one from the record at offset 0 (whose message is src) */
+const points = (lines: string[]): LineBatch => {
+  const batch = new LineBatch(lines.length);
+  for (const line of lines) batch.add(line, Date.now(), 0);
+  return batch;
+};
 
 function setup(sink: FakeSink) {
   const dead: DeadLetterRecord[] = [];
@@ -40,6 +47,7 @@ function setup(sink: FakeSink) {
     deadLetter: async (r) => {
       dead.push(r);
     },
+    sourceOf: async () => src,
   });
   return { writer, dead, metrics };
 }
@@ -122,6 +130,11 @@ describe('batch write transaction', () => {
     expect(sink.stored.sort()).toEqual(all.filter((l) => !bad.has(l)).sort());
     expect(dead.map((d) => d.reason)).toEqual(['sink_rejected', 'sink_rejected']);
     expect(dead[0]?.detail).toContain('400');
+    // each with the message it came from (read back by its record's offset), not the line
+    expect(dead.map((d) => [d.topic, d.clientId, d.payload])).toEqual([
+      [src.topic, src.clientId, src.payload],
+      [src.topic, src.clientId, src.payload],
+    ]);
     expect(metrics.messagesRejected.get({ reason: 'sink_rejected' })).toBe(2);
   });
 });
@@ -161,6 +174,7 @@ describe('sink write retries: 1 s to 30 s, and a probe that resumes at once', ()
       metrics,
       log: pino({ level: 'silent' }),
       deadLetter: async () => {},
+      sourceOf: async () => src,
     });
     const t0 = Date.now();
     const done = writer.deliver(points(['a']));
@@ -187,6 +201,7 @@ describe('sink write retries: 1 s to 30 s, and a probe that resumes at once', ()
       metrics: new Metrics(),
       log: pino({ level: 'silent' }),
       deadLetter: async () => {},
+      sourceOf: async () => src,
     });
     const done = writer.deliver(points(['a'])).catch((e: unknown) => e);
     await new Promise((r) => setTimeout(r, 300));
