@@ -27,7 +27,9 @@ export function canPublish(who: Principal, topic: string): Verdict {
   if (who.role === 'dashboard') return no('dashboards publish nothing');
   if (!topic.startsWith('sensors/')) return no('sensors publish only to sensors/{building}/#');
   if (who.buildingId === null) return OK;
-  const segment = topic.split('/')[1] ?? '';
+  // the segment after "sensors/", without splitting the whole topic (asked for every publish)
+  const end = topic.indexOf('/', 8);
+  const segment = end < 0 ? topic.slice(8) : topic.slice(8, end);
   return parseBuildingSegment(segment) === who.buildingId
     ? OK
     : no(`sensor of building ${who.buildingId} publishing under ${segment}`);

@@ -66,6 +66,10 @@ describe('ACL (contract section 9)', () => {
     expect(canPublish(sensor(1), 'sensors/building_002/1/r/t').ok).toBe(false);
     expect(canPublish(sensor(1), 'other/topic').ok).toBe(false);
     expect(canPublish(sensor(null), 'sensors/building_002/1/r/t').ok).toBe(true);
+    // the building segment alone, whatever follows it (or nothing)
+    expect(canPublish(sensor(1), 'sensors/building_001').ok).toBe(true);
+    expect(canPublish(sensor(1), 'sensors/building_0011/x').ok).toBe(false);
+    expect(canPublish(sensor(1), 'sensors//building_001').ok).toBe(false);
     expect(canSubscribe(sensor(1), 'sensors/#').ok).toBe(false);
   });
   it('dashboards read alerts/# and sensors/#, publish nothing', () => {
