@@ -12,6 +12,8 @@
  * the durable log by its record's offset (the log keeps every record until
  * the batch holding it is committed).
  */
+const EMPTY = Buffer.alloc(0);
+
 export class LineBatch {
   /** the lines, "\n" between them (bytes [0, used)) */
   private buf: Buffer;
@@ -25,9 +27,14 @@ export class LineBatch {
   end = 0;
   done = false;
 
-  constructor(expectedLines: number) {
-    const lines = Math.max(16, Math.min(expectedLines, 1024));
-    this.buf = Buffer.allocUnsafe(lines * 160);
+  /**
+   * Sized for what is expected (the previous batch, at most the batch size):
+   * growing copies the buffer, and a 5,000-line batch grown from 1,024 lines
+   * copied about 1 MB (measured at ~2% of the CPU per reading).
+   */
+  constructor(expectedLines: number, expectedBytes = expectedLines * 160) {
+    const lines = Math.max(16, expectedLines);
+    this.buf = Buffer.allocUnsafe(Math.max(4096, expectedBytes));
     this.starts = new Int32Array(lines);
     this.received = new Float64Array(lines);
     this.records = new Float64Array(lines);
@@ -53,6 +60,11 @@ export class LineBatch {
     return this.buf.subarray(this.starts[from]!, stop);
   }
 
+  /** bytes of the body */
+  get bytes(): number {
+    return this.used;
+  }
+
   /** Line i, decoded (for logs and tests). */
   line(i: number): string {
     return this.body(i, i + 1).toString('utf8');
@@ -65,6 +77,19 @@ export class LineBatch {
   /** the log offset of the record line i came from */
   record(i: number): number {
     return this.records[i]!;
+  }
+
+  /**
+   * Written: the bytes can go. A finished batch may wait in the pipeline's
+   * queue for an earlier one (the log commits in order) and must not hold its
+   * body meanwhile. Only `count`, `end` and `done` stay meaningful.
+   */
+  release(): void {
+    this.buf = EMPTY;
+    this.used = 0;
+    this.starts = new Int32Array(0);
+    this.received = new Float64Array(0);
+    this.records = new Float64Array(0);
   }
 
   private growLines(): void {

@@ -39,6 +39,8 @@ const READ_RETRY = retryPolicy('diskIo');
  */
 export class Pipeline {
   private batch: LineBatch | null = null;
+  /** size of the last batch cut, to size the next one */
+  private readonly lastCut = { lines: 64, bytes: 64 * 200 };
   private timer: NodeJS.Timeout | null = null;
   private readonly queue: PQueue;
   private readonly maxQueued: number;
@@ -143,7 +145,11 @@ export class Pipeline {
 
   private take(lines: readonly string[], receivedAtMs: number, start: number, end: number): void {
     for (const line of lines) {
-      this.batch ??= new LineBatch(this.opts.batchSize);
+      // sized like the last batch cut (a small batch at first: most flush on the timer at low rates)
+      this.batch ??= new LineBatch(
+        Math.min(this.opts.batchSize, this.lastCut.lines + 16),
+        this.lastCut.bytes + 4096,
+      );
       this.batch.add(line, receivedAtMs, start);
       if (this.batch.count >= this.opts.batchSize) this.cut();
     }
@@ -219,6 +225,8 @@ export class Pipeline {
     const batch = this.batch;
     if (batch === null || batch.count === 0) return;
     this.batch = null;
+    this.lastCut.lines = batch.count;
+    this.lastCut.bytes = batch.bytes;
     this.fifo.push(batch);
     this.queuedPoints += batch.count;
     this.queue
@@ -227,6 +235,7 @@ export class Pipeline {
         () => {
           this.queuedPoints -= batch.count;
           batch.done = true;
+          batch.release();
           this.advance();
         },
         (err: unknown) => {

@@ -10,10 +10,13 @@ describe('LineBatch', () => {
   it('any lines (multi-byte, long, many): body and every slice equal the joined lines', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.string({ unit: 'binary', maxLength: 300 }).map((s) => s.replace(/\n/g, ' ')), {
-          minLength: 1,
-          maxLength: 2500,
-        }),
+        fc.array(
+          fc.string({ unit: 'binary', maxLength: 300 }).map((s) => s.replace(/\n/g, ' ')),
+          {
+            minLength: 1,
+            maxLength: 2500,
+          },
+        ),
         fc.nat(),
         fc.nat(),
         (lines, x, y) => {
