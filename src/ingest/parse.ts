@@ -140,7 +140,8 @@ interface Ctx {
 function label(name: string, raw: unknown): string | undefined {
   if (raw === undefined || raw === null) return undefined;
   if (typeof raw !== 'string') throw new Reject('bad_value', `${name} must be a string`);
-  if (Buffer.byteLength(raw, 'utf8') > MAX_LABEL_BYTES)
+  // at most 3 UTF-8 bytes per UTF-16 unit: short labels (most units) need no count
+  if (raw.length * 3 > MAX_LABEL_BYTES && Buffer.byteLength(raw, 'utf8') > MAX_LABEL_BYTES)
     throw new Reject('bad_value', `${name} is longer than ${MAX_LABEL_BYTES} bytes`);
   return raw;
 }

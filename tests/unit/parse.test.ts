@@ -219,3 +219,14 @@ describe('timestamps', () => {
     expect(parseTimestamp('2024-13-45T10:30:00Z').ok).toBe(false);
   });
 });
+
+describe('unit and status length (32 UTF-8 bytes)', () => {
+  it('counts bytes, not characters, around the limit', () => {
+    const unit = (u: string) => parse(JSON.stringify({ value: 1, unit: u })).rejections.map((r) => r.reason);
+    expect(unit('a'.repeat(32))).toEqual([]);
+    expect(unit('a'.repeat(33))).toEqual(['bad_value']);
+    expect(unit('€'.repeat(10))).toEqual([]); // 30 bytes
+    expect(unit('€'.repeat(11))).toEqual(['bad_value']); // 33 bytes in 11 characters
+    expect(unit(`${'a'.repeat(30)}€`)).toEqual(['bad_value']); // 33 bytes in 31 characters
+  });
+});
