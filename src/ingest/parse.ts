@@ -164,7 +164,8 @@ function fromObject(ctx: Ctx, doc: unknown): Reading {
   const obj = doc as Record<string, unknown>;
   const value = toValue(obj.value);
   const extra: [string, ExtraValue][] = [];
-  for (const key of Object.keys(obj)) {
+  // for-in, not Object.keys: no key array per reading (JSON.parse objects have no inherited enumerables)
+  for (const key in obj) {
     if (RESERVED_KEYS.has(key)) continue;
     const v = obj[key];
     const problem = extraKeyProblem(key);
