@@ -256,6 +256,8 @@ describe('energy-ingest CLI', () => {
       15_000,
       'daemon up',
     );
+    // pino writes stdout asynchronously: the line may come just after /health answers
+    await eventually(async () => logs.includes('energy-ingest started'), 10_000, 'started line');
     expect(JSON.parse(logs.split('\n').find((l) => l.includes('energy-ingest started'))!)).toMatchObject({
       level: 30,
       anonymous: true,
