@@ -12,6 +12,7 @@ import {
   tempDir,
 } from '../tests/helpers/services.js';
 import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
+import { alertClusterCost } from './clusterAlerts.js';
 import { forecastAccuracy, latestCacheMicro, latestCacheRun } from './latestCache.js';
 import { type BenchContext, flood, manyConnections, stalledSubscriber } from './overload.js';
 import { type ProcSample, sample } from './procStats.js';
@@ -661,7 +662,8 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
  * 20,000/s row. `idle` rows give each kind of node's CPU per second with no
  * load, and `bare-sub` is bare Aedes delivering the subscriber row's traffic
  * (20,000 readings/s in, every one out to one `sensors/#` subscriber).
- * BENCH_CLUSTER_ROWS=idle,s20,s10,pair,sub,bare-sub picks rows (default: those; also
+ * `alerts` is the alert ownership of src/alerts/clusterState.ts in process (bench/clusterAlerts.ts).
+ * BENCH_CLUSTER_ROWS=idle,s20,s10,pair,sub,bare-sub,alerts picks rows (default: those; also
  * s10-noredis: the standalone row without REDIS_URL, r10: one redis node at 10,000/s, its peer idle);
  * BENCH_CLUSTER_PROF=DIR writes a --cpu-prof profile of every daemon into DIR.
  */
@@ -671,7 +673,9 @@ async function cluster(influx: Service): Promise<Row[]> {
   const DURATION_S = 15;
   const IDLE_S = 15;
   const pick = new Set(
-    (process.env.BENCH_CLUSTER_ROWS ?? 'idle,s20,s10,pair,sub,bare-sub').split(',').map((s) => s.trim()),
+    (process.env.BENCH_CLUSTER_ROWS ?? 'idle,s20,s10,pair,sub,bare-sub,alerts')
+      .split(',')
+      .map((s) => s.trim()),
   );
   const prof = process.env.BENCH_CLUSTER_PROF;
   const profFlags = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
@@ -845,6 +849,17 @@ async function cluster(influx: Service): Promise<Row[]> {
       }
     }
     if (pick.has('bare-sub')) rows.push(await bareAedesSubscriber(load(50), DURATION_S));
+    if (pick.has('alerts')) {
+      // with alert rules, a redis-mode node owns its series in Redis (src/alerts/clusterState.ts)
+      const c = await alertClusterCost(redis.url);
+      rows.push({
+        scenario:
+          'cluster: alert ownership in process, 10,000 series with rules at 1 reading/s each, 20 s (leases re-asserted every 5 s)',
+        readings: 200_000,
+        readings_per_s: 10_000,
+        note: `${c.usPerReading} µs CPU per reading (admit + lease refreshes, this process); ${c.claimsPerS} lease refreshes/s; Redis ${c.commandsPerS} commands/s (scripts' own GET/SET included)`,
+      });
+    }
   } finally {
     await redis.stop();
   }
