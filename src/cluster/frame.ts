@@ -45,7 +45,8 @@ export class BatchWriter {
   /** messages written */
   count = 0;
 
-  constructor(header: Buffer, capacity = 16 * 1024) {
+  // below 4 KiB Buffer.allocUnsafe takes from the shared pool: a small batch costs no allocation of its own
+  constructor(header: Buffer, capacity = 4000) {
     this.buf = Buffer.allocUnsafe(Math.max(capacity, header.length * 2));
     header.copy(this.buf, 0);
     this.length = header.length;
