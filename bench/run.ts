@@ -821,7 +821,27 @@ async function cluster(influx: Service): Promise<Row[]> {
             [b, load(25)],
           ],
         );
+        // what B still delivers after the CPU sample is late, not lost: wait until it stops coming
+        let settled = received;
+        for (let i = 0; withSubscriber && i < 30; i++) {
+          await sleep(500);
+          if (received === settled) break;
+          settled = received;
+        }
         await sub?.endAsync();
+        // messages not delivered, by where they were dropped (cross-node queues, a cut-off subscriber)
+        const drops = async (n: Node) => {
+          const text = await (await fetch(`http://127.0.0.1:${n.httpPort}/metrics`)).text();
+          return [
+            ...text.matchAll(
+              /^energy_ingest_(cluster_dropped_total\{reason="(\w+)"\}|slow_consumers_disconnected_total) (\S+)$/gm,
+            ),
+          ]
+            .filter((x) => Number(x[3]) > 0)
+            .map((x) => `${x[2] ?? 'slow_consumer_cut_off'} ${x[3]}`)
+            .join(', ');
+        };
+        const [da, db] = [await drops(a), await drops(b)];
         const [wa, wb] = [m.st[0]!.points_written, m.st[1]!.points_written];
         const [ua, ub] = [perReadingUs(m.cpu[0]!, wa), perReadingUs(m.cpu[1]!, wb)];
         const fromA = Math.max(0, received - m.st[1]!.readings_accepted);
@@ -841,6 +861,7 @@ async function cluster(influx: Service): Promise<Row[]> {
             (withSubscriber
               ? `; B's subscriber got ${received}: ${fromA} of them published on A` +
                 (fromA === 0 ? ' (no cross-node forwarding in this build)' : '') +
+                `; dropped: A ${da || 'none'}, B ${db || 'none'}` +
                 `; B ${perReadingUs(m.cpu[1]!, received)} µs CPU per delivered message`
               : ''),
         });
