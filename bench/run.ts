@@ -12,6 +12,7 @@ import {
   tempDir,
 } from '../tests/helpers/services.js';
 import { alertEvalCost, alertLatency, writeBenchConfig } from './alerts.js';
+import { alertClusterCost } from './clusterAlerts.js';
 import { bareRun, daemonRun } from './fixedLoad.js';
 import { forecastAccuracy, latestCacheMicro, latestCacheRun } from './latestCache.js';
 import { type BenchContext, flood, manyConnections, stalledSubscriber } from './overload.js';
@@ -191,6 +192,7 @@ interface Status {
 async function daemon(
   env: Record<string, string>,
   prefix: string[] = [],
+  nodeFlags: string[] = [],
 ): Promise<{
   child: ChildProcess;
   mqtt: string;
@@ -201,7 +203,7 @@ async function daemon(
 }> {
   const dataDir = tempDir('bench');
   const [mqttPort, httpPort] = [await freePort(), await freePort()];
-  const [cmd, ...args] = [...prefix, 'node', BIN, 'start'];
+  const [cmd, ...args] = [...prefix, 'node', ...nodeFlags, BIN, 'start'];
   const child = track(
     spawn(cmd!, args, {
       env: {
@@ -654,11 +656,32 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
  * aggregate stored readings/s and CPU µs per stored reading per node. The
  * subscriber row counts what B's subscriber got beyond B's own readings: that
  * is cross-node delivery from A (0 while the build has no cross-node forwarding).
+ *
+ * A node at half the rate pays its fixed per-second costs (timers, metrics,
+ * heartbeats, GC) over half the readings, so the fair measure of what cluster
+ * mode costs is a standalone node at the per-node load (10,000 readings/s):
+ * the two-node rows give their CPU per reading as a ratio to it, and to the
+ * 20,000/s row. `idle` rows give each kind of node's CPU per second with no
+ * load, and `bare-sub` is bare Aedes delivering the subscriber row's traffic
+ * (20,000 readings/s in, every one out to one `sensors/#` subscriber).
+ * `alerts` is the alert ownership of src/alerts/clusterState.ts in process (bench/clusterAlerts.ts).
+ * BENCH_CLUSTER_ROWS=idle,s20,s10,pair,sub,bare-sub,alerts picks rows (default: those; also
+ * s10-noredis: the standalone row without REDIS_URL, r10: one redis node at 10,000/s, its peer idle);
+ * BENCH_CLUSTER_PROF=DIR writes a --cpu-prof profile of every daemon into DIR.
  */
 async function cluster(influx: Service): Promise<Row[]> {
   const redis = await startRedis();
   const rows: Row[] = [];
   const DURATION_S = 15;
+  const IDLE_S = 15;
+  const pick = new Set(
+    (process.env.BENCH_CLUSTER_ROWS ?? 'idle,s20,s10,pair,sub,bare-sub,alerts')
+      .split(',')
+      .map((s) => s.trim()),
+  );
+  const prof = process.env.BENCH_CLUSTER_PROF;
+  const profFlags = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  const node = (env: Record<string, string>) => daemon(env, [], profFlags);
   // 10 buildings × 10 floors × rooms × 4 types, 1 reading/s each
   const load = (rooms: number) => [
     '--buildings',
@@ -676,85 +699,189 @@ async function cluster(influx: Service): Promise<Row[]> {
   ];
   type Node = Awaited<ReturnType<typeof daemon>>;
   const perReadingUs = (cpuS: number, n: number) => (n > 0 ? Math.round((cpuS / n) * 1e6 * 10) / 10 : 0);
-  async function measure(nodes: Node[], sims: Array<[Node, string[]]>, settle: () => Promise<void>) {
+  const ratio = (us: number, base: number | undefined) =>
+    base ? `${Math.round((us / base) * 100)}%` : 'n/a';
+  async function measure(nodes: Node[], sims: Array<[Node, string[]]>) {
     const cpu0 = nodes.map((n) => sample(n.child.pid!));
     const t0 = performance.now();
     const sent = await Promise.all(sims.map(([n, args]) => simulate(n.mqtt, args)));
     await sleep(2500);
-    await settle();
     const secs = (performance.now() - t0) / 1000 - 2.5;
     const st = await Promise.all(nodes.map((n) => n.status()));
     const s = nodes.map((n) => sample(n.child.pid!));
     const cpu = s.map((x, i) => round(x.cpuSeconds - cpu0[i]!.cpuSeconds));
     return { sent: sent.reduce((a, r) => a + (r.sent ?? 0), 0), secs, st, cpu, s };
   }
-  try {
-    {
-      const a = await daemon({ INFLUX_URL: influx.url, INFLUX_DATABASE: 'bench_cluster_1' });
-      const m = await measure([a], [[a, load(50)]], async () => {});
+  const stopNodes = async (nodes: Node[]) => {
+    for (const n of nodes) {
+      await stopChild(n.child);
+      rmSync(n.dataDir, { recursive: true, force: true });
+    }
+  };
+  // standalone nodes get the same Redis as the cluster nodes (REDIS_URL turns on the latest
+  // readings cache and the alerts' Redis output): the difference measured is CLUSTER_MODE alone
+  const standaloneEnv = (db: string, withRedis = true): Record<string, string> => ({
+    INFLUX_URL: influx.url,
+    INFLUX_DATABASE: db,
+    ...(withRedis ? { REDIS_URL: redis.url } : {}),
+  });
+  const redisEnv = (id: string) => ({
+    INFLUX_URL: influx.url,
+    INFLUX_DATABASE: 'bench_cluster_2',
+    CLUSTER_MODE: 'redis',
+    CLUSTER_NODE_ID: id,
+    REDIS_URL: redis.url,
+  });
+  /** one standalone node at `rooms` × 400 readings/s; returns µs CPU per stored reading */
+  async function standalone(rooms: number, label: string, withRedis = true): Promise<number> {
+    const a = await node(standaloneEnv(`bench_cluster_${rooms}`, withRedis));
+    try {
+      const m = await measure([a], [[a, load(rooms)]]);
       const written = m.st[0]!.points_written;
+      const us = perReadingUs(m.cpu[0]!, written);
       rows.push({
-        scenario: 'cluster: one standalone node, 20,000 readings/s offered for 15 s → InfluxDB 1.x',
+        scenario: `cluster: one standalone node${withRedis ? '' : ' without Redis'}, ${label} readings/s offered for 15 s → InfluxDB 1.x`,
         readings: written,
         readings_per_s: Math.round(m.sent / DURATION_S),
         cpu_s: m.cpu[0],
         peak_rss_mb: mb(m.s[0]!),
-        note: `${perReadingUs(m.cpu[0]!, written)} µs CPU per stored reading; ${m.sent} sent`,
+        note: `${us} µs CPU per stored reading; ${m.sent} sent`,
       });
-      await stopChild(a.child);
-      rmSync(a.dataDir, { recursive: true, force: true });
+      return us;
+    } finally {
+      await stopNodes([a]);
+    }
+  }
+  try {
+    if (pick.has('idle')) {
+      // fixed per-second costs: no client, no reading, after a 3 s settle
+      const idle = async (nodes: Node[]) => {
+        await sleep(3000);
+        const c0 = nodes.map((n) => sample(n.child.pid!).cpuSeconds);
+        const t0 = performance.now();
+        await sleep(IDLE_S * 1000);
+        const secs = (performance.now() - t0) / 1000;
+        return nodes.map((n, i) => Math.round(((sample(n.child.pid!).cpuSeconds - c0[i]!) / secs) * 1000));
+      };
+      const s = await node(standaloneEnv('bench_cluster_idle'));
+      const [ms] = await idle([s]);
+      await stopNodes([s]);
+      const a = await node(redisEnv('bench-a'));
+      const b = await node(redisEnv('bench-b'));
+      const [ma, mb_] = await idle([a, b]);
+      await stopNodes([a, b]);
+      rows.push({
+        scenario: `cluster: idle nodes, no load, ${IDLE_S} s`,
+        readings: 0,
+        readings_per_s: 0,
+        note: `CPU ms per second: standalone ${ms}; two CLUSTER_MODE=redis nodes A ${ma}, B ${mb_}`,
+      });
+    }
+    const s20 = pick.has('s20') ? await standalone(50, '20,000') : undefined;
+    const s10 = pick.has('s10') ? await standalone(25, 'the per-node load, 10,000') : undefined;
+    if (pick.has('s10-noredis')) await standalone(25, 'the per-node load, 10,000', false);
+    if (pick.has('r10')) {
+      // one CLUSTER_MODE=redis node at the per-node load, its peer idle: the cluster's cost with
+      // the machine as busy as in the standalone row (one simulator, one loaded daemon)
+      const a = await node(redisEnv('bench-a'));
+      const b = await node(redisEnv('bench-b'));
+      try {
+        const m = await measure([a], [[a, load(25)]]);
+        const written = m.st[0]!.points_written;
+        const us = perReadingUs(m.cpu[0]!, written);
+        rows.push({
+          scenario: 'cluster: one CLUSTER_MODE=redis node at 10,000 readings/s, its peer idle',
+          readings: written,
+          readings_per_s: Math.round(m.sent / DURATION_S),
+          cpu_s: m.cpu[0],
+          peak_rss_mb: mb(m.s[0]!),
+          note: `${us} µs CPU per stored reading; vs standalone at 10,000/s ${ratio(us, s10)}; ${m.sent} sent`,
+        });
+      } finally {
+        await stopNodes([a, b]);
+      }
     }
     for (const withSubscriber of [false, true]) {
-      const env = (id: string) => ({
-        INFLUX_URL: influx.url,
-        INFLUX_DATABASE: 'bench_cluster_2',
-        CLUSTER_MODE: 'redis',
-        CLUSTER_NODE_ID: id,
-        REDIS_URL: redis.url,
-      });
-      const a = await daemon(env('bench-a'));
-      const b = await daemon(env('bench-b'));
+      if (!pick.has(withSubscriber ? 'sub' : 'pair')) continue;
+      const a = await node(redisEnv('bench-a'));
+      const b = await node(redisEnv('bench-b'));
       let received = 0;
       let sub: { endAsync(): Promise<void> } | null = null;
-      if (withSubscriber) {
-        const mqtt = (await import('mqtt')).default;
-        const c = await mqtt.connectAsync(b.mqtt, { protocolVersion: 4 });
-        c.on('message', () => received++);
-        await c.subscribeAsync('sensors/#', { qos: 0 });
-        sub = c;
-        await sleep(1000); // a cluster-wide view of subscriptions needs a moment to learn it
+      try {
+        if (withSubscriber) {
+          const mqtt = (await import('mqtt')).default;
+          const c = await mqtt.connectAsync(b.mqtt, { protocolVersion: 4 });
+          c.on('message', () => received++);
+          await c.subscribeAsync('sensors/#', { qos: 0 });
+          sub = c;
+          await sleep(1000); // a cluster-wide view of subscriptions needs a moment to learn it
+        }
+        const m = await measure(
+          [a, b],
+          [
+            [a, load(25)],
+            [b, load(25)],
+          ],
+        );
+        // what B still delivers after the CPU sample is late, not lost: wait until it stops coming
+        let settled = received;
+        for (let i = 0; withSubscriber && i < 30; i++) {
+          await sleep(500);
+          if (received === settled) break;
+          settled = received;
+        }
+        await sub?.endAsync();
+        // messages not delivered, by where they were dropped (cross-node queues, a cut-off subscriber)
+        const drops = async (n: Node) => {
+          const text = await (await fetch(`http://127.0.0.1:${n.httpPort}/metrics`)).text();
+          return [
+            ...text.matchAll(
+              /^energy_ingest_(cluster_dropped_total\{reason="(\w+)"\}|slow_consumers_disconnected_total) (\S+)$/gm,
+            ),
+          ]
+            .filter((x) => Number(x[3]) > 0)
+            .map((x) => `${x[2] ?? 'slow_consumer_cut_off'} ${x[3]}`)
+            .join(', ');
+        };
+        const [da, db] = [await drops(a), await drops(b)];
+        const [wa, wb] = [m.st[0]!.points_written, m.st[1]!.points_written];
+        const [ua, ub] = [perReadingUs(m.cpu[0]!, wa), perReadingUs(m.cpu[1]!, wb)];
+        const fromA = Math.max(0, received - m.st[1]!.readings_accepted);
+        rows.push({
+          scenario: withSubscriber
+            ? 'cluster: same two nodes, an MQTT subscriber on sensors/# on node B'
+            : 'cluster: two CLUSTER_MODE=redis nodes, same 20,000 readings/s split over both',
+          readings: wa + wb,
+          readings_per_s: Math.round(m.sent / DURATION_S),
+          cpu_s: round(m.cpu[0]! + m.cpu[1]!),
+          peak_rss_mb: Math.max(mb(m.s[0]!), mb(m.s[1]!)),
+          note:
+            `node A ${ua} µs, node B ${ub} µs CPU per stored reading ` +
+            `(A ${wa}, B ${wb} stored; ${m.sent} sent); ` +
+            `vs standalone at 10,000/s: A ${ratio(ua, s10)}, B ${ratio(ub, s10)}; ` +
+            `vs standalone at 20,000/s: A ${ratio(ua, s20)}, B ${ratio(ub, s20)}` +
+            (withSubscriber
+              ? `; B's subscriber got ${received}: ${fromA} of them published on A` +
+                (fromA === 0 ? ' (no cross-node forwarding in this build)' : '') +
+                `; dropped: A ${da || 'none'}, B ${db || 'none'}` +
+                `; B ${perReadingUs(m.cpu[1]!, received)} µs CPU per delivered message`
+              : ''),
+        });
+      } finally {
+        await stopNodes([a, b]);
       }
-      const m = await measure(
-        [a, b],
-        [
-          [a, load(25)],
-          [b, load(25)],
-        ],
-        async () => {},
-      );
-      await sub?.endAsync();
-      const [wa, wb] = [m.st[0]!.points_written, m.st[1]!.points_written];
-      const fromA = Math.max(0, received - m.st[1]!.readings_accepted);
+    }
+    if (pick.has('bare-sub')) rows.push(await bareAedesSubscriber(load(50), DURATION_S));
+    if (pick.has('alerts')) {
+      // with alert rules, a redis-mode node owns its series in Redis (src/alerts/clusterState.ts)
+      const c = await alertClusterCost(redis.url);
       rows.push({
-        scenario: withSubscriber
-          ? 'cluster: same two nodes, an MQTT subscriber on sensors/# on node B'
-          : 'cluster: two CLUSTER_MODE=redis nodes, same 20,000 readings/s split over both',
-        readings: wa + wb,
-        readings_per_s: Math.round(m.sent / DURATION_S),
-        cpu_s: round(m.cpu[0]! + m.cpu[1]!),
-        peak_rss_mb: Math.max(mb(m.s[0]!), mb(m.s[1]!)),
-        note:
-          `node A ${perReadingUs(m.cpu[0]!, wa)} µs, node B ${perReadingUs(m.cpu[1]!, wb)} µs CPU per stored reading ` +
-          `(A ${wa}, B ${wb} stored; ${m.sent} sent)` +
-          (withSubscriber
-            ? `; B's subscriber got ${received}: ${fromA} of them published on A` +
-              (fromA === 0 ? ' (no cross-node forwarding in this build)' : '')
-            : ''),
+        scenario:
+          'cluster: alert ownership in process, 10,000 series with rules at 1 reading/s each, 20 s (leases re-asserted every 5 s)',
+        readings: 200_000,
+        readings_per_s: 10_000,
+        note: `${c.usPerReading} µs CPU per reading (admit + lease refreshes, this process); ${c.claimsPerS} lease refreshes/s; Redis ${c.commandsPerS} commands/s (scripts' own GET/SET included)`,
       });
-      for (const n of [a, b]) {
-        await stopChild(n.child);
-        rmSync(n.dataDir, { recursive: true, force: true });
-      }
     }
   } finally {
     await redis.stop();
@@ -822,6 +949,42 @@ async function efficiency(influx: Service, fullSpeedQos0?: { bare: Row; daemon: 
     );
   }
   return rows;
+}
+
+/** bare Aedes (no hooks), the subscriber row's traffic: 20,000 readings/s in, each to one sensors/# subscriber */
+async function bareAedesSubscriber(load: string[], durationS: number): Promise<Row> {
+  const child = track(
+    spawn('node', [join(ROOT, 'dist', 'bench', 'bareBroker.js'), '0'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }),
+  );
+  let port = 0;
+  child.stdout!.on('data', (b: Buffer) => {
+    const m = /^port (\d+)$/m.exec(b.toString());
+    if (m) port = Number(m[1]);
+  });
+  while (!port) await sleep(20);
+  const mqtt = (await import('mqtt')).default;
+  const c = await mqtt.connectAsync(`mqtt://127.0.0.1:${port}`, { protocolVersion: 4 });
+  let received = 0;
+  c.on('message', () => received++);
+  await c.subscribeAsync('sensors/#', { qos: 0 });
+  const cpu0 = sample(child.pid!);
+  const r = await simulate(`mqtt://127.0.0.1:${port}`, load);
+  await sleep(2500);
+  const s = sample(child.pid!);
+  await c.endAsync();
+  await stopChild(child);
+  const cpu = round(s.cpuSeconds - cpu0.cpuSeconds);
+  return {
+    scenario:
+      'cluster baseline: bare Aedes, 20,000 readings/s in, each delivered to one sensors/# subscriber',
+    readings: received,
+    readings_per_s: Math.round((r.sent ?? 0) / durationS),
+    cpu_s: cpu,
+    peak_rss_mb: mb(s),
+    note: `${received > 0 ? Math.round((cpu / received) * 1e7) / 10 : 0} µs CPU per delivered message (receipt included); ${r.sent} sent`,
+  };
 }
 
 async function main(): Promise<void> {

@@ -56,6 +56,29 @@ return out
 `;
 
 /**
+ * Lease refreshes of many series at once. KEYS: owner keys. ARGV: node id, lease ms.
+ * A key this node holds gets its lease again (answer 0); any other (expired,
+ * or taken by another node) is left alone (answer 1) for a full claim, which
+ * notifies the previous owner and reads the series' state.
+ */
+const REFRESH_LUA = `
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('SET', KEYS[i], ARGV[1], 'PX', ARGV[2])
+    out[i] = 0
+  else
+    out[i] = 1
+  end
+end
+return out
+`;
+/** lease refreshes due are sent together, at most this long after they fell due (the lease is 60 s) */
+const REFRESH_BATCH_MS = 200;
+/** series per REFRESH_LUA call (Redis runs one script at a time: kept short) */
+const REFRESH_BATCH_MAX = 500;
+
+/**
  * KEYS: active hash, owner key, stream, notification key.
  * ARGV: field, event body, state, event id, node id, channel.
  * Answers {'ok'}, {'dup'} (this very event was applied before), {'exists', body},
@@ -113,6 +136,7 @@ type ClusterRedis = Redis & {
   eiAlertClaim(...args: Array<string | number>): Promise<string[]>;
   eiAlertGate(...args: string[]): Promise<string[]>;
   eiAlertRepair(...args: string[]): Promise<number>;
+  eiAlertRefresh(numKeys: number, ...args: Array<string | number>): Promise<number[]>;
 };
 
 export type SeriesId = Pick<Reading, 'building' | 'buildingId' | 'floor' | 'room' | 'sensorType'>;
@@ -201,6 +225,9 @@ export class AlertCluster {
   private readonly refreshMs: number;
   private readonly outage: Outage;
   private stopped = false;
+  /** owned, synced series whose lease is due: re-asserted together (one script per batch, not per series) */
+  private refreshDue: Array<[string, Claim]> = [];
+  private refreshTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: AlertClusterOptions) {
     this.leaseMs = opts.leaseMs ?? LEASE_MS;
@@ -212,6 +239,7 @@ export class AlertCluster {
       r.defineCommand('eiAlertGate', { numberOfKeys: 4, lua: GATE_LUA });
       r.defineCommand('eiAlertRepair', { numberOfKeys: 2, lua: REPAIR_LUA });
     }
+    if (typeof r.eiAlertRefresh !== 'function') r.defineCommand('eiAlertRefresh', { lua: REFRESH_LUA });
     this.redis = r;
   }
 
@@ -231,6 +259,9 @@ export class AlertCluster {
 
   stop(): void {
     this.stopped = true;
+    if (this.refreshTimer) clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.refreshDue = [];
     this.sub?.disconnect();
     this.sub = null;
   }
@@ -319,9 +350,54 @@ export class AlertCluster {
     }
     if (receivedAtMs - c.at >= this.refreshMs) {
       c.at = receivedAtMs;
-      void this.claim(key, c, false);
+      // a series whose state was not read (a failed claim) is claimed in full; the others are batched
+      if (c.synced) this.refreshLater(key, c);
+      else void this.claim(key, c, false);
     }
     return true;
+  }
+
+  private refreshLater(key: string, c: Claim): void {
+    this.refreshDue.push([key, c]);
+    this.refreshTimer ??= setTimeout(() => {
+      this.refreshTimer = null;
+      void this.refreshBatch();
+    }, REFRESH_BATCH_MS);
+  }
+
+  /**
+   * Re-asserts every lease that fell due (a node keeping 10,000 series sent
+   * 2,000 claim scripts a second, one per series: bench/README.md). A series
+   * another node took, or nobody holds any more, gets a full claim (the
+   * take-over is noticed and its state read, as before).
+   */
+  private async refreshBatch(): Promise<void> {
+    const due = this.refreshDue;
+    this.refreshDue = [];
+    for (let i = 0; i < due.length; i += REFRESH_BATCH_MAX) {
+      const chunk = due.slice(i, i + REFRESH_BATCH_MAX);
+      try {
+        const answers = await this.redis.eiAlertRefresh(
+          chunk.length,
+          ...chunk.map(([key]) => OWNER_PREFIX + key),
+          this.opts.nodeId,
+          this.leaseMs,
+        );
+        this.outage.ok();
+        chunk.forEach(([key, c], j) => {
+          if (this.stopped || this.claims.get(key) !== c) return; // lost meanwhile
+          if (answers[j] === 0) this.opts.counters.claims('refresh');
+          else void this.claim(key, c, false);
+        });
+      } catch (err) {
+        this.outage.fail(err);
+        for (const [, c] of chunk) {
+          this.opts.counters.claims('failed');
+          // the next refresh claims in full and reads the cluster's state
+          c.synced = false;
+        }
+      }
+    }
   }
 
   /** Claim (or re-assert) a series; on a first claim or a takeover, its state becomes the cluster's. */

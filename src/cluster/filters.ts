@@ -59,6 +59,9 @@ export class FilterView {
   set(owner: string, filters: Iterable<string>): void {
     const valid = new Set<string>();
     for (const f of filters) if (isValidFilter(f)) valid.add(f);
+    const cur = this.byOwner.get(owner);
+    // every heartbeat re-reads every node's filters: the trie is rebuilt only when they changed
+    if (cur ? sameSet(cur, valid) : valid.size === 0) return;
     if (valid.size === 0) this.byOwner.delete(owner);
     else this.byOwner.set(owner, valid);
     this.rebuild();
@@ -125,6 +128,12 @@ export class FilterView {
     this.filterCount = count;
     this.root = count === 0 ? null : root;
   }
+}
+
+function sameSet(a: ReadonlySet<string>, b: ReadonlySet<string>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
 }
 
 function addOwner(list: string[] | null, owner: string): string[] {

@@ -34,13 +34,67 @@ export function encodeMessage(m: ClusterMessage): Buffer {
   return buf;
 }
 
+/**
+ * A batch for one node, written message by message into one growing buffer:
+ * no buffer per message and no concatenation at the flush (the sender's cost
+ * per forwarded message is its copy into this buffer).
+ */
+export class BatchWriter {
+  private buf: Buffer;
+  private length: number;
+  /** messages written */
+  count = 0;
+
+  // below 4 KiB Buffer.allocUnsafe takes from the shared pool: a small batch costs no allocation of its own
+  constructor(header: Buffer, capacity = 4000) {
+    this.buf = Buffer.allocUnsafe(Math.max(capacity, header.length * 2));
+    header.copy(this.buf, 0);
+    this.length = header.length;
+  }
+
+  /** bytes written (the header included) */
+  get bytes(): number {
+    return this.length;
+  }
+
+  add(topic: string, payload: Buffer, qos: number, retain: boolean): void {
+    const topicLength = Buffer.byteLength(topic, 'utf8');
+    const need = this.length + 7 + topicLength + payload.length;
+    if (need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, this.buf.length * 2));
+      this.buf.copy(grown, 0, 0, this.length);
+      this.buf = grown;
+    }
+    const b = this.buf;
+    let at = this.length;
+    b[at] = (qos & 3) | (retain ? 4 : 0);
+    b.writeUInt16BE(topicLength, at + 1);
+    at += 3;
+    at += b.write(topic, at, 'utf8');
+    b.writeUInt32BE(payload.length, at);
+    at += 4;
+    payload.copy(b, at);
+    this.length = at + payload.length;
+    this.count++;
+  }
+
+  /** the batch (a view: the writer is not used again) */
+  finish(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+}
+
 export class FrameError extends IngestError {
   constructor(message: string) {
     super('EI_CLUSTER_FRAME', message);
   }
 }
 
-/** a batch's origin and messages; throws FrameError on anything malformed */
+/**
+ * A batch's origin and messages; throws FrameError on anything malformed.
+ * Payloads are views of `buf` (no copy per message): whoever keeps one beyond
+ * the delivery (a retained message) copies it.
+ */
 export function decodeBatch(buf: Buffer): { origin: string; messages: ClusterMessage[] } {
   if (buf.length < 2 || buf[0] !== FRAME_VERSION) throw new FrameError('unknown cluster frame version');
   const originLength = buf[1]!;
@@ -62,7 +116,7 @@ export function decodeBatch(buf: Buffer): { origin: string; messages: ClusterMes
     if (qos > 2) throw new FrameError('bad QoS in cluster frame');
     messages.push({
       topic,
-      payload: Buffer.from(buf.subarray(topicEnd + 4, end)),
+      payload: buf.subarray(topicEnd + 4, end),
       qos: qos as 0 | 1 | 2,
       retain: (flags & 4) !== 0,
     });

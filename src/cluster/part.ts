@@ -8,6 +8,7 @@ import { Counter, type Metrics } from '../metrics.js';
 import { Outage, retryPolicy } from '../retry.js';
 import { FilterView, LocalFilters } from './filters.js';
 import {
+  BatchWriter,
   batchHeader,
   type ClusterMessage,
   decodeBatch,
@@ -44,6 +45,16 @@ const CHANNEL_MSG = (id: string) => `cluster:msg:${id}`;
 const CHANNEL_SUBS = 'cluster:subs';
 const RETAINED = 'cluster:retained';
 const NODE_PREFIX = 'cluster:node:';
+/**
+ * Messages from other nodes handed to Aedes at a time. Aedes's mqemitter runs
+ * `concurrency` (100) publishes at once and queues the rest in an array it
+ * shift()s one by one: a batch of thousands handed over in one go made that
+ * queue long, and shift() on a long array copies it, so delivery became
+ * quadratic (bench/README.md, issue 14: 200 µs CPU per delivered message on
+ * the subscriber's node, 29 µs for bare Aedes). Fed this many at a time, the
+ * rest wait here, where taking the next one is O(1).
+ */
+const INJECT_IN_FLIGHT = 32;
 
 /**
  * HSET/HDEL of a retained message and its broadcast, atomically (so no node
@@ -98,7 +109,7 @@ export interface ClusterDeps {
 
 /** one step of the outgoing queue: a batch per target node, or one retained change for all */
 type Segment =
-  | { kind: 'nodes'; batches: Map<string, Buffer[]>; bytes: number }
+  | { kind: 'nodes'; batches: Map<string, BatchWriter>; bytes: number }
   | { kind: 'retained'; topic: string; message: ClusterMessage; bytes: number };
 
 export class ClusterPart implements Component {
@@ -113,6 +124,17 @@ export class ClusterPart implements Component {
   private readonly local = new LocalFilters();
   /** messages handed to the local Aedes from other nodes: delivered here, never forwarded again */
   private readonly injected = new WeakSet<object>();
+  /** messages from other nodes waiting for the local Aedes (a queue read from `inHead`) */
+  private inbound: ClusterMessage[] = [];
+  private inHead = 0;
+  private inboundBytes = 0;
+  private injecting = 0;
+  private pumping = false;
+  private readonly injectDone = (err?: Error | null): void => {
+    this.injecting--;
+    if (err) this.rateLog.warn('cluster:inject', {}, `delivery failed: ${err.message}`);
+    this.pump();
+  };
   private queue: Segment[] = [];
   private queuedBytes = 0;
   private flushScheduled = false;
@@ -142,7 +164,7 @@ export class ClusterPart implements Component {
   );
   readonly dropped = new Counter(
     'energy_ingest_cluster_dropped_total',
-    'messages not sent to (or not taken from) other nodes, by reason: redis_down, queue_full (cluster.maxQueuedBytes), redis_error, retained_limit, bad_frame',
+    'messages not sent to (or not taken from) other nodes, by reason: redis_down, queue_full (cluster.maxQueuedBytes), inbound_full (cluster.maxQueuedBytes of messages from other nodes waiting for local delivery), redis_error, retained_limit, bad_frame',
   );
 
   constructor(
@@ -247,20 +269,19 @@ export class ClusterPart implements Component {
     if (topic.charCodeAt(0) === 36 /* $ */) return; // $SYS: per broker
     const payload =
       typeof packet.payload === 'string' ? Buffer.from(packet.payload) : (packet.payload as Buffer);
-    const m: ClusterMessage = { topic, payload, qos: packet.qos, retain: packet.retain };
-    if (m.retain) this.enqueueRetained(m);
-    else this.enqueue(m);
+    if (packet.retain) this.enqueueRetained({ topic, payload, qos: packet.qos, retain: true });
+    else this.enqueue(topic, payload, packet.qos);
   };
 
-  private enqueue(m: ClusterMessage): void {
-    const targets = this.remote.match(m.topic);
+  /** a live message for the nodes whose filters match it: written into their batches at once */
+  private enqueue(topic: string, payload: Buffer, qos: 0 | 1 | 2): void {
+    const targets = this.remote.match(topic);
     if (targets.length === 0) return;
     if (this.pub?.status !== 'ready') {
       this.dropped.inc({ reason: 'redis_down' }, targets.length);
       return;
     }
-    const frame = encodeMessage(m);
-    const size = frame.length * targets.length;
+    const size = (7 + topic.length + payload.length) * targets.length;
     if (this.queuedBytes + size > this.ctx.cfg.cluster.maxQueuedBytes) {
       this.dropped.inc({ reason: 'queue_full' }, targets.length);
       this.rateLog.warn(
@@ -276,9 +297,12 @@ export class ClusterPart implements Component {
       this.queue.push(seg);
     }
     for (const t of targets) {
-      const list = seg.batches.get(t);
-      if (list) list.push(frame);
-      else seg.batches.set(t, [frame]);
+      let batch = seg.batches.get(t);
+      if (!batch) {
+        batch = new BatchWriter(this.header);
+        seg.batches.set(t, batch);
+      }
+      batch.add(topic, payload, qos, false);
     }
     seg.bytes += size;
     this.queuedBytes += size;
@@ -331,8 +355,7 @@ export class ClusterPart implements Component {
       };
       if (seg.kind === 'nodes') {
         const sends: Promise<unknown>[] = [];
-        for (const [node, frames] of seg.batches)
-          sends.push(pub.publish(CHANNEL_MSG(node), Buffer.concat([this.header, ...frames])));
+        for (const [node, batch] of seg.batches) sends.push(pub.publish(CHANNEL_MSG(node), batch.finish()));
         Promise.all(sends).then(done(segmentMessages(seg)), failed(segmentMessages(seg)));
       } else {
         const m = seg.message;
@@ -343,8 +366,7 @@ export class ClusterPart implements Component {
           // too large to keep cluster-wide: still delivered live to the other nodes
           this.dropped.inc({ reason: 'retained_limit' });
           this.queuedBytes -= seg.bytes;
-          const live = { ...m, retain: false };
-          this.enqueue(live);
+          this.enqueue(m.topic, m.payload, m.qos);
           continue;
         }
         const retainedBatch = Buffer.concat([this.header, encodeMessage(m)]);
@@ -395,28 +417,60 @@ export class ClusterPart implements Component {
     for (const m of batch.messages) this.inject(m);
   }
 
-  /** hand a message from another node to the local Aedes: delivery only (no ingress, no forwarding) */
+  /** a message from another node, for local delivery only (no ingress, no forwarding) */
   private inject(m: ClusterMessage): void {
+    if (!this.aedes || this.stopped) return;
+    const size = m.topic.length + m.payload.length;
+    // retained ones are bounded by mqtt.maxRetainedMessages, and must not be lost
+    if (!m.retain && this.inboundBytes + size > this.ctx.cfg.cluster.maxQueuedBytes) {
+      this.dropped.inc({ reason: 'inbound_full' });
+      this.rateLog.warn(
+        'cluster:inbound_full',
+        { inboundBytes: this.inboundBytes },
+        'cluster.maxQueuedBytes reached: messages from other nodes dropped while local delivery is behind',
+      );
+      return;
+    }
+    this.inbound.push(m);
+    this.inboundBytes += size;
+    this.pump();
+  }
+
+  /** hands queued messages to Aedes, at most INJECT_IN_FLIGHT at a time (each done calls this again) */
+  private pump(): void {
+    if (this.pumping) return; // a done called back synchronously: the loop below goes on
     const aedes = this.aedes;
-    if (!aedes || this.stopped) return;
-    const packet = {
-      cmd: 'publish',
-      topic: m.topic,
-      payload: m.payload,
-      qos: m.qos,
-      retain: m.retain,
-      dup: false,
-    } as PublishPacket;
-    this.injected.add(packet);
-    this.received.inc();
-    aedes.publish(packet, (err) => {
-      if (err)
-        this.rateLog.warn(
-          'cluster:inject',
-          { topic: m.topic.slice(0, 200) },
-          `delivery failed: ${err.message}`,
-        );
-    });
+    if (!aedes) return;
+    this.pumping = true;
+    try {
+      while (this.injecting < INJECT_IN_FLIGHT && this.inHead < this.inbound.length && !this.stopped) {
+        const m = this.inbound[this.inHead]!;
+        this.inbound[this.inHead++] = undefined as unknown as ClusterMessage;
+        this.inboundBytes -= m.topic.length + m.payload.length;
+        const packet = {
+          cmd: 'publish',
+          topic: m.topic,
+          // a retained message is kept by Aedes: its own copy, not a view of the whole Redis batch
+          payload: m.retain ? Buffer.from(m.payload) : m.payload,
+          qos: m.qos,
+          retain: m.retain,
+          dup: false,
+        } as PublishPacket;
+        this.injected.add(packet);
+        this.received.inc();
+        this.injecting++;
+        aedes.publish(packet, this.injectDone);
+      }
+      if (this.inHead === this.inbound.length) {
+        this.inbound = [];
+        this.inHead = 0;
+      } else if (this.inHead >= 1024 && this.inHead * 2 >= this.inbound.length) {
+        this.inbound = this.inbound.slice(this.inHead);
+        this.inHead = 0;
+      }
+    } finally {
+      this.pumping = false;
+    }
   }
 
   /** the cluster's retained messages into the local Aedes (at start; before clients count on them) */
@@ -650,6 +704,9 @@ export class ClusterPart implements Component {
       aedes.removeListener('unsubscribe', this.onUnsubscribe);
     }
     this.stopped = true;
+    this.inbound = [];
+    this.inHead = 0;
+    this.inboundBytes = 0;
     const pub = this.pub;
     const sub = this.sub;
     // leave at once rather than after 15 s: the others stop forwarding here
@@ -700,7 +757,7 @@ export class ClusterPart implements Component {
 function segmentMessages(seg: Segment): number {
   if (seg.kind === 'retained') return 1;
   let n = 0;
-  for (const frames of seg.batches.values()) n += frames.length;
+  for (const batch of seg.batches.values()) n += batch.count;
   return n;
 }
 

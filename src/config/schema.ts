@@ -728,7 +728,7 @@ export const SCHEMA = {
     maxQueuedBytes: {
       kind: 'bytes',
       description:
-        'redis mode: bytes of messages waiting to cross to other nodes (queued or in flight to Redis); beyond it new ones are dropped (energy_ingest_cluster_dropped_total{reason="queue_full"})',
+        'redis mode: bytes of messages waiting to cross to other nodes (queued or in flight to Redis); beyond it new ones are dropped (energy_ingest_cluster_dropped_total{reason="queue_full"}); the same bound again for messages from other nodes waiting for local delivery ({reason="inbound_full"})',
       default: 16 * 1024 * 1024,
       min: 64 * 1024,
       max: 1024 * 1024 * 1024,

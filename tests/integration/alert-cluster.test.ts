@@ -226,6 +226,56 @@ describe('series ownership', () => {
   });
 });
 
+describe('lease refreshes', () => {
+  /** script calls Redis has run so far (EVALSHA, and EVAL when it did not know a script yet) */
+  const scriptCalls = async () => {
+    const stats = await check.info('commandstats');
+    let n = 0;
+    for (const m of stats.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm)) n += Number(m[1]);
+    return n;
+  };
+
+  it('leases falling due together are re-asserted by one script, not one per series', async () => {
+    const a = await node('node-a', { refreshMs: 500 });
+    const N = 50;
+    const rs = Array.from({ length: N }, (_, i) =>
+      aReading({ ...READING, room: `r${i}`, value: i, unit: 'W' }),
+    );
+    for (const r of rs) a.cluster.admit(r, Date.now());
+    await eventually(async () => a.host.evaluated.length === N, 5000, 'claimed');
+    const before = await scriptCalls();
+    await new Promise((r) => setTimeout(r, 600));
+    const at = Date.now();
+    for (const r of rs) expect(a.cluster.admit(r, at)).toBe(true);
+    await eventually(
+      async () => a.log.filter((x) => x === 'claim:refresh').length === N,
+      5000,
+      'every lease refreshed',
+    );
+    // before: 50 claim scripts (one per series); now one (two if Redis had to be sent the script)
+    expect((await scriptCalls()) - before).toBeLessThanOrEqual(2);
+    for (const r of rs) {
+      const key = `cluster:alerts:owner:${seriesKey(r.building, r.floor, r.room, r.sensorType)}`;
+      expect(await check.get(key)).toBe('node-a');
+      expect(await check.pttl(key)).toBeGreaterThan(50_000); // the lease is 60 s again
+    }
+    expect(a.log.filter((x) => x !== 'claim:new' && x !== 'claim:refresh')).toEqual([]);
+  });
+
+  it('a series taken meanwhile by another node gets a full claim at its refresh (taken back, state read)', async () => {
+    const a = await node('node-a', { refreshMs: 300 });
+    a.cluster.admit(reading(1), Date.now());
+    await eventually(async () => a.host.evaluated.length === 1, 5000, 'claimed');
+    await check.set(OWNER, 'node-z');
+    await check.hset('alerts:active:building_001', FIELD, JSON.stringify(event('ep7', 'raised')));
+    await new Promise((r) => setTimeout(r, 400));
+    a.cluster.admit(reading(2), Date.now());
+    await eventually(async () => a.host.adopted.some((x) => x.id === 'ep7'), 5000, 'state read');
+    expect(await check.get(OWNER)).toBe('node-a');
+    expect(a.log).toContain('claim:moved');
+  });
+});
+
 describe("other nodes' events", () => {
   it('the active state of series held elsewhere follows PUBLISH alerts:{building_id}; held ones ignore it', async () => {
     const patterns = Number(await check.pubsub('NUMPAT'));

@@ -21,7 +21,7 @@ describe('LineBatch', () => {
         fc.nat(),
         (lines, x, y) => {
           const b = new LineBatch(16);
-          lines.forEach((l, i) => b.add(l, 1000 + i, 10 * i));
+          for (let i = 0; i < lines.length; i++) b.add(lines[i]!, 1000 + i, 10 * i);
           expect(b.count).toBe(lines.length);
           expect(b.body().toString('utf8')).toBe(lines.join('\n'));
           const from = x % lines.length;
