@@ -368,7 +368,13 @@ describe('cluster mode (redis)', () => {
         (await metric(a, 'energy_ingest_cluster_node_id_conflicts_total')) +
         (await metric(dup, 'energy_ingest_cluster_node_id_conflicts_total'));
       await eventually(async () => (await conflicts()) > 0, 15_000, 'node id conflict noticed');
-      expect(a.output() + dup.output()).toContain('same CLUSTER_NODE_ID');
+      // pino writes stdout asynchronously (a thread-pool write), so the /metrics response that
+      // shows the count can reach us before the log line does: wait for the line too
+      await eventually(
+        async () => (a.output() + dup.output()).includes('same CLUSTER_NODE_ID'),
+        10_000,
+        'node id conflict logged',
+      );
     } finally {
       dup.child.kill('SIGKILL');
       await dup.exited;

@@ -197,12 +197,31 @@ describe('series ownership', () => {
     const a = await node('node-a');
     a.cluster.admit(reading(1), Date.now());
     await eventually(async () => a.host.evaluated.length === 1, 5000, 'claimed by A');
+    // A's subscriber connection (its own, subscribed on connect) may lag its claim: an event of a
+    // building A does not hold, once followed, shows it is listening (a subscriber count could
+    // still include a previous test's closing connection)
+    const other = (id: string) =>
+      check.publish(
+        'alerts:building_009',
+        JSON.stringify({ ...event(id, 'raised'), building_id: 'building_009' }),
+      );
+    await eventually(
+      async () => {
+        await other('probe');
+        return a.host.adopted.some((x) => x.id === 'probe');
+      },
+      10_000,
+      "A's subscriber listening",
+    );
     // B's take-over notice arrives after A has already claimed the series back
     const patterns = await check.publish(
       MOVED_CHANNEL,
       JSON.stringify({ series: 'building_001/1F/r1/power', from: 'node-a', to: 'node-b' }),
     );
     expect(patterns).toBeGreaterThan(0);
+    // one connection delivers in order: once a later event is followed, the notice was handled
+    await other('after');
+    await eventually(async () => a.host.adopted.some((x) => x.id === 'after'), 5000, 'notice handled');
     await new Promise((r) => setTimeout(r, 500));
     expect(a.host.forgotten).toEqual([]);
     expect(a.cluster.admit(reading(2), Date.now())).toBe(true);
