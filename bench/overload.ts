@@ -1,4 +1,5 @@
 import { type ChildProcess, execSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -26,6 +27,17 @@ export interface Counts {
   written: number;
   dropped: number;
   clients: number;
+  /** the daemon's own view of its memory (prom-client's process and nodejs gauges), when scraped */
+  memory?: {
+    rss: number;
+    heapUsed: number;
+    heapTotal: number;
+    external: number;
+    forcedGc: number;
+    /** V8 heap spaces: `<space>_total`, `<space>_used` */
+    spaces: Record<string, number>;
+    waits: Record<string, number>;
+  };
 }
 
 export interface Daemon {
@@ -68,7 +80,12 @@ function lines(child: ChildProcess, on: (line: string) => void): void {
 
 /** QoS 0 at full speed from 50 connections for FLOOD_S seconds: peak RSS, written rate while it lasts, drops. */
 export async function flood(ctx: BenchContext): Promise<OverloadRow> {
-  const d = await ctx.daemon({ INFLUX_DATABASE: 'bench_flood' });
+  // BENCH_FLOOD_NODE_OPTIONS: V8 flags for the daemon alone (to measure heap settings)
+  const nodeOptions = process.env.BENCH_FLOOD_NODE_OPTIONS;
+  const d = await ctx.daemon({
+    INFLUX_DATABASE: 'bench_flood',
+    ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
+  });
   const cpu0 = sample(d.child.pid!);
   const sim = ctx.track(
     spawn(
@@ -102,6 +119,30 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
     out += b;
   });
   const exited = new Promise((resolve) => sim.once('exit', resolve));
+  // what holds the memory: the daemon's heap and external memory at its highest RSS (sampled every 250 ms)
+  let peak: NonNullable<Counts['memory']> | undefined;
+  const most = { heapUsed: 0, heapTotal: 0, external: 0 };
+  let last: Counts['memory'];
+  let peakAnon = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const mem = (await d.metrics().catch(() => undefined))?.memory;
+      if (mem) {
+        last = mem;
+        if (!peak || mem.rss > peak.rss) {
+          peak = mem;
+          peakAnon =
+            Number(/^RssAnon:\s+(\d+)/m.exec(readFileSync(`/proc/${d.child.pid}/status`, 'utf8'))?.[1] ?? 0) *
+            1024;
+        }
+        most.heapUsed = Math.max(most.heapUsed, mem.heapUsed);
+        most.heapTotal = Math.max(most.heapTotal, mem.heapTotal);
+        most.external = Math.max(most.external, mem.external);
+      }
+      await sleep(250);
+    }
+  })();
   // the flood starts with the first message in; it ends when the simulator has sent for FLOOD_S
   let m = await d.metrics();
   while (m.received === 0 && sim.exitCode === null) {
@@ -132,14 +173,29 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
     m = await d.metrics();
   }
   const s: ProcSample = sample(d.child.pid!);
+  sampling = false;
+  await sampler;
   await d.stop();
+  const memNote = peak
+    ? `; at the highest sampled RSS (${mb(peak.rss)} MB): heap ${mb(peak.heapUsed)} MB used of ${mb(peak.heapTotal)} MB, external ${mb(peak.external)} MB, anonymous RSS ${mb(peakAnon)} MB, spaces (MB used/total) ${Object.keys(
+        peak.spaces,
+      )
+        .filter((k) => k.endsWith('_total') && peak!.spaces[k]! > 1024 * 1024)
+        .map(
+          (k) =>
+            `${k.slice(0, -6)} ${mb(peak!.spaces[`${k.slice(0, -6)}_used`] ?? 0)}/${mb(peak!.spaces[k]!)}`,
+        )
+        .join(
+          ', ',
+        )}; most heap used ${mb(most.heapUsed)} MB, heap total ${mb(most.heapTotal)} MB, external ${mb(most.external)} MB; forced GCs ${last?.forcedGc}; admission waits ${JSON.stringify(last?.waits)}`
+    : '';
   return {
     scenario: `flood: QoS 0 at full speed, 50 connections, ${FLOOD_S} s → InfluxDB 1.x`,
     readings: m.written,
     readings_per_s: Math.round((during.written - first.written) / secs),
     cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
     peak_rss_mb: mb(s.peakRssBytes),
-    note: `written rate during the flood (slowest 2 s window ${Math.round(minWindow)}/s); received ${Math.round((during.received - first.received) / secs)}/s during it; simulator sent ${summary.sent} in ${summary.duration_s} s; dropped ${m.dropped}; all written ${round((performance.now() - tEnd) / 1000)} s after the simulator finished`,
+    note: `written rate during the flood (slowest 2 s window ${Math.round(minWindow)}/s); received ${Math.round((during.received - first.received) / secs)}/s during it; simulator sent ${summary.sent} in ${summary.duration_s} s; dropped ${m.dropped}; all written ${round((performance.now() - tEnd) / 1000)} s after the simulator finished${memNote}`,
   };
 }
 
