@@ -34,6 +34,10 @@ export interface Counts {
     heapTotal: number;
     external: number;
     forcedGc: number;
+    /** points in the pipeline's memory (energy_ingest_pipeline_backlog_points) */
+    backlog: number;
+    catchups: number;
+    writeErrors: number;
     /** V8 heap spaces: `<space>_total`, `<space>_used` */
     spaces: Record<string, number>;
     waits: Record<string, number>;
@@ -80,12 +84,13 @@ function lines(child: ChildProcess, on: (line: string) => void): void {
 
 /** QoS 0 at full speed from 50 connections for FLOOD_S seconds: peak RSS, written rate while it lasts, drops. */
 export async function flood(ctx: BenchContext): Promise<OverloadRow> {
-  // BENCH_FLOOD_NODE_OPTIONS: V8 flags for the daemon alone (to measure heap settings)
-  const nodeOptions = process.env.BENCH_FLOOD_NODE_OPTIONS;
-  const d = await ctx.daemon({
-    INFLUX_DATABASE: 'bench_flood',
-    ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}),
-  });
+  // BENCH_FLOOD_NODE_ARGS: node/V8 flags for the daemon alone (to measure heap settings, --trace-gc);
+  // the shell execs node in place (same pid), dropping the 'node' the context puts after the prefix
+  const nodeArgs = process.env.BENCH_FLOOD_NODE_ARGS;
+  const d = await ctx.daemon(
+    { INFLUX_DATABASE: 'bench_flood' },
+    nodeArgs ? ['sh', '-c', `shift; exec node ${nodeArgs} "$@"`, 'sh'] : undefined,
+  );
   const cpu0 = sample(d.child.pid!);
   const sim = ctx.track(
     spawn(
@@ -121,7 +126,7 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
   const exited = new Promise((resolve) => sim.once('exit', resolve));
   // what holds the memory: the daemon's heap and external memory at its highest RSS (sampled every 250 ms)
   let peak: NonNullable<Counts['memory']> | undefined;
-  const most = { heapUsed: 0, heapTotal: 0, external: 0 };
+  const most = { heapUsed: 0, heapTotal: 0, external: 0, backlog: 0 };
   let last: Counts['memory'];
   let peakAnon = 0;
   let sampling = true;
@@ -139,6 +144,7 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
         most.heapUsed = Math.max(most.heapUsed, mem.heapUsed);
         most.heapTotal = Math.max(most.heapTotal, mem.heapTotal);
         most.external = Math.max(most.external, mem.external);
+        most.backlog = Math.max(most.backlog, mem.backlog);
       }
       await sleep(250);
     }
@@ -187,7 +193,7 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
         )
         .join(
           ', ',
-        )}; most heap used ${mb(most.heapUsed)} MB, heap total ${mb(most.heapTotal)} MB, external ${mb(most.external)} MB; forced GCs ${last?.forcedGc}; admission waits ${JSON.stringify(last?.waits)}`
+        )}; most heap used ${mb(most.heapUsed)} MB, heap total ${mb(most.heapTotal)} MB, external ${mb(most.external)} MB; points in the pipeline ${peak.backlog} then, at most ${most.backlog}; catch-ups from disk ${last?.catchups}; write errors ${last?.writeErrors}; forced GCs ${last?.forcedGc}; admission waits ${JSON.stringify(last?.waits)}`
     : '';
   return {
     scenario: `flood: QoS 0 at full speed, 50 connections, ${FLOOD_S} s → InfluxDB 1.x`,

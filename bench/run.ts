@@ -257,6 +257,11 @@ function overloadContext(influx: Service): BenchContext {
               heapTotal: v('nodejs_heap_size_total_bytes'),
               external: v('nodejs_external_memory_bytes'),
               forcedGc: v('forced_gc_total'),
+              backlog: v('pipeline_backlog_points'),
+              catchups: v('pipeline_catchups_total'),
+              writeErrors: [
+                ...text.matchAll(/^energy_ingest_write_errors_total(?:\{[^}]*\})? (\S+)$/gm),
+              ].reduce((sum, x) => sum + Number(x[1]), 0),
               spaces: Object.fromEntries(
                 [
                   ...text.matchAll(

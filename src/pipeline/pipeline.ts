@@ -17,7 +17,8 @@ export interface PipelineOptions {
 const READ_RETRY = retryPolicy('diskIo');
 
 interface Batch {
-  readonly points: Point[];
+  /** emptied once written: a finished batch waits in the fifo for the ones before it, without its points */
+  points: Point[];
   /** log offset below which every record has all its points in this or an earlier batch; 0: none ends here */
   end: number;
   done: boolean;
@@ -40,6 +41,11 @@ interface Batch {
  * the load or the length of an outage; the disk budget is the log's. (Eight
  * queued batches per writer, not fewer: a deeper queue keeps a fast stream in
  * tail mode through short stalls, and reading back from disk costs CPU.)
+ * The catch-up reader keeps only one queued batch per writer (plus one read):
+ * the writer needs its next round in hand, not eight, and under a QoS 0 flood
+ * the 32 batches it used to read ahead were most of the heap (issue 15).
+ * A batch written while an earlier one is still being written waits in order
+ * for the commit without its points.
  */
 export class Pipeline {
   private batch: Point[] = [];
@@ -56,6 +62,8 @@ export class Pipeline {
   private queuedPoints = 0;
   private committed = 0;
   private progressed: Promise<void> | null = null;
+  /** times the pipeline fell behind the log and read it back from disk */
+  catchups = 0;
   private onProgress: (() => void) | null = null;
 
   constructor(
@@ -81,9 +89,11 @@ export class Pipeline {
     }
   }
 
-  /** Points in memory (batching, queued, being written). */
+  /** Points in memory (batching, queued, being written, written but not yet committed). */
   get backlog(): number {
-    return this.batch.length + this.queuedPoints;
+    let n = this.batch.length;
+    for (const b of this.fifo) n += b.points.length;
+    return n;
   }
 
   /** bytes of the durable log not yet written to the sink */
@@ -108,6 +118,11 @@ export class Pipeline {
 
   private get full(): boolean {
     return this.queue.size >= this.maxQueued;
+  }
+
+  /** the catch-up reader's read-ahead: one queued batch per writer */
+  private get readAheadFull(): boolean {
+    return this.queue.size >= this.opts.maxInflightBatches;
   }
 
   /**
@@ -167,6 +182,7 @@ export class Pipeline {
 
   private startCatchup(): void {
     if (this.catchup || this.stopping) return;
+    this.catchups++;
     this.catchup = this.catchupLoop()
       .catch((err: unknown) => this.logger.error({ err }, 'durable log reader failed'))
       .finally(() => {
@@ -181,8 +197,8 @@ export class Pipeline {
     const readBytes = Math.max(256 * 1024, this.opts.batchSize * 256);
     let readFailures = 0;
     while (!this.stopping && this.nextOffset < this.log.endOffset) {
-      if (this.full) {
-        await this.queue.onSizeLessThan(this.maxQueued);
+      if (this.readAheadFull) {
+        await this.queue.onSizeLessThan(this.opts.maxInflightBatches);
         continue;
       }
       if (this.nextOffset >= this.log.written) {
@@ -238,6 +254,7 @@ export class Pipeline {
         () => {
           this.queuedPoints -= batch.points.length;
           batch.done = true;
+          batch.points = [];
           this.advance();
         },
         (err: unknown) => {
