@@ -214,6 +214,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
     pid: number,
     port: number,
     received: () => Promise<number>,
+    memory?: () => Promise<Counts['memory']>,
   ): Promise<OverloadRow> => {
     const idle = sample(pid);
     const cpu0 = idle.cpuSeconds;
@@ -227,6 +228,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
     let mid: ProcSample | null = null;
     let midReceived = 0;
     let midAt = 0;
+    let midMemory: Counts['memory'];
     let sent = 0;
     const waits: Promise<void>[] = [];
     lines(g, (line) => {
@@ -237,6 +239,12 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
       }
       if (k === 'mid') {
         mid = sample(pid);
+        if (memory)
+          waits.push(
+            memory().then((m) => {
+              midMemory = m;
+            }),
+          );
         midAt = performance.now();
         waits.push(
           received().then((n) => {
@@ -260,7 +268,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
       readings_per_s: Math.round(rate),
       cpu_s: round(end.cpuSeconds - cpu0),
       peak_rss_mb: mb(end.peakRssBytes),
-      note: `${connected} connected, ${refused} refused; RSS ${mb(idle.rssBytes)} MB idle → ${mb(at.rssBytes)} MB loaded: ${round(perConn)} KiB per connection; ${sent} sent in ${round((performance.now() - t0) / 1000)} s (connects included)`,
+      note: `${connected} connected, ${refused} refused; RSS ${mb(idle.rssBytes)} MB idle → ${mb(at.rssBytes)} MB loaded: ${round(perConn)} KiB per connection; ${sent} sent in ${round((performance.now() - t0) / 1000)} s (connects included)${midMemory ? `; halfway: heap ${mb(midMemory.heapUsed)} MB used of ${mb(midMemory.heapTotal)} MB, external ${mb(midMemory.external)} MB, points in the pipeline ${midMemory.backlog}, admission waits ${JSON.stringify(midMemory.waits)}` : ''}`,
     };
   };
 
@@ -275,7 +283,13 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
   let daemonRow: OverloadRow;
   try {
     // prlimit execs node: the daemon is the child itself
-    daemonRow = await run('daemon', d.child.pid!, d.mqttPort, async () => (await d.metrics()).received);
+    daemonRow = await run(
+      'daemon',
+      d.child.pid!,
+      d.mqttPort,
+      async () => (await d.metrics()).received,
+      async () => (await d.metrics()).memory,
+    );
   } finally {
     await d.stop();
   }
