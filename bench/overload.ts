@@ -268,7 +268,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
       readings_per_s: Math.round(rate),
       cpu_s: round(end.cpuSeconds - cpu0),
       peak_rss_mb: mb(end.peakRssBytes),
-      note: `${connected} connected, ${refused} refused; RSS ${mb(idle.rssBytes)} MB idle → ${mb(at.rssBytes)} MB loaded: ${round(perConn)} KiB per connection; ${sent} sent in ${round((performance.now() - t0) / 1000)} s (connects included)${midMemory ? `; halfway: heap ${mb(midMemory.heapUsed)} MB used of ${mb(midMemory.heapTotal)} MB, external ${mb(midMemory.external)} MB, points in the pipeline ${midMemory.backlog}, admission waits ${JSON.stringify(midMemory.waits)}` : ''}`,
+      note: `${connected} connected, ${refused} refused; RSS ${mb(idle.rssBytes)} MB idle → ${mb(at.rssBytes)} MB loaded: ${round(perConn)} KiB per connection; ${sent} sent in ${round((performance.now() - t0) / 1000)} s (connects included)${midMemory ? `; halfway: heap ${mb(midMemory.heapUsed)} MB used of ${mb(midMemory.heapTotal)} MB, external ${mb(midMemory.external)} MB, points in the pipeline ${midMemory.backlog}, write errors ${midMemory.writeErrors}, catch-ups ${midMemory.catchups}, admission waits ${JSON.stringify(midMemory.waits)}` : ''}`,
     };
   };
 
