@@ -1,4 +1,5 @@
 import { type ChildProcess, execSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -26,6 +27,21 @@ export interface Counts {
   written: number;
   dropped: number;
   clients: number;
+  /** the daemon's own view of its memory (prom-client's process and nodejs gauges), when scraped */
+  memory?: {
+    rss: number;
+    heapUsed: number;
+    heapTotal: number;
+    external: number;
+    forcedGc: number;
+    /** points in the pipeline's memory (energy_ingest_pipeline_backlog_points) */
+    backlog: number;
+    catchups: number;
+    writeErrors: number;
+    /** V8 heap spaces: `<space>_total`, `<space>_used` */
+    spaces: Record<string, number>;
+    waits: Record<string, number>;
+  };
 }
 
 export interface Daemon {
@@ -68,7 +84,13 @@ function lines(child: ChildProcess, on: (line: string) => void): void {
 
 /** QoS 0 at full speed from 50 connections for FLOOD_S seconds: peak RSS, written rate while it lasts, drops. */
 export async function flood(ctx: BenchContext): Promise<OverloadRow> {
-  const d = await ctx.daemon({ INFLUX_DATABASE: 'bench_flood' });
+  // BENCH_FLOOD_NODE_ARGS: node/V8 flags for the daemon alone (to measure heap settings, --trace-gc);
+  // the shell execs node in place (same pid), dropping the 'node' the context puts after the prefix
+  const nodeArgs = process.env.BENCH_FLOOD_NODE_ARGS;
+  const d = await ctx.daemon(
+    { INFLUX_DATABASE: 'bench_flood' },
+    nodeArgs ? ['sh', '-c', `shift; exec node ${nodeArgs} "$@"`, 'sh'] : undefined,
+  );
   const cpu0 = sample(d.child.pid!);
   const sim = ctx.track(
     spawn(
@@ -102,6 +124,31 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
     out += b;
   });
   const exited = new Promise((resolve) => sim.once('exit', resolve));
+  // what holds the memory: the daemon's heap and external memory at its highest RSS (sampled every 250 ms)
+  let peak: NonNullable<Counts['memory']> | undefined;
+  const most = { heapUsed: 0, heapTotal: 0, external: 0, backlog: 0 };
+  let last: Counts['memory'];
+  let peakAnon = 0;
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const mem = (await d.metrics().catch(() => undefined))?.memory;
+      if (mem) {
+        last = mem;
+        if (!peak || mem.rss > peak.rss) {
+          peak = mem;
+          peakAnon =
+            Number(/^RssAnon:\s+(\d+)/m.exec(readFileSync(`/proc/${d.child.pid}/status`, 'utf8'))?.[1] ?? 0) *
+            1024;
+        }
+        most.heapUsed = Math.max(most.heapUsed, mem.heapUsed);
+        most.heapTotal = Math.max(most.heapTotal, mem.heapTotal);
+        most.external = Math.max(most.external, mem.external);
+        most.backlog = Math.max(most.backlog, mem.backlog);
+      }
+      await sleep(250);
+    }
+  })();
   // the flood starts with the first message in; it ends when the simulator has sent for FLOOD_S
   let m = await d.metrics();
   while (m.received === 0 && sim.exitCode === null) {
@@ -132,14 +179,29 @@ export async function flood(ctx: BenchContext): Promise<OverloadRow> {
     m = await d.metrics();
   }
   const s: ProcSample = sample(d.child.pid!);
+  sampling = false;
+  await sampler;
   await d.stop();
+  const memNote = peak
+    ? `; at the highest sampled RSS (${mb(peak.rss)} MB): heap ${mb(peak.heapUsed)} MB used of ${mb(peak.heapTotal)} MB, external ${mb(peak.external)} MB, anonymous RSS ${mb(peakAnon)} MB, spaces (MB used/total) ${Object.keys(
+        peak.spaces,
+      )
+        .filter((k) => k.endsWith('_total') && peak!.spaces[k]! > 1024 * 1024)
+        .map(
+          (k) =>
+            `${k.slice(0, -6)} ${mb(peak!.spaces[`${k.slice(0, -6)}_used`] ?? 0)}/${mb(peak!.spaces[k]!)}`,
+        )
+        .join(
+          ', ',
+        )}; most heap used ${mb(most.heapUsed)} MB, heap total ${mb(most.heapTotal)} MB, external ${mb(most.external)} MB; points in the pipeline ${peak.backlog} then, at most ${most.backlog}; catch-ups from disk ${last?.catchups}; write errors ${last?.writeErrors}; forced GCs ${last?.forcedGc}; admission waits ${JSON.stringify(last?.waits)}`
+    : '';
   return {
     scenario: `flood: QoS 0 at full speed, 50 connections, ${FLOOD_S} s → InfluxDB 1.x`,
     readings: m.written,
     readings_per_s: Math.round((during.written - first.written) / secs),
     cpu_s: round(s.cpuSeconds - cpu0.cpuSeconds),
     peak_rss_mb: mb(s.peakRssBytes),
-    note: `written rate during the flood (slowest 2 s window ${Math.round(minWindow)}/s); received ${Math.round((during.received - first.received) / secs)}/s during it; simulator sent ${summary.sent} in ${summary.duration_s} s; dropped ${m.dropped}; all written ${round((performance.now() - tEnd) / 1000)} s after the simulator finished`,
+    note: `written rate during the flood (slowest 2 s window ${Math.round(minWindow)}/s); received ${Math.round((during.received - first.received) / secs)}/s during it; simulator sent ${summary.sent} in ${summary.duration_s} s; dropped ${m.dropped}; all written ${round((performance.now() - tEnd) / 1000)} s after the simulator finished${memNote}`,
   };
 }
 
@@ -152,6 +214,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
     pid: number,
     port: number,
     received: () => Promise<number>,
+    memory?: () => Promise<Counts['memory']>,
   ): Promise<OverloadRow> => {
     const idle = sample(pid);
     const cpu0 = idle.cpuSeconds;
@@ -165,6 +228,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
     let mid: ProcSample | null = null;
     let midReceived = 0;
     let midAt = 0;
+    let midMemory: Counts['memory'];
     let sent = 0;
     const waits: Promise<void>[] = [];
     lines(g, (line) => {
@@ -175,6 +239,12 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
       }
       if (k === 'mid') {
         mid = sample(pid);
+        if (memory)
+          waits.push(
+            memory().then((m) => {
+              midMemory = m;
+            }),
+          );
         midAt = performance.now();
         waits.push(
           received().then((n) => {
@@ -198,7 +268,7 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
       readings_per_s: Math.round(rate),
       cpu_s: round(end.cpuSeconds - cpu0),
       peak_rss_mb: mb(end.peakRssBytes),
-      note: `${connected} connected, ${refused} refused; RSS ${mb(idle.rssBytes)} MB idle → ${mb(at.rssBytes)} MB loaded: ${round(perConn)} KiB per connection; ${sent} sent in ${round((performance.now() - t0) / 1000)} s (connects included)`,
+      note: `${connected} connected, ${refused} refused; RSS ${mb(idle.rssBytes)} MB idle → ${mb(at.rssBytes)} MB loaded: ${round(perConn)} KiB per connection; ${sent} sent in ${round((performance.now() - t0) / 1000)} s (connects included)${midMemory ? `; halfway: heap ${mb(midMemory.heapUsed)} MB used of ${mb(midMemory.heapTotal)} MB, external ${mb(midMemory.external)} MB, points in the pipeline ${midMemory.backlog}, write errors ${midMemory.writeErrors}, catch-ups ${midMemory.catchups}, admission waits ${JSON.stringify(midMemory.waits)}` : ''}`,
     };
   };
 
@@ -213,7 +283,13 @@ export async function manyConnections(ctx: BenchContext): Promise<OverloadRow[]>
   let daemonRow: OverloadRow;
   try {
     // prlimit execs node: the daemon is the child itself
-    daemonRow = await run('daemon', d.child.pid!, d.mqttPort, async () => (await d.metrics()).received);
+    daemonRow = await run(
+      'daemon',
+      d.child.pid!,
+      d.mqttPort,
+      async () => (await d.metrics()).received,
+      async () => (await d.metrics()).memory,
+    );
   } finally {
     await d.stop();
   }

@@ -255,6 +255,30 @@ function overloadContext(influx: Service): BenchContext {
             written: v('points_written_total'),
             dropped: v('qos0_dropped_total'),
             clients: v('connected_clients'),
+            memory: {
+              rss: v('process_resident_memory_bytes'),
+              heapUsed: v('nodejs_heap_size_used_bytes'),
+              heapTotal: v('nodejs_heap_size_total_bytes'),
+              external: v('nodejs_external_memory_bytes'),
+              forcedGc: v('forced_gc_total'),
+              backlog: v('pipeline_backlog_points'),
+              catchups: v('pipeline_catchups_total'),
+              writeErrors: [
+                ...text.matchAll(/^energy_ingest_write_errors_total(?:\{[^}]*\})? (\S+)$/gm),
+              ].reduce((sum, x) => sum + Number(x[1]), 0),
+              spaces: Object.fromEntries(
+                [
+                  ...text.matchAll(
+                    /^energy_ingest_nodejs_heap_space_size_(total|used)_bytes\{space="(\w+)"\} (\S+)$/gm,
+                  ),
+                ].map((x) => [`${x[2]}_${x[1]}`, Number(x[3])]),
+              ),
+              waits: Object.fromEntries(
+                [...text.matchAll(/^energy_ingest_admission_waits_total\{reason="(\w+)"\} (\S+)$/gm)].map(
+                  (x) => [x[1]!, Number(x[2])],
+                ),
+              ),
+            },
           };
         },
         stop: async () => {

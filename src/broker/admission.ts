@@ -31,6 +31,15 @@ import type { Metrics } from '../metrics.js';
  *   the input is admitted at the rate the sink takes it. During an outage the
  *   log absorbs the input (up to pipeline.maxLogBytes, then QoS 0 is dropped
  *   and counted): that is what the log is for.
+ *
+ * Held publishers are let go one socket read at a time (a "wave": the publishes
+ * gated in one synchronous run, i.e. the rest of one client's parsed read),
+ * oldest first, re-checking the gates after each; while waves wait, new
+ * arrivals queue behind them (round robin). Releasing every held publisher at
+ * once let each of them parse a whole read (up to ~80 KB, ~600 readings) past
+ * a gate that had just opened: 50 flood connections put 30,000 readings, six
+ * batches, into the pipeline each time, and the flood's peak RSS was mostly
+ * those points (issue 15).
  */
 
 /** Longest run of synchronous ingestion per event-loop turn. */
@@ -65,13 +74,22 @@ export interface AdmissionOptions {
 
 type Reason = 'log_buffer' | 'sink_behind' | 'memory';
 
+/** Publishes held together (one socket read's worth), released together. */
+interface Wave {
+  readonly held: Promise<void>;
+  readonly release: () => void;
+}
+
 export class Admission {
   private turnStart = 0;
   private turnOpen = false;
   /** Aedes's callbacks of publishes paced to the next turn (called with null: no error) */
   private deferred: Array<(err: null) => void> = [];
-  /** one wait shared by every held publisher (a flood holds tens of thousands of publishes) */
-  private clearing: Promise<void> | null = null;
+  /** held publishes, oldest first: one promise per socket read, not per publish (a flood holds tens of thousands) */
+  private readonly waves: Wave[] = [];
+  /** the wave publishes gated in the current synchronous run join */
+  private open: Wave | null = null;
+  private pumping = false;
   private holding: Reason = 'sink_behind';
   private wake: Promise<void> | null = null;
   /** counted here and added to the metric once per turn: inc() with labels is too dear per message */
@@ -95,21 +113,55 @@ export class Admission {
 
   /** undefined: read on; otherwise the publisher's next packets wait for this promise. */
   gate(): Promise<void> | undefined {
-    // while a wait is on, later publishers join it (it ends in a moment if the cause just cleared)
-    const reason = this.reason() ?? (this.clearing ? this.holding : undefined);
+    // while publishers are held, later ones queue behind them (fair, and the gates are re-checked per wave)
+    const reason = this.reason() ?? (this.waves.length ? this.holding : undefined);
     if (!reason) return undefined;
     this.holding = reason;
     this.counts[reason]++;
     this.openTurn(performance.now());
-    this.clearing ??= this.clear().finally(() => {
-      this.clearing = null;
-    });
-    return this.clearing;
+    if (!this.open) {
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      const wave = { held, release };
+      this.open = wave;
+      this.waves.push(wave);
+      // the rest of this client's read is parsed synchronously: it ends at the next microtask
+      queueMicrotask(() => {
+        if (this.open === wave) this.open = null;
+      });
+    }
+    if (!this.pumping) {
+      this.pumping = true;
+      void this.pump().finally(() => {
+        this.pumping = false;
+      });
+    }
+    return this.open.held;
   }
 
-  private async clear(): Promise<void> {
-    for (let r = this.reason(); r; r = this.reason()) {
-      await (r === 'log_buffer' ? this.log.waitWritten(this.log.written) : this.nextWake());
+  /** Lets the held waves go one by one while every gate is open. */
+  private async pump(): Promise<void> {
+    while (this.waves.length) {
+      const r = this.reason();
+      if (r) {
+        await (r === 'log_buffer' ? this.log.waitWritten(this.log.written) : this.nextWake());
+        continue;
+      }
+      const now = performance.now();
+      this.openTurn(now);
+      if (now - this.turnStart >= TURN_MS) {
+        // this turn's ingestion time is spent (pace() defers the callbacks too): go on at the next
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        continue;
+      }
+      const wave = this.waves.shift()!;
+      if (this.open === wave) this.open = null;
+      wave.release();
+      // the wave's callbacks were queued first: by the time this resumes, the client whose
+      // read they completed has parsed its next read (Aedes reads on the last callback)
+      await wave.held;
     }
   }
 

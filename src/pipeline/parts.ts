@@ -172,6 +172,11 @@ export class PipelinePart implements Component {
       'points buffered in memory',
       () => this.pipeline.backlog,
     );
+    m.counter(
+      'energy_ingest_pipeline_catchups_total',
+      'times the sink fell behind the input and the pipeline read the durable log back from disk',
+      () => this.pipeline.catchups,
+    );
     m.gauge('energy_ingest_log_oldest_unsent_age_seconds', 'age of the oldest reading not yet written', () =>
       this.oldestUnsentAgeS(),
     );

@@ -36,6 +36,11 @@ const READ_RETRY = retryPolicy('diskIo');
  * tail mode through short stalls, and reading back from disk costs CPU.)
  * A batch is its body's bytes plus three numbers per line (batch.ts): no JS
  * object per waiting point.
+ * The catch-up reader keeps only one queued batch per writer (plus one read):
+ * the writer needs its next round in hand, not eight, and under a QoS 0 flood
+ * the 32 batches it used to read ahead were most of the heap (issue 15).
+ * A batch written while an earlier one is still being written waits in order
+ * for the commit without its body (LineBatch.release).
  */
 export class Pipeline {
   private batch: LineBatch | null = null;
@@ -53,6 +58,8 @@ export class Pipeline {
   private queuedPoints = 0;
   private committed = 0;
   private progressed: Promise<void> | null = null;
+  /** times the pipeline fell behind the log and read it back from disk */
+  catchups = 0;
   private onProgress: (() => void) | null = null;
 
   constructor(
@@ -78,9 +85,12 @@ export class Pipeline {
     }
   }
 
-  /** Points in memory (batching, queued, being written). */
+  /** Points in memory (batching, queued, being written, written but not yet committed). */
   get backlog(): number {
-    return (this.batch?.count ?? 0) + this.queuedPoints;
+    // every batch not yet written holds its lines (a written one released its body)
+    let n = this.batch?.count ?? 0;
+    for (const b of this.fifo) if (!b.done) n += b.count;
+    return n;
   }
 
   /** bytes of the durable log not yet written to the sink */
@@ -104,6 +114,11 @@ export class Pipeline {
 
   private get full(): boolean {
     return this.queue.size >= this.maxQueued;
+  }
+
+  /** the catch-up reader's read-ahead: one queued batch per writer */
+  private get readAheadFull(): boolean {
+    return this.queue.size >= this.opts.maxInflightBatches;
   }
 
   /**
@@ -167,6 +182,7 @@ export class Pipeline {
 
   private startCatchup(): void {
     if (this.catchup || this.stopping) return;
+    this.catchups++;
     this.catchup = this.catchupLoop()
       .catch((err: unknown) => this.logger.error({ err }, 'durable log reader failed'))
       .finally(() => {
@@ -181,8 +197,8 @@ export class Pipeline {
     const readBytes = Math.max(256 * 1024, this.opts.batchSize * 256);
     let readFailures = 0;
     while (!this.stopping && this.nextOffset < this.log.endOffset) {
-      if (this.full) {
-        await this.queue.onSizeLessThan(this.maxQueued);
+      if (this.readAheadFull) {
+        await this.queue.onSizeLessThan(this.opts.maxInflightBatches);
         continue;
       }
       if (this.nextOffset >= this.log.written) {

@@ -74,6 +74,42 @@ describe('admission control', () => {
     expect(f.admission.gate()).toBeUndefined();
   });
 
+  it('lets held publishers go one read at a time, so a flood of them overshoots by one read, not by all of them', async () => {
+    // issue 15: 50 flood connections released together each parsed a full socket read (~600
+    // readings): 30,000 readings past the sink_behind gate each time it opened
+    const f = fixture();
+    f.pipeline.bytesBehind = 20_000;
+    const released: number[] = [];
+    const again: Array<Promise<void> | undefined> = [];
+    // three publishers held, each from its own socket read (a separate callback)
+    for (const id of [1, 2, 3]) {
+      const held = f.admission.gate();
+      expect(held).toBeDefined();
+      void held!.then(() => {
+        released.push(id);
+        // the released publisher's next read fills the pipeline again: its first reading is
+        // recorded, then asks the gate
+        f.pipeline.bytesBehind = 20_000;
+        again.push(f.admission.gate());
+      });
+      await Promise.resolve();
+    }
+    f.pipeline.bytesBehind = 0;
+    f.progress.shift()!();
+    await flushTurn();
+    expect(released).toEqual([1]);
+    expect(again[0]).toBeDefined();
+    // room again: the next in line goes, then the one released first (round robin)
+    f.pipeline.bytesBehind = 0;
+    f.progress.shift()!();
+    await flushTurn();
+    expect(released).toEqual([1, 2]);
+    f.pipeline.bytesBehind = 0;
+    f.progress.shift()!();
+    await flushTurn();
+    expect(released).toEqual([1, 2, 3]);
+  });
+
   it('holds while the heap is under pressure', async () => {
     const f = fixture();
     f.heap.pressed = true;

@@ -43,3 +43,16 @@ describe('LineBatch', () => {
     expect(b.line(1)).toBe(big);
   });
 });
+
+it('a released batch holds no body (a written batch waiting for an earlier one to commit)', () => {
+  const b = new LineBatch(100);
+  for (let i = 0; i < 100; i++) b.add(`line ${i} ${'x'.repeat(100)}`, i, i);
+  expect(b.bytes).toBeGreaterThan(10_000);
+  b.end = 42;
+  b.done = true;
+  b.release();
+  expect(b.bytes).toBe(0);
+  expect(b.body().length).toBe(0);
+  // what the pipeline still reads of it
+  expect([b.count, b.end, b.done]).toEqual([100, 42, true]);
+});

@@ -164,6 +164,60 @@ describe('pipeline over the durable log', () => {
     await until(() => sink.stored.at(-1) === 'after');
   });
 
+  it('batches written behind a slower one keep no points in memory while they wait to be committed', async () => {
+    // the first write hangs; the ones after it finish: they wait in order for the commit, without their points
+    const sink = new FakeSink();
+    let release!: () => void;
+    const first = new Promise<void>((r) => {
+      release = r;
+    });
+    let calls = 0;
+    const write = sink.write.bind(sink);
+    sink.write = async (body, count) => {
+      if (calls++ === 0) await first;
+      return write(body, count);
+    };
+    const { pipeline, publish, log } = await setup(sink, { batchSize: 2, maxInflightBatches: 4 });
+    for (let i = 0; i < 4; i++) publish([`l${i}a`, `l${i}b`]);
+    await until(() => sink.stored.length === 6);
+    expect(log.committed('fake')).toBe(0);
+    // only the hanging batch's two points are still held
+    expect(pipeline.backlog).toBe(2);
+    release();
+    await until(() => log.committed('fake') === log.endOffset);
+    expect(pipeline.backlog).toBe(0);
+  });
+
+  it('catching up from the log, reads ahead only as many batches as are being written', async () => {
+    const sink = new FakeSink();
+    let release!: () => void;
+    sink.gate = new Promise((r) => {
+      release = r;
+    });
+    const { pipeline, publish, log } = await setup(sink, { batchSize: 10, maxInflightBatches: 2 });
+    // 4 KB lines: one read of the log (256 KiB) holds about 6 batches, the log 80
+    const pad = 'x'.repeat(4000);
+    for (let i = 0; i < 400; i++) publish([`l${i}a${pad}`, `l${i}b${pad}`]);
+    expect(pipeline.catchingUp).toBe(true);
+    // once the batches the tail queued are written, each write sees what the reader holds in memory
+    const held: number[] = [];
+    const write = sink.write.bind(sink);
+    sink.write = async (body, count) => {
+      held.push(pipeline.backlog);
+      await new Promise((r) => setTimeout(r, 2));
+      return write(body, count);
+    };
+    release();
+    await until(() => log.committed('fake') === log.endOffset, 10_000);
+    expect(sink.stored.length).toBe(800);
+    // the tail queued 2 + 16 batches: from the 19th write on, what the reader read is in memory
+    const late = held.slice(19);
+    expect(late.length).toBeGreaterThan(40);
+    // 2 being written + 2 queued + one read (about 64 lines) + the batch being filled; before,
+    // the reader refilled the tail's 8 queued per writer from disk (up to 180 + one read)
+    expect(Math.max(...late)).toBeLessThanOrEqual(4 * 10 + 64 + 10);
+  });
+
   it('after a restart, sends again everything past the committed offset', async () => {
     const down = new FakeSink(() => ({ kind: 'retry', message: 'down' }));
     const first = await setup(down, { batchSize: 2 });
