@@ -689,8 +689,11 @@ function markdown(rows: Row[], meta: Record<string, unknown>): string {
  * load, and `bare-sub` is bare Aedes delivering the subscriber row's traffic
  * (20,000 readings/s in, every one out to one `sensors/#` subscriber).
  * `alerts` is the alert ownership of src/alerts/clusterState.ts in process (bench/clusterAlerts.ts).
- * BENCH_CLUSTER_ROWS=idle,s20,s10,pair,sub,bare-sub,alerts picks rows (default: those; also
- * s10-noredis: the standalone row without REDIS_URL, r10: one redis node at 10,000/s, its peer idle);
+ * `r10` is one redis-mode node at 10,000/s with its peer idle: the same machine load as the
+ * s10 row, so the fair measure of what cluster mode costs (the pair rows add two daemons and
+ * two simulators competing for two cores).
+ * BENCH_CLUSTER_ROWS=idle,s20,s10,r10,pair,sub,bare-sub,alerts picks rows (default: those; also
+ * s10-noredis: the standalone row without REDIS_URL);
  * BENCH_CLUSTER_PROF=DIR writes a --cpu-prof profile of every daemon into DIR.
  */
 async function cluster(influx: Service): Promise<Row[]> {
@@ -699,7 +702,7 @@ async function cluster(influx: Service): Promise<Row[]> {
   const DURATION_S = 15;
   const IDLE_S = 15;
   const pick = new Set(
-    (process.env.BENCH_CLUSTER_ROWS ?? 'idle,s20,s10,pair,sub,bare-sub,alerts')
+    (process.env.BENCH_CLUSTER_ROWS ?? 'idle,s20,s10,r10,pair,sub,bare-sub,alerts')
       .split(',')
       .map((s) => s.trim()),
   );
