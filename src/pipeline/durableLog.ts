@@ -481,6 +481,9 @@ export class DurableLog {
       if (records.length === 0 && valid === 0 && bytesRead >= HEADER) {
         // one record larger than the read window
         const len = buf.readUInt32LE(0);
+        // a length no record can have (corruption, or not a record boundary): nothing readable here.
+        // Without this a garbage length asked fs for up to 4 GiB and node aborted on the assertion.
+        if (len === 0 || len > MAX_RECORD) return [];
         const big = Buffer.allocUnsafe(HEADER + len);
         await fh.read(big, 0, big.length, from - seg.base);
         ({ records, valid } = scanRecords(big, from));

@@ -6,7 +6,8 @@ import { DeadLetterWriter } from './deadLetter.js';
 import { DrainProgress } from './drainProgress.js';
 import { DurableLog, logDir } from './durableLog.js';
 import { Pipeline } from './pipeline.js';
-import { BatchWriter, type PointSource } from './writer.js';
+import { recordReader } from './recordReader.js';
+import { BatchWriter } from './writer.js';
 
 // The pipeline's parts: the dead letter (rejections), the durable log (every
 // accepted reading, before its acknowledgement) and the pipeline proper
@@ -107,7 +108,7 @@ export class PipelinePart implements Component {
       metrics,
       log,
       deadLetter: (r) => deadLetter.append(r),
-      sourceOf: (offset) => recordAt(this.durable.log, offset),
+      sourceOf: recordReader(this.durable.log),
     });
     this.sink.writes = this.writer;
     this.pipeline = new Pipeline(
@@ -181,19 +182,4 @@ export class PipelinePart implements Component {
       this.oldestUnsentAgeS(),
     );
   }
-}
-
-/**
- * The message a line came from, read back from the log (a refused line is
- * dead-lettered with it). The record may still be in memory, not yet in its
- * segment file: wait for that write first.
- */
-async function recordAt(log: DurableLog, offset: number): Promise<PointSource | null> {
-  // waitWritten resolves at the next write of the log, which may end before this record
-  for (let i = 0; log.written <= offset && i < 1000; i++) await log.waitWritten(offset);
-  // a record holds at most one message (mqtt.maxPacketBytes) and its lines: a few MiB at worst
-  const [first] = await log.read(offset, 4 * 1024 * 1024);
-  if (!first || first.start !== offset) return null;
-  const { topic, clientId, payload } = first.record;
-  return { topic, clientId, payload };
 }
