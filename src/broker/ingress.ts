@@ -2,19 +2,14 @@ import type { Client } from 'aedes';
 import type { Logger } from 'pino';
 import type { ReadingConsumer } from '../ingest/consumer.js';
 import type { KnownBuildings } from '../ingest/knownBuildings.js';
-import {
-  type BackslashMode,
-  encodeReading,
-  type NewlineMode,
-  UnencodableError,
-} from '../ingest/lineProtocol.js';
+import { type BackslashMode, type NewlineMode, UnencodableError, writeLine } from '../ingest/lineProtocol.js';
 import { type ParseLimits, parseMessage } from '../ingest/parse.js';
 import type { Reading, Rejection } from '../ingest/reading.js';
 import { isSensorTopic } from '../ingest/topic.js';
 import type { RateLimitedLog } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { DeadLetterRecord } from '../pipeline/deadLetter.js';
-import type { DurableLog, LogRecord } from '../pipeline/durableLog.js';
+import { type BodyEncoder, type DurableLog, endLine, LINE_FRAME, putHead } from '../pipeline/durableLog.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { Admission } from './admission.js';
 
@@ -35,6 +30,97 @@ export interface IngressDeps {
   readonly now?: () => number;
   /** holds publishers (TCP backpressure) while the daemon is behind; none: read at full speed */
   readonly admission?: Admission;
+}
+
+/**
+ * One message's log record, written in place by DurableLog.appendEncoded: the
+ * head (topic, client, the payload's own bytes) and one framed line per
+ * accepted reading, each written straight into the log's chunk (issue 15: no
+ * line strings, no LogRecord). Readings the sink could not store, or from
+ * unknown buildings, are left out and listed in `rejections`. One instance is
+ * reused for every message (encode is synchronous).
+ */
+class RecordEncoder implements BodyEncoder {
+  estimate = 0;
+  receivedAtMs = 0;
+  readings: readonly Reading[] = [];
+  /** the readings written, when some were refused; null: all of them */
+  accepted: Reading[] | null = null;
+  rejections: Rejection[] | null = null;
+  lines = 0;
+  /** where the framed lines start in buf */
+  linesAt = 0;
+  buf: Buffer | null = null;
+  private msg: InboundPublish | null = null;
+  private clientId: string | null = null;
+
+  constructor(private readonly deps: IngressDeps) {}
+
+  set(
+    msg: InboundPublish,
+    clientId: string | null,
+    receivedAtMs: number,
+    readings: readonly Reading[],
+  ): void {
+    this.msg = msg;
+    this.clientId = clientId;
+    this.receivedAtMs = receivedAtMs;
+    this.readings = readings;
+    this.lines = 0;
+    this.accepted = this.rejections = null;
+    // a line is about the payload's size plus its series key; measured lines are 120-200 bytes
+    this.estimate = 64 + 3 * msg.topic.length + msg.payload.length + readings.length * 320;
+  }
+
+  encode(buf: Buffer, at: number, limit: number): number {
+    const { deps } = this;
+    const msg = this.msg!;
+    const readings = this.readings;
+    this.lines = 0;
+    this.accepted = this.rejections = null;
+    let p = putHead(buf, at, limit, this.receivedAtMs, msg.topic, this.clientId, msg.payload);
+    if (p < 0) return -1;
+    const countAt = p;
+    p += 4;
+    this.linesAt = p;
+    for (let i = 0; i < readings.length; i++) {
+      const r = readings[i]!;
+      let refused: Rejection | null = null;
+      if (!deps.buildings.accepts(r.buildingId)) {
+        refused = {
+          reason: 'unknown_building',
+          detail: `${r.building} is not a known building`,
+          payload: msg.payload,
+        };
+      } else {
+        try {
+          const e = writeLine(buf, p + LINE_FRAME, limit, r, deps.backslashMode, deps.newlines);
+          if (e < 0) return -1;
+          p = endLine(buf, p, e);
+          this.lines++;
+        } catch (err) {
+          if (!(err instanceof UnencodableError)) throw err;
+          refused = { reason: 'sink_rejected', detail: err.message, payload: msg.payload };
+        }
+      }
+      if (refused) {
+        this.rejections ??= [];
+        this.rejections.push(refused);
+        this.accepted ??= readings.slice(0, i);
+      } else if (this.accepted) this.accepted.push(r);
+    }
+    if (this.lines === 0) return at;
+    buf.writeUInt32LE(this.lines, countAt);
+    this.buf = buf;
+    return p;
+  }
+
+  /** Classify without appending (the log is full): into a scratch buffer. */
+  encodeAside(): void {
+    for (let size = Math.max(4096, this.estimate); ; size *= 2) {
+      if (this.encode(Buffer.allocUnsafe(size), 0, size) >= 0) return;
+    }
+  }
 }
 
 export interface InboundPublish {
@@ -61,9 +147,12 @@ export class Ingress {
 
   private readonly consumers: readonly ReadingConsumer[];
 
+  private readonly encoder: RecordEncoder;
+
   constructor(private readonly deps: IngressDeps) {
     this.now = deps.now ?? Date.now;
     this.consumers = deps.consumers ?? [];
+    this.encoder = new RecordEncoder(deps);
   }
 
   /** undefined when nothing must be awaited (the hot path allocates no promise). */
@@ -73,80 +162,64 @@ export class Ingress {
     deps.metrics.messagesReceived.inc();
     const receivedAtMs = this.now();
     const parsed = parseMessage(msg.topic, msg.payload, receivedAtMs, deps.limits);
-    const readings = parsed.readings;
-    // allocated only when something is refused (parse results share one empty list)
-    let rejections: Rejection[] | null = parsed.rejections.length ? [...parsed.rejections] : null;
-    const lines: string[] = [];
-    // the readings themselves while every one is accepted (the usual case): no second list
-    let accepted: Reading[] | null = null;
-    for (let i = 0; i < readings.length; i++) {
-      const r = readings[i]!;
-      let refused: Rejection | null = null;
-      if (!deps.buildings.accepts(r.buildingId)) {
-        refused = {
-          reason: 'unknown_building',
-          detail: `${r.building} is not a known building`,
-          payload: msg.payload,
-        };
+    let wait: Promise<unknown> | undefined;
+    let enc: RecordEncoder | null = null;
+    if (parsed.readings.length) {
+      enc = this.encoder;
+      enc.set(msg, clientId, receivedAtMs, parsed.readings);
+      if (!deps.durableLog.full) {
+        // the usual case: the record and its lines written straight into the log's chunk
+        const durable = this.record(enc, msg.qos > 0);
+        if (msg.qos > 0) wait = durable;
       } else {
-        try {
-          lines.push(encodeReading(r, deps.backslashMode, deps.newlines));
-        } catch (err) {
-          if (!(err instanceof UnencodableError)) throw err;
-          refused = { reason: 'sink_rejected', detail: err.message, payload: msg.payload };
+        // Budget full: the readings are classified (refused or not) in a scratch buffer first.
+        enc.encodeAside();
+        if (enc.lines === 0) {
+          // every reading refused: only the dead letter below
+        } else if (msg.qos === 0) {
+          deps.metrics.qos0Dropped.inc(undefined, enc.lines);
+        } else {
+          // Hold the acknowledgement (Aedes stops reading this client) until segments are freed.
+          deps.metrics.backpressureWaits.inc();
+          const later = new RecordEncoder(deps);
+          later.set(msg, clientId, receivedAtMs, parsed.readings);
+          wait = deps.durableLog.waitForSpace().then(() => this.record(later, true));
         }
       }
-      if (refused) {
-        rejections ??= [];
-        rejections.push(refused);
-        accepted ??= readings.slice(0, i);
-      } else if (accepted) accepted.push(r);
     }
-    let wait: Promise<unknown> | undefined;
-    if (lines.length) {
-      // the log record: the message as text beside its lines, for dead-lettering a line the sink refuses
-      const record: LogRecord = {
-        topic: msg.topic,
-        clientId,
-        receivedAtMs,
-        payload: parsed.text ?? '',
-        lines,
-      };
-      if (!deps.durableLog.full) {
-        const durable = this.record(record, accepted ?? readings, msg.qos > 0);
-        if (msg.qos > 0) wait = durable;
-      } else if (msg.qos === 0) {
-        deps.metrics.qos0Dropped.inc(undefined, lines.length);
-      } else {
-        // Budget full: hold the acknowledgement (Aedes stops reading this client) until segments are freed.
-        deps.metrics.backpressureWaits.inc();
-        wait = deps.durableLog.waitForSpace().then(() => this.record(record, accepted ?? readings, true));
-      }
-    }
-    if (msg.qos === 0 && lines.length && deps.admission) {
+    if (msg.qos === 0 && enc !== null && enc.lines > 0 && deps.admission) {
       // Recorded already: only this publisher's next packets wait (Aedes stops reading its socket).
       // QoS 1/2 publishers are held by their acknowledgement (the log's fsync) and their
       // in-flight window; a slow sink is absorbed by the log for them, as in an outage.
       const held = deps.admission.gate();
       if (held) wait = wait ? Promise.all([wait, held]) : held;
     }
-    if (rejections) {
+    const refused = enc?.rejections;
+    if (parsed.rejections.length || refused) {
+      // allocated only when something is refused (parse results share one empty list)
+      const rejections = refused ? [...parsed.rejections, ...refused] : [...parsed.rejections];
       const dead = this.reject(rejections, msg.topic, clientId, receivedAtMs);
       wait = wait ? Promise.all([wait, dead]) : dead;
     }
     return wait;
   }
 
-  private record(record: LogRecord, readings: readonly Reading[], sync: boolean): Promise<void> {
+  /** Append the encoder's record, hand its lines to the pipeline and its readings to the consumers. */
+  private record(enc: RecordEncoder, sync: boolean): Promise<void> | undefined {
     const { deps } = this;
-    const appended = deps.durableLog.append(record, sync);
-    deps.metrics.readingsAccepted.inc(undefined, record.lines.length);
-    deps.pipeline.offer(record.lines, record.receivedAtMs, appended.start, appended.end);
-    const receivedAtMs = record.receivedAtMs;
+    const log = deps.durableLog;
+    const start = log.appendEncoded(enc, sync);
+    if (start < 0) return undefined; // every reading refused (a waiting QoS 1 message re-encoded)
+    const end = log.endOffset;
+    const durable = log.lastDurable;
+    const receivedAtMs = enc.receivedAtMs;
+    deps.metrics.readingsAccepted.inc(undefined, enc.lines);
+    deps.pipeline.offerFramed(enc.buf!, enc.linesAt, enc.lines, receivedAtMs, start, end);
+    const readings = enc.accepted ?? enc.readings;
     // here and nowhere else: the pipeline's replays and retries never reach the consumers
     for (const c of this.consumers) {
       try {
-        c.consume(readings, receivedAtMs, appended.end);
+        c.consume(readings, receivedAtMs, end);
       } catch (err) {
         // the readings are in the log and the others must still see them: a consumer's
         // failure is its own, never the publisher's (no error to Aedes, no lost PUBACK)
@@ -158,7 +231,7 @@ export class Ingress {
         );
       }
     }
-    return appended.durable;
+    return durable;
   }
 
   private reject(
@@ -194,6 +267,8 @@ export class Ingress {
     packet: InboundPublish,
     callback: (err?: Error | null) => void,
   ): void => {
+    const admission = this.deps.admission;
+    const t0 = admission ? performance.now() : 0;
     let wait: Promise<unknown> | undefined;
     try {
       wait = this.receive(packet, client?.id ?? null);
@@ -201,21 +276,25 @@ export class Ingress {
       this.failed(packet, callback, err);
       return;
     }
+    if (!admission) {
+      if (!wait) callback(null);
+      else
+        wait.then(
+          () => callback(null),
+          (err: unknown) => this.failed(packet, callback, err),
+        );
+      return;
+    }
+    // On to Aedes: now, or paced to the next turn when this turn's ingestion time is spent (admission.ts).
+    const cost = performance.now() - t0;
     // no closure for the usual QoS 0 publish: Aedes's callback itself is passed on
-    if (!wait) this.go(callback);
+    if (!wait) admission.pace(callback, cost);
     else
       wait.then(
-        () => this.go(callback),
+        () => admission.pace(callback, cost),
         (err: unknown) => this.failed(packet, callback, err),
       );
   };
-
-  /** On to Aedes: now, or paced to the next turn (admission.ts) when this turn's ingestion time is spent. */
-  private go(callback: (err: null) => void): void {
-    const admission = this.deps.admission;
-    if (admission) admission.pace(callback);
-    else callback(null);
-  }
 
   /**
    * A failure here must not take the broker down, and must not acknowledge a

@@ -107,3 +107,105 @@ export function encodeReading(r: Reading, mode: BackslashMode, newlines: Newline
   }
   return `${cachedSeriesKey(r, mode)} ${fieldsText} ${r.timestampMs}`;
 }
+
+/*
+ * Writing a line straight into a buffer (the durable log's chunk) instead of
+ * building it as a string (issue 15): the string version made a rope of five
+ * to eight pieces per reading, flattened it when it was written, and wrote it
+ * twice (log record, batch). Here the per-series parts (key, quoted unit, kept
+ * on the topic's cache entry, flat) are written as they are, constants are
+ * copied, and only the value's text is a fresh (short) string. The bytes are the same as
+ * Buffer.from(encodeReading(...)) (tests/unit/lineWriter.test.ts).
+ */
+
+const VALUE_EQ = Buffer.from(' value=');
+const UNIT_EQ = Buffer.from(',unit=');
+const STATUS_NORMAL = Buffer.from(',status="normal"');
+const STATUS_EQ = Buffer.from(',status=');
+
+/** Copy src into buf at p: a loop for the short constants, a native copy beyond (a JS loop costs ~2 ns per byte). */
+export function copyBytes(buf: Buffer, p: number, src: Buffer): number {
+  const n = src.length;
+  if (n > 16) return p + src.copy(buf, p);
+  for (let i = 0; i < n; i++) buf[p++] = src[i]!;
+  return p;
+}
+
+/** Write s as UTF-8 at p; the caller has made room for s.length * 3 bytes. */
+export function writeText(buf: Buffer, p: number, s: string): number {
+  const n = s.length;
+  if (n > 16) return p + buf.write(s, p, 'utf8');
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return p - i + buf.write(s, p - i, 'utf8');
+    buf[p++] = c;
+  }
+  return p;
+}
+
+/** A non-negative safe integer's decimal digits (the timestamp) without a string. */
+function writeUint(buf: Buffer, p: number, n: number): number {
+  if (!(n >= 0 && n <= Number.MAX_SAFE_INTEGER && Math.floor(n) === n)) return writeText(buf, p, String(n));
+  let digits = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+  let at = p + digits;
+  for (let x = n; ; ) {
+    const q = Math.floor(x / 10);
+    buf[--at] = 48 + (x - q * 10);
+    if (q === 0) break;
+    x = q;
+  }
+  return p + digits;
+}
+
+/**
+ * Reading r as one line of line protocol written into buf at p; returns the
+ * end, or -1 when the line does not fit before `limit` (nothing meaningful
+ * written: the caller starts again in a larger buffer). Throws
+ * UnencodableError like encodeReading.
+ */
+export function writeLine(
+  buf: Buffer,
+  p: number,
+  limit: number,
+  r: Reading,
+  mode: BackslashMode,
+  newlines: NewlineMode = 'escape',
+): number {
+  const key = cachedSeriesKey(r, mode);
+  const unit = quotedUnit(r, newlines);
+  const value = formatNumber(r.value);
+  const status = r.status === 'normal' ? null : quoteString(r.status, newlines);
+  let extra = '';
+  for (const [k, v] of r.extra) {
+    const text =
+      typeof v === 'number' ? formatNumber(v) : typeof v === 'boolean' ? String(v) : quoteString(v, newlines);
+    extra += `,${escapeTag(k, mode)}=${text}`;
+  }
+  // value text, status and extras are ASCII or counted at 3 bytes per unit; 21: " " + the timestamp digits
+  const worst =
+    key.length * 3 +
+    VALUE_EQ.length +
+    value.length +
+    UNIT_EQ.length +
+    unit.length * 3 +
+    STATUS_EQ.length +
+    (status === null ? STATUS_NORMAL.length : status.length * 3) +
+    extra.length * 3 +
+    21 +
+    24;
+  if (p + worst > limit) return -1;
+  p += buf.write(key, p, 'utf8');
+  p = copyBytes(buf, p, VALUE_EQ);
+  p = writeText(buf, p, value);
+  p = copyBytes(buf, p, UNIT_EQ);
+  p += buf.write(unit, p, 'utf8');
+  if (status === null) p = copyBytes(buf, p, STATUS_NORMAL);
+  else {
+    p = copyBytes(buf, p, STATUS_EQ);
+    p = writeText(buf, p, status);
+  }
+  if (extra !== '') p = writeText(buf, p, extra);
+  buf[p++] = 0x20;
+  return writeUint(buf, p, r.timestampMs);
+}

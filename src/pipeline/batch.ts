@@ -54,6 +54,23 @@ export class LineBatch {
     this.count = n + 1;
   }
 
+  /** A line already encoded: bytes [from, to) of src (the durable log's chunk, issue 15). */
+  addBytes(src: Buffer, from: number, to: number, receivedAtMs: number, recordStart: number): void {
+    const n = this.count;
+    if (n === this.starts.length) this.growLines();
+    const room = to - from + 1;
+    if (this.used + room > this.buf.length) this.growBytes(room);
+    const buf = this.buf;
+    let p = this.used;
+    if (n > 0) buf[p++] = 0x0a;
+    this.starts[n] = p;
+    // native: a JS byte loop costs ~2 ns per byte, 300 ns for a line
+    this.used = p + src.copy(buf, p, from, to);
+    this.received[n] = receivedAtMs;
+    this.records[n] = recordStart;
+    this.count = n + 1;
+  }
+
   /** Lines [from, to) as one body (no copy: a view of the batch's buffer). */
   body(from = 0, to = this.count): Buffer {
     const stop = to < this.count ? this.starts[to]! - 1 : this.used;

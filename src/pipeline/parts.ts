@@ -83,6 +83,11 @@ export class LogPart implements Component {
 
   registerMetrics(m: NodeContext['metrics']): void {
     m.gauge('energy_ingest_log_bytes', 'bytes held by the durable log', () => this.log.bytes);
+    m.counter(
+      'energy_ingest_log_writes_total',
+      'group writes of the durable log (each one write call, plus an fdatasync when a QoS 1/2 record is in it)',
+      () => this.log.syncs,
+    );
   }
 }
 

@@ -2,7 +2,7 @@ import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { retryPolicy } from '../retry.js';
 import { LineBatch } from './batch.js';
-import type { DurableLog, StoredRecord } from './durableLog.js';
+import { type DurableLog, LINE_FRAME, type StoredRecord } from './durableLog.js';
 import { type BatchWriter, ShutdownAbort } from './writer.js';
 
 export interface PipelineOptions {
@@ -158,16 +158,52 @@ export class Pipeline {
     this.startCatchup();
   }
 
+  /**
+   * The same as offer, for a record encoded in place (DurableLog.appendEncoded):
+   * its `count` lines are framed (u32 length + bytes) in buf from `linesAt`,
+   * and are copied into the batch as bytes.
+   */
+  offerFramed(
+    buf: Buffer,
+    linesAt: number,
+    count: number,
+    receivedAtMs: number,
+    start: number,
+    end: number,
+  ): void {
+    if (this.stopping) return;
+    if (this.catchup !== null || start !== this.nextOffset || this.full) {
+      this.startCatchup();
+      return;
+    }
+    let p = linesAt;
+    for (let i = 0; i < count; i++) {
+      const n = buf.readUInt32LE(p);
+      this.open().addBytes(buf, p + LINE_FRAME, p + LINE_FRAME + n, receivedAtMs, start);
+      p += LINE_FRAME + n;
+      if (this.batch!.count >= this.opts.batchSize) this.cut();
+    }
+    this.took(end);
+  }
+
+  /** The batch lines go into, sized like the last batch cut (a small one at first: most flush on the timer at low rates). */
+  private open(): LineBatch {
+    this.batch ??= new LineBatch(
+      Math.min(this.opts.batchSize, this.lastCut.lines + 16),
+      this.lastCut.bytes + 4096,
+    );
+    return this.batch;
+  }
+
   private take(lines: readonly string[], receivedAtMs: number, start: number, end: number): void {
     for (const line of lines) {
-      // sized like the last batch cut (a small batch at first: most flush on the timer at low rates)
-      this.batch ??= new LineBatch(
-        Math.min(this.opts.batchSize, this.lastCut.lines + 16),
-        this.lastCut.bytes + 4096,
-      );
-      this.batch.add(line, receivedAtMs, start);
-      if (this.batch.count >= this.opts.batchSize) this.cut();
+      this.open().add(line, receivedAtMs, start);
+      if (this.batch!.count >= this.opts.batchSize) this.cut();
     }
+    this.took(end);
+  }
+
+  private took(end: number): void {
     this.nextOffset = end;
     if (this.batch && this.batch.count > 0) {
       // the record's end goes with the batch holding its last line

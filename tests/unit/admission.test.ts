@@ -123,14 +123,37 @@ describe('admission control', () => {
     const f = fixture();
     let now = 0;
     let later = 0;
-    const t0 = performance.now();
-    while (performance.now() - t0 < 25) f.admission.pace(() => now++);
-    const deferredAt = performance.now();
-    f.admission.pace(() => later++);
+    const order: number[] = [];
+    // 9.9 ms of ingestion: every callback now
+    for (let i = 0; i < 99; i++) f.admission.pace(() => now++, 0.1);
+    expect(now).toBe(99);
+    // over budget in one synchronous run (one client's parsed read): each callback completes when
+    // the next arrives, in order, and only the run's last one waits for the next turn (it keeps
+    // Aedes from reading that client again); the others' packets are parsed already
+    for (let i = 0; i < 3; i++) f.admission.pace(() => order.push(i), 0.1);
+    expect(order).toEqual([0, 1]);
+    await Promise.resolve(); // the run ends
+    expect(order).toEqual([0, 1]);
     expect(later).toBe(0);
-    expect(now).toBeGreaterThan(0);
+    // another client's run in the same turn: its last one waits too
+    f.admission.pace(() => later++, 0.1);
     await flushTurn();
+    expect(order).toEqual([0, 1, 2]);
     expect(later).toBe(1);
-    expect(deferredAt - t0).toBeGreaterThanOrEqual(10);
+    // a new turn: a new budget
+    f.admission.pace(() => now++, 0.1);
+    expect(now).toBe(100);
+  });
+
+  it('counts ingestion time, not the wall time of the turn (issue 15: bursts deferred three publishes in four)', async () => {
+    const f = fixture();
+    let now = 0;
+    const t0 = performance.now();
+    // a long turn (other clients, sink responses, GC) in which ingestion itself took little
+    while (performance.now() - t0 < 25) f.admission.pace(() => now++, 0);
+    const calls = now;
+    f.admission.pace(() => now++, 0.1);
+    expect(now).toBe(calls + 1);
+    await flushTurn();
   });
 });

@@ -41,7 +41,7 @@ it('a throwing consumer is counted and never stops the others nor the QoS 1 ackn
     limits: { maxPayloadBytes: 65536, maxFutureSkewS: 300, maxAgeS: 604800 },
     buildings: new KnownBuildings(true),
     backslashMode: 'escape',
-    pipeline: { offer() {} } as unknown as Pipeline,
+    pipeline: { offerFramed() {} } as unknown as Pipeline,
     durableLog,
     consumers: [recorder('first'), failing, recorder('last')],
     deadLetter: async () => {},

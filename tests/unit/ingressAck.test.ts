@@ -25,7 +25,7 @@ it('a reading whose append fails is not acknowledged at QoS 1 (QoS 0 has nothing
     limits: { maxPayloadBytes: 65536, maxFutureSkewS: 300, maxAgeS: 604800 },
     buildings: new KnownBuildings(true),
     backslashMode: 'escape',
-    pipeline: { offer() {} } as unknown as Pipeline,
+    pipeline: { offerFramed() {} } as unknown as Pipeline,
     durableLog,
     deadLetter: async () => {},
     metrics: new Metrics(),
