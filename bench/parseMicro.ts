@@ -22,8 +22,7 @@ for (let b = 1; b <= 10; b++)
 
 const value = (i: number) => Math.round(((i * 7919) % 10000) + 1) / 100;
 const shapes: Record<string, (i: number) => string> = {
-  value_unit_ts: (i) =>
-    JSON.stringify({ value: value(i), unit: units[i % 4], timestamp: NOW - (i % 1000) }),
+  value_unit_ts: (i) => JSON.stringify({ value: value(i), unit: units[i % 4], timestamp: NOW - (i % 1000) }),
   value_ts: (i) => JSON.stringify({ value: value(i), timestamp: NOW - (i % 1000) }),
   bare_number: (i) => String(value(i)),
   iso_extras: (i) =>
