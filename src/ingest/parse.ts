@@ -55,7 +55,17 @@ function cachedTopic(topic: string): CachedTopic {
   let r = topicCache.get(topic);
   if (r === undefined) {
     r = parseSensorTopic(topic);
-    if (r.ok) r = { ...r, building: canonicalBuildingKey(r.topic.buildingId), lpKeys: {} };
+    // every field set here, so all entries share one hidden class (the fast path reads them per reading)
+    if (r.ok)
+      r = {
+        ok: true,
+        topic: r.topic,
+        building: canonicalBuildingKey(r.topic.buildingId),
+        lpKeys: {},
+        lastUnit: undefined,
+        lastStatus: undefined,
+        lastKeys: undefined,
+      };
     if (topicCache.size >= TOPIC_CACHE_MAX) topicCache.clear();
     topicCache.set(topic, r);
   }
@@ -310,8 +320,9 @@ const POW10 = [
   1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
   1e20, 1e21, 1e22,
 ];
-// Scratch for the scanners (parseMessage is synchronous): the number just read.
-let scanned = 0;
+// Scratch for the scanners (parseMessage is synchronous): the number just read. A typed array,
+// not a module `let`: a double stored in a module variable is a new heap number each time.
+const SCANNED = new Float64Array(1);
 
 const K_VALUE = 1;
 const K_UNIT = 2;
@@ -328,7 +339,7 @@ function skipWs(b: Buffer, i: number, end: number): number {
 }
 
 /**
- * A JSON-grammar number at b[i]: its end, its value in `scanned`; -1 when the
+ * A JSON-grammar number at b[i]: its end, its value in SCANNED[0]; -1 when the
  * text is not one. Up to 15 digits and a power of ten up to 22 the value is one
  * correctly rounded IEEE operation on exact operands (Clinger's fast path), the
  * same double as Number()/JSON.parse; beyond that Number() on the text.
@@ -382,9 +393,9 @@ function scanNumber(b: Buffer, i: number, end: number): number {
   }
   if (digits <= 15 && e >= -22 && e <= 22) {
     const v = e < 0 ? m / POW10[-e]! : m * POW10[e]!;
-    scanned = neg ? -v : v;
+    SCANNED[0] = neg ? -v : v;
   } else {
-    scanned = Number(b.toString('latin1', start, i));
+    SCANNED[0] = Number(b.toString('latin1', start, i));
   }
   return i;
 }
@@ -491,9 +502,9 @@ function fastParse(
   if (c !== 0x7b) {
     if (c !== 0x2d && (c < 0x30 || c > 0x39)) return undefined;
     i = scanNumber(b, i, end);
-    if (i < 0 || skipWs(b, i, end) !== end || !Number.isFinite(scanned)) return undefined;
+    if (i < 0 || skipWs(b, i, end) !== end || !Number.isFinite(SCANNED[0]!)) return undefined;
     return {
-      readings: [fastReading(t, scanned, undefined, undefined, NO_EXTRA, receivedAtMs)],
+      readings: [fastReading(t, SCANNED[0]!, undefined, undefined, NO_EXTRA, receivedAtMs)],
       rejections: NO_REJECTIONS,
     };
   }
@@ -527,7 +538,7 @@ function fastParse(
     } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
       kind = TK_NUMBER;
       i = scanNumber(b, i, end);
-      if (i < 0 || !Number.isFinite(scanned)) return undefined;
+      if (i < 0 || !Number.isFinite(SCANNED[0]!)) return undefined;
     } else if (isWord(b, i, end, 'true')) {
       kind = TK_TRUE;
       i += 4;
@@ -545,10 +556,10 @@ function fastParse(
       seen |= reserved;
       if (reserved === K_VALUE) {
         if (kind !== TK_NUMBER) return undefined;
-        value = scanned;
+        value = SCANNED[0]!;
       } else if (reserved === K_TIMESTAMP) {
         if (kind === TK_NUMBER) {
-          timestampMs = epochNumberMs(scanned);
+          timestampMs = epochNumberMs(SCANNED[0]!);
           if (Number.isNaN(timestampMs)) return undefined;
         } else if (kind === TK_STRING) {
           const ts = parseTimestamp(b.toString('latin1', vs, ve));
@@ -592,7 +603,11 @@ function fastParse(
       for (let k = 0; k < n; k++) if (extra[k]![0] === key) return undefined; // duplicate
       extra.push([
         key,
-        kind === TK_NUMBER ? scanned : kind === TK_STRING ? b.toString('latin1', vs, ve) : kind === TK_TRUE,
+        kind === TK_NUMBER
+          ? SCANNED[0]!
+          : kind === TK_STRING
+            ? b.toString('latin1', vs, ve)
+            : kind === TK_TRUE,
       ]);
     }
 
