@@ -436,6 +436,58 @@ function intern(b: Buffer, from: number, to: number): string {
   return s;
 }
 
+function digits2(b: Buffer, i: number): number {
+  const h = b[i]! - 0x30;
+  const l = b[i + 1]! - 0x30;
+  return h >= 0 && h <= 9 && l >= 0 && l <= 9 ? h * 10 + l : Number.NaN;
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/**
+ * The ms of "YYYY-MM-DDTHH:MM:SSZ" or "YYYY-MM-DDTHH:MM:SS.sssZ" (what
+ * toISOString writes), a real date from 1970 on; NaN for anything else, which
+ * parseTimestamp then reads (V8's Date.parse rolls "02-30" over, takes hour 24).
+ */
+function isoUtcMs(b: Buffer, from: number, to: number): number {
+  const len = to - from;
+  if (len !== 20 && len !== 24) return Number.NaN;
+  if (
+    b[from + 4] !== 0x2d ||
+    b[from + 7] !== 0x2d ||
+    b[from + 10] !== 0x54 ||
+    b[from + 13] !== 0x3a ||
+    b[from + 16] !== 0x3a ||
+    b[to - 1] !== 0x5a
+  )
+    return Number.NaN;
+  const y = digits2(b, from) * 100 + digits2(b, from + 2);
+  const mo = digits2(b, from + 5);
+  const d = digits2(b, from + 8);
+  const h = digits2(b, from + 11);
+  const mi = digits2(b, from + 14);
+  const sec = digits2(b, from + 17);
+  let frac = 0;
+  if (len === 24) {
+    if (b[from + 19] !== 0x2e) return Number.NaN;
+    const last = b[from + 22]! - 0x30;
+    frac = last >= 0 && last <= 9 ? digits2(b, from + 20) * 10 + last : Number.NaN;
+  }
+  // NaN (a non-digit) fails every comparison below
+  if (!(y >= 1970 && mo >= 1 && mo <= 12 && d >= 1 && h <= 23 && mi <= 59 && sec <= 59 && frac >= 0))
+    return Number.NaN;
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  if (!(d <= DAYS_IN_MONTH[mo - 1]! || (mo === 2 && d === 29 && leap))) return Number.NaN;
+  // days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+  const yy = mo <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (mo > 2 ? mo - 3 : mo + 9) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  const days = era * 146097 + doe - 719468;
+  return days * 86_400_000 + h * 3_600_000 + mi * 60_000 + sec * 1000 + frac;
+}
+
 function isWord(b: Buffer, i: number, end: number, word: string): boolean {
   if (end - i < word.length) return false;
   for (let k = 0; k < word.length; k++) if (b[i + k] !== word.charCodeAt(k)) return false;
@@ -562,9 +614,12 @@ function fastParse(
           timestampMs = epochNumberMs(SCANNED[0]!);
           if (Number.isNaN(timestampMs)) return undefined;
         } else if (kind === TK_STRING) {
-          const ts = parseTimestamp(b.toString('latin1', vs, ve));
-          if (!ts.ok) return undefined;
-          timestampMs = ts.ms;
+          timestampMs = isoUtcMs(b, vs, ve);
+          if (Number.isNaN(timestampMs)) {
+            const ts = parseTimestamp(b.toString('latin1', vs, ve));
+            if (!ts.ok) return undefined;
+            timestampMs = ts.ms;
+          }
         } else if (kind !== TK_NULL) return undefined;
         if (
           kind !== TK_NULL &&

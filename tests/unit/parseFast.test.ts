@@ -318,6 +318,43 @@ describe('parse fast path', () => {
       }
   });
 
+  it('reads ISO timestamps as the slow path does, valid or not', () => {
+    // limits wide enough to take any date: the ms themselves are compared, not the range checks
+    const wide = { maxPayloadBytes: 65536, maxFutureSkewS: 1e13, maxAgeS: 1e13 };
+    const r = rng(8601);
+    const pad = (n: number, w: number) => String(n).padStart(w, '0');
+    let fast = 0;
+    const N = 5000;
+    for (let n = 0; n < N; n++) {
+      let iso: string;
+      const k = r();
+      if (k < 0.6) {
+        iso = new Date(Math.floor(r() * 2 ** 38 * (r() < 0.1 ? 1 : 1000))).toISOString();
+        if (r() < 0.3) iso = `${iso.slice(0, 19)}Z`;
+      } else {
+        // every field at and beyond its limits: day 29-31 of each month, hour 24, second 60, years near 1970
+        const y = [1969, 1970, 1999, 2000, 2023, 2024, 2025, 2100, 2400, 9999][Math.floor(r() * 10)]!;
+        const mo = Math.floor(r() * 14);
+        const d = Math.floor(r() * 33);
+        const h = Math.floor(r() * 26);
+        const mi = Math.floor(r() * 61);
+        const sec = Math.floor(r() * 61);
+        iso = `${pad(y, 4)}-${pad(mo, 2)}-${pad(d, 2)}T${pad(h, 2)}:${pad(mi, 2)}:${pad(sec, 2)}`;
+        iso += r() < 0.5 ? `.${pad(Math.floor(r() * 1000), 3)}Z` : 'Z';
+        if (r() < 0.1) iso = iso.replace('T', ' ');
+        if (r() < 0.1) iso = iso.replace('Z', '+01:00');
+        if (r() < 0.05) iso = iso.replace(/\d/, 'x');
+      }
+      const payload = Buffer.from(`{"value":1,"timestamp":"${iso}"}`);
+      const before = parsePaths.fast;
+      const got = canon(parseMessage(TOPICS[0]!, payload, NOW, wide));
+      if (parsePaths.fast > before) fast++;
+      const want = canon(parseMessageSlow(TOPICS[0]!, payload, NOW, wide));
+      if (got !== want) expect({ iso, got }).toEqual({ iso, got: want });
+    }
+    expect(fast).toBeGreaterThan(N / 2);
+  });
+
   it('takes the fast path for the payloads sensors send', () => {
     const common = [
       '{"value":21.37,"unit":"celsius","timestamp":1764543600000}',
