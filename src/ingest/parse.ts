@@ -44,10 +44,9 @@ const TOPIC_CACHE_MAX = 100_000;
 type CachedTopic = TopicResult & {
   building?: string;
   lpKeys?: LpKeys;
-  /** the fast path's last unit, status and extra keys on this topic: reused when the bytes match */
-  lastUnit?: string;
-  lastStatus?: string;
-  lastKeys?: string[];
+  /** the fast path's slot (in INTERNED) of the last unit and status on this topic: a number, not a string */
+  unitSlot?: number;
+  statusSlot?: number;
 };
 const topicCache = new Map<string, CachedTopic>();
 
@@ -62,9 +61,8 @@ function cachedTopic(topic: string): CachedTopic {
         topic: r.topic,
         building: canonicalBuildingKey(r.topic.buildingId),
         lpKeys: {},
-        lastUnit: undefined,
-        lastStatus: undefined,
-        lastKeys: undefined,
+        unitSlot: -1,
+        statusSlot: -1,
       };
     if (topicCache.size >= TOPIC_CACHE_MAX) topicCache.clear();
     topicCache.set(topic, r);
@@ -310,8 +308,8 @@ function reading(
 // reading). Sensors send the same few shapes, so the common one — a bare JSON
 // number, or one flat object of numbers, booleans, null and strings without
 // escapes, all printable ASCII — is read straight from the bytes: no payload
-// string, no parsed object, unit/status/extra key strings reused from the last
-// payload on the topic when their bytes match. Anything else, and anything the
+// string, no parsed object, unit/status/extra key strings reused from a small
+// pool when their bytes match. Anything else, and anything the
 // slow path would refuse, returns undefined and takes the slow path, so both
 // give the same result (tests/unit/parseFast.test.ts compares them); the fast
 // path sets no `text`.
@@ -417,24 +415,35 @@ function sameAscii(b: Buffer, from: number, to: number, s: string | undefined): 
 }
 
 /**
- * Units, statuses and field names repeat across topics too: a small pool of
- * recent ones (replaced round robin, so bounded) keeps the per-topic caches
- * pointing at shared strings rather than one copy per topic.
+ * Units, statuses and field names repeat, on a topic and across the fleet: a
+ * pool of the last INTERN_MAX distinct ones (at most 64 bytes each, replaced
+ * round robin) lets a payload reuse their strings instead of decoding its
+ * bytes. A topic remembers only the slot of its unit and status (a number), so
+ * a flood of topics or names holds no more than the pool.
  */
 const INTERNED: string[] = [];
-const INTERN_MAX = 32;
+const INTERN_MAX = 64;
 let internNext = 0;
+/** where the next field name probably is: names come in the same order payload after payload */
+let keyHint = 0;
 
-function intern(b: Buffer, from: number, to: number): string {
-  for (let k = 0; k < INTERNED.length; k++) if (sameAscii(b, from, to, INTERNED[k])) return INTERNED[k]!;
+function internSlot(b: Buffer, from: number, to: number, hint: number): number {
+  const n = INTERNED.length;
+  if (hint >= 0 && hint < n && sameAscii(b, from, to, INTERNED[hint])) return hint;
+  for (let k = 0; k < n; k++) if (sameAscii(b, from, to, INTERNED[k])) return k;
   const s = b.toString('latin1', from, to);
-  if (INTERNED.length < INTERN_MAX) INTERNED.push(s);
-  else {
-    INTERNED[internNext] = s;
-    internNext = (internNext + 1) % INTERN_MAX;
+  if (n < INTERN_MAX) {
+    INTERNED.push(s);
+    return n;
   }
-  return s;
+  const slot = internNext;
+  INTERNED[slot] = s;
+  internNext = (internNext + 1) % INTERN_MAX;
+  return slot;
 }
+
+/** The extra fields while a payload is read (copied out at the end, at their exact count). */
+const EXTRA_SCRATCH: [string, ExtraValue][] = [];
 
 function digits2(b: Buffer, i: number): number {
   const h = b[i]! - 0x30;
@@ -565,7 +574,7 @@ function fastParse(
   let unit: string | undefined;
   let status: string | undefined;
   let timestampMs = receivedAtMs;
-  let extra: [string, ExtraValue][] | undefined;
+  let nExtra = 0;
   i = skipWs(b, i + 1, end);
   for (;;) {
     // "key"
@@ -630,11 +639,11 @@ function fastParse(
       } else if (kind === TK_STRING) {
         if (ve - vs > MAX_LABEL_BYTES) return undefined;
         if (reserved === K_UNIT) {
-          if (!sameAscii(b, vs, ve, t.lastUnit)) t.lastUnit = intern(b, vs, ve);
-          unit = t.lastUnit;
+          t.unitSlot = internSlot(b, vs, ve, t.unitSlot!);
+          unit = INTERNED[t.unitSlot]!;
         } else {
-          if (!sameAscii(b, vs, ve, t.lastStatus)) t.lastStatus = intern(b, vs, ve);
-          status = t.lastStatus;
+          t.statusSlot = internSlot(b, vs, ve, t.statusSlot!);
+          status = INTERNED[t.statusSlot]!;
         }
       } else if (kind !== TK_NULL) return undefined;
     } else {
@@ -644,26 +653,20 @@ function fastParse(
       if (ke === ks || ke - ks > 64 || first === 0x5f || (first >= 0x30 && first <= 0x39)) return undefined;
       if (kind === TK_NULL) return undefined;
       if (kind === TK_STRING && ve - vs > MAX_EXTRA_STRING_BYTES) return undefined;
-      extra ??= [];
-      const n = extra.length;
-      if (n >= MAX_EXTRA) return undefined;
-      t.lastKeys ??= [];
-      const keys = t.lastKeys;
-      let key = keys[n];
-      if (!sameAscii(b, ks, ke, key)) {
-        key = intern(b, ks, ke);
-        if (FORBIDDEN_EXTRA.has(key)) return undefined;
-        keys[n] = key;
-      }
-      for (let k = 0; k < n; k++) if (extra[k]![0] === key) return undefined; // duplicate
-      extra.push([
+      if (nExtra >= MAX_EXTRA) return undefined;
+      const slot = internSlot(b, ks, ke, keyHint);
+      keyHint = slot + 1;
+      const key = INTERNED[slot]!;
+      if (FORBIDDEN_EXTRA.has(key)) return undefined;
+      for (let k = 0; k < nExtra; k++) if (EXTRA_SCRATCH[k]![0] === key) return undefined; // duplicate
+      EXTRA_SCRATCH[nExtra++] = [
         key,
         kind === TK_NUMBER
           ? SCANNED[0]!
           : kind === TK_STRING
             ? b.toString('latin1', vs, ve)
             : kind === TK_TRUE,
-      ]);
+      ];
     }
 
     i = skipWs(b, i, end);
@@ -678,7 +681,9 @@ function fastParse(
   }
   if ((seen & K_VALUE) === 0) return undefined;
   return {
-    readings: [fastReading(t, value, unit, status, extra ?? NO_EXTRA, timestampMs)],
+    readings: [
+      fastReading(t, value, unit, status, nExtra ? EXTRA_SCRATCH.slice(0, nExtra) : NO_EXTRA, timestampMs),
+    ],
     rejections: NO_REJECTIONS,
   };
 }
