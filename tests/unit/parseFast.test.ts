@@ -148,6 +148,8 @@ const EXTRA_KEYS = [
   'Value',
   'a b',
   'x.y',
+  'constructor',
+  'toString',
   'k'.repeat(64),
   'k'.repeat(65),
 ];
