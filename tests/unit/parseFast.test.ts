@@ -320,6 +320,39 @@ describe('parse fast path', () => {
       }
   });
 
+  it('reads every number as the same double as JSON.parse', () => {
+    const r = rng(754);
+    const bits = new Float64Array(1);
+    const words = new Uint32Array(bits.buffer);
+    let fast = 0;
+    const N = 20_000;
+    for (let n = 0; n < N; n++) {
+      // any finite double, and short decimals near the 15-digit and 10^22 edges of the exact path
+      let x: number;
+      if (r() < 0.5) {
+        words[0] = Math.floor(r() * 2 ** 32);
+        words[1] = Math.floor(r() * 2 ** 32);
+        x = bits[0]!;
+        if (!Number.isFinite(x)) continue;
+      } else x = Math.floor(r() * 10 ** Math.floor(r() * 18)) * 10 ** Math.floor(r() * 50 - 25);
+      const k = 1 + Math.floor(r() * 20);
+      for (const text of [
+        String(x),
+        x.toExponential(k),
+        x.toPrecision(k),
+        x.toExponential(k).replace('e+', 'E'),
+      ]) {
+        const before = parsePaths.fast;
+        const got = parseMessage(TOPICS[0]!, Buffer.from(`{"value":${text}}`), NOW, LIMITS);
+        if (parsePaths.fast > before) fast++;
+        const want = (JSON.parse(`{"value":${text}}`) as { value: number }).value;
+        if (!Object.is(got.readings[0]?.value, want))
+          expect({ text, got: got.readings[0]?.value }).toEqual({ text, got: want });
+      }
+    }
+    expect(fast).toBeGreaterThan(N);
+  });
+
   it('reads ISO timestamps as the slow path does, valid or not', () => {
     // limits wide enough to take any date: the ms themselves are compared, not the range checks
     const wide = { maxPayloadBytes: 65536, maxFutureSkewS: 1e13, maxAgeS: 1e13 };
