@@ -312,7 +312,10 @@ function reading(
 // pool when their bytes match. Anything else, and anything the
 // slow path would refuse, returns undefined and takes the slow path, so both
 // give the same result (tests/unit/parseFast.test.ts compares them); the fast
-// path sets no `text`.
+// path sets no `text`. bench/parseMicro.ts, {"value","unit","timestamp"}:
+// 1.19 µs and 700 bytes per call before, 0.20 µs and ~270 bytes after (the
+// Reading, its two boxed doubles, the readings list, the result); 2.1 → 0.57 µs
+// with an ISO timestamp and three extra fields.
 
 const POW10 = [
   1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
