@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { canonicalBuildingKey } from './building.js';
 import type { ExtraValue, LpKeys, Reading, Rejection, RejectReason } from './reading.js';
-import { parseTimestamp } from './timestamp.js';
+import { epochNumberMs, parseTimestamp } from './timestamp.js';
 import { parseSensorTopic, type SensorTopic, segmentProblem, type TopicResult } from './topic.js';
 import { defaultUnit } from './units.js';
 
@@ -41,14 +41,29 @@ const NON_FINITE_TEXT = /^[+-]?(nan|inf|infinity)$/i;
  * empties the cache now and then.
  */
 const TOPIC_CACHE_MAX = 100_000;
-type CachedTopic = TopicResult & { building?: string; lpKeys?: LpKeys };
+type CachedTopic = TopicResult & {
+  building?: string;
+  lpKeys?: LpKeys;
+  /** the fast path's slot (in INTERNED) of the last unit and status on this topic: a number, not a string */
+  unitSlot?: number;
+  statusSlot?: number;
+};
 const topicCache = new Map<string, CachedTopic>();
 
 function cachedTopic(topic: string): CachedTopic {
   let r = topicCache.get(topic);
   if (r === undefined) {
     r = parseSensorTopic(topic);
-    if (r.ok) r = { ...r, building: canonicalBuildingKey(r.topic.buildingId), lpKeys: {} };
+    // every field set here, so all entries share one hidden class (the fast path reads them per reading)
+    if (r.ok)
+      r = {
+        ok: true,
+        topic: r.topic,
+        building: canonicalBuildingKey(r.topic.buildingId),
+        lpKeys: {},
+        unitSlot: -1,
+        statusSlot: -1,
+      };
     if (topicCache.size >= TOPIC_CACHE_MAX) topicCache.clear();
     topicCache.set(topic, r);
   }
@@ -68,7 +83,30 @@ function one(reason: RejectReason, detail: string, payload: Buffer): ParseResult
   return { readings: [], rejections: [{ reason, detail, payload }] };
 }
 
+/** How many payloads took each path (tests and benches look; two increments cost nothing). */
+export const parsePaths = { fast: 0, slow: 0 };
+
 export function parseMessage(
+  topic: string,
+  payload: Buffer,
+  receivedAtMs: number,
+  limits: ParseLimits,
+): ParseResult {
+  return parseWith(true, topic, payload, receivedAtMs, limits);
+}
+
+/** parseMessage without the fast path: the reference the differential test compares it with. */
+export function parseMessageSlow(
+  topic: string,
+  payload: Buffer,
+  receivedAtMs: number,
+  limits: ParseLimits,
+): ParseResult {
+  return parseWith(false, topic, payload, receivedAtMs, limits);
+}
+
+function parseWith(
+  fast: boolean,
   topic: string,
   payload: Buffer,
   receivedAtMs: number,
@@ -83,6 +121,23 @@ export function parseMessage(
   }
   const t = cachedTopic(topic);
   if (!t.ok) return one('bad_topic', t.detail, payload);
+  if (fast) {
+    const r = fastParse(t, payload, receivedAtMs, limits);
+    if (r !== undefined) {
+      parsePaths.fast++;
+      return r;
+    }
+    parsePaths.slow++;
+  }
+  return slowParse(t, payload, receivedAtMs, limits);
+}
+
+function slowParse(
+  t: CachedTopic & { ok: true },
+  payload: Buffer,
+  receivedAtMs: number,
+  limits: ParseLimits,
+): ParseResult {
   if (!isUtf8(payload)) return one('bad_json', 'payload is not valid UTF-8', payload);
   const trimmed = payload.toString('utf8').trim();
   if (trimmed === '') return one('bad_json', 'payload is empty', payload);
@@ -191,6 +246,11 @@ function fromObject(ctx: Ctx, doc: unknown): Reading {
   });
 }
 
+/** A Date holds ±8.64e15 ms: toISOString throws (RangeError) beyond, so the number is shown instead. */
+function when(ms: number): string {
+  return Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : `${ms} ms`;
+}
+
 export function extraKeyProblem(key: string): string | undefined {
   const p = segmentProblem(`field name "${key.slice(0, 40)}"`, key);
   if (p) return p;
@@ -215,15 +275,12 @@ function reading(
     if (!ts.ok) throw new Reject('bad_timestamp', ts.detail);
     timestampMs = ts.ms;
     if (timestampMs > ctx.receivedAtMs + ctx.limits.maxFutureSkewS * 1000) {
-      throw new Reject(
-        'timestamp_out_of_range',
-        `timestamp ${new Date(timestampMs).toISOString()} is in the future`,
-      );
+      throw new Reject('timestamp_out_of_range', `timestamp ${when(timestampMs)} is in the future`);
     }
     if (timestampMs < ctx.receivedAtMs - ctx.limits.maxAgeS * 1000) {
       throw new Reject(
         'timestamp_out_of_range',
-        `timestamp ${new Date(timestampMs).toISOString()} is older than ${ctx.limits.maxAgeS} s`,
+        `timestamp ${when(timestampMs)} is older than ${ctx.limits.maxAgeS} s`,
       );
     }
   }
@@ -240,5 +297,396 @@ function reading(
     extra: o.extra ?? NO_EXTRA,
     timestampMs,
     lpKeys: ctx.lpKeys,
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Fast path (issue 15). At 20,000 readings/s the profile showed parseMessage
+// at ~2 µs of self time per reading (payload.toString, JSON.parse, the regex
+// tests, the parsed object, ctx and options objects) plus 0.23 µs of isUtf8,
+// and the garbage it made fed the biggest single cost, GC (~4.8 µs per
+// reading). Sensors send the same few shapes, so the common one — a bare JSON
+// number, or one flat object of numbers, booleans, null and strings without
+// escapes, all printable ASCII — is read straight from the bytes: no payload
+// string, no parsed object, unit/status/extra key strings reused from a small
+// pool when their bytes match. Anything else, and anything the
+// slow path would refuse, returns undefined and takes the slow path, so both
+// give the same result (tests/unit/parseFast.test.ts compares them); the fast
+// path sets no `text`. bench/parseMicro.ts, {"value","unit","timestamp"}:
+// 1.19 µs and 700 bytes per call before, 0.20 µs and ~270 bytes after (the
+// Reading, its two boxed doubles, the readings list, the result); 2.1 → 0.57 µs
+// with an ISO timestamp and three extra fields.
+
+const POW10 = [
+  1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+  1e20, 1e21, 1e22,
+];
+// Scratch for the scanners (parseMessage is synchronous): the number just read. A typed array,
+// not a module `let`: a double stored in a module variable is a new heap number each time.
+const SCANNED = new Float64Array(1);
+
+const K_VALUE = 1;
+const K_UNIT = 2;
+const K_STATUS = 4;
+const K_TIMESTAMP = 8;
+
+function isWs(c: number): boolean {
+  return c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09;
+}
+
+function skipWs(b: Buffer, i: number, end: number): number {
+  while (i < end && isWs(b[i]!)) i++;
+  return i;
+}
+
+/**
+ * A JSON-grammar number at b[i]: its end, its value in SCANNED[0]; -1 when the
+ * text is not one. Up to 15 digits and a power of ten up to 22 the value is one
+ * correctly rounded IEEE operation on exact operands (Clinger's fast path), the
+ * same double as Number()/JSON.parse; beyond that Number() on the text.
+ */
+function scanNumber(b: Buffer, i: number, end: number): number {
+  const start = i;
+  const neg = b[i] === 0x2d;
+  if (neg) i++;
+  if (i >= end) return -1;
+  const c = b[i]!;
+  let m = 0;
+  let digits = 0;
+  if (c === 0x30) i++;
+  else if (c >= 0x31 && c <= 0x39) {
+    for (; i < end; i++) {
+      const d = b[i]! - 0x30;
+      if (d < 0 || d > 9) break;
+      m = m * 10 + d;
+      digits++;
+    }
+  } else return -1;
+  let e = 0;
+  if (i < end && b[i] === 0x2e) {
+    i++;
+    const from = i;
+    for (; i < end; i++) {
+      const d = b[i]! - 0x30;
+      if (d < 0 || d > 9) break;
+      m = m * 10 + d;
+      digits++;
+    }
+    if (i === from) return -1;
+    e = from - i;
+  }
+  if (i < end && (b[i] === 0x65 || b[i] === 0x45)) {
+    i++;
+    let eneg = false;
+    if (i < end && (b[i] === 0x2b || b[i] === 0x2d)) {
+      eneg = b[i] === 0x2d;
+      i++;
+    }
+    const from = i;
+    let x = 0;
+    for (; i < end; i++) {
+      const d = b[i]! - 0x30;
+      if (d < 0 || d > 9) break;
+      if (x < 1e6) x = x * 10 + d;
+    }
+    if (i === from) return -1;
+    e += eneg ? -x : x;
+  }
+  if (digits <= 15 && e >= -22 && e <= 22) {
+    const v = e < 0 ? m / POW10[-e]! : m * POW10[e]!;
+    SCANNED[0] = neg ? -v : v;
+  } else {
+    SCANNED[0] = Number(b.toString('latin1', start, i));
+  }
+  return i;
+}
+
+/** The closing quote of a JSON string opening at b[i], or -1 unless it is printable ASCII without escapes. */
+function scanString(b: Buffer, i: number, end: number): number {
+  for (i++; i < end; i++) {
+    const c = b[i]!;
+    if (c === 0x22) return i;
+    if (c < 0x20 || c > 0x7e || c === 0x5c) return -1;
+  }
+  return -1;
+}
+
+function sameAscii(b: Buffer, from: number, to: number, s: string | undefined): s is string {
+  if (s === undefined || s.length !== to - from) return false;
+  for (let i = 0; i < s.length; i++) if (b[from + i] !== s.charCodeAt(i)) return false;
+  return true;
+}
+
+/**
+ * Units, statuses and field names repeat, on a topic and across the fleet: a
+ * pool of the last INTERN_MAX distinct ones (at most 64 bytes each, replaced
+ * round robin) lets a payload reuse their strings instead of decoding its
+ * bytes. A topic remembers only the slot of its unit and status (a number), so
+ * a flood of topics or names holds no more than the pool.
+ */
+const INTERNED: string[] = [];
+const INTERN_MAX = 64;
+let internNext = 0;
+/** where the next field name probably is: names come in the same order payload after payload */
+let keyHint = 0;
+
+function internSlot(b: Buffer, from: number, to: number, hint: number): number {
+  const n = INTERNED.length;
+  if (hint >= 0 && hint < n && sameAscii(b, from, to, INTERNED[hint])) return hint;
+  for (let k = 0; k < n; k++) if (sameAscii(b, from, to, INTERNED[k])) return k;
+  const s = b.toString('latin1', from, to);
+  if (n < INTERN_MAX) {
+    INTERNED.push(s);
+    return n;
+  }
+  const slot = internNext;
+  INTERNED[slot] = s;
+  internNext = (internNext + 1) % INTERN_MAX;
+  return slot;
+}
+
+/** The extra fields while a payload is read (copied out at the end, at their exact count). */
+const EXTRA_SCRATCH: [string, ExtraValue][] = [];
+
+function digits2(b: Buffer, i: number): number {
+  const h = b[i]! - 0x30;
+  const l = b[i + 1]! - 0x30;
+  return h >= 0 && h <= 9 && l >= 0 && l <= 9 ? h * 10 + l : Number.NaN;
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/**
+ * The ms of "YYYY-MM-DDTHH:MM:SSZ" or "YYYY-MM-DDTHH:MM:SS.sssZ" (what
+ * toISOString writes), a real date from 1970 on; NaN for anything else, which
+ * parseTimestamp then reads (V8's Date.parse rolls "02-30" over, takes hour 24).
+ */
+function isoUtcMs(b: Buffer, from: number, to: number): number {
+  const len = to - from;
+  if (len !== 20 && len !== 24) return Number.NaN;
+  if (
+    b[from + 4] !== 0x2d ||
+    b[from + 7] !== 0x2d ||
+    b[from + 10] !== 0x54 ||
+    b[from + 13] !== 0x3a ||
+    b[from + 16] !== 0x3a ||
+    b[to - 1] !== 0x5a
+  )
+    return Number.NaN;
+  const y = digits2(b, from) * 100 + digits2(b, from + 2);
+  const mo = digits2(b, from + 5);
+  const d = digits2(b, from + 8);
+  const h = digits2(b, from + 11);
+  const mi = digits2(b, from + 14);
+  const sec = digits2(b, from + 17);
+  let frac = 0;
+  if (len === 24) {
+    if (b[from + 19] !== 0x2e) return Number.NaN;
+    const last = b[from + 22]! - 0x30;
+    frac = last >= 0 && last <= 9 ? digits2(b, from + 20) * 10 + last : Number.NaN;
+  }
+  // NaN (a non-digit) fails every comparison below
+  if (!(y >= 1970 && mo >= 1 && mo <= 12 && d >= 1 && h <= 23 && mi <= 59 && sec <= 59 && frac >= 0))
+    return Number.NaN;
+  const leap = y % 4 === 0 && (y % 100 !== 0 || y % 400 === 0);
+  if (!(d <= DAYS_IN_MONTH[mo - 1]! || (mo === 2 && d === 29 && leap))) return Number.NaN;
+  // days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil)
+  const yy = mo <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (mo > 2 ? mo - 3 : mo + 9) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  const days = era * 146097 + doe - 719468;
+  return days * 86_400_000 + h * 3_600_000 + mi * 60_000 + sec * 1000 + frac;
+}
+
+function isWord(b: Buffer, i: number, end: number, word: string): boolean {
+  if (end - i < word.length) return false;
+  for (let k = 0; k < word.length; k++) if (b[i + k] !== word.charCodeAt(k)) return false;
+  return true;
+}
+
+function reservedKey(b: Buffer, from: number, to: number): number {
+  switch (to - from) {
+    case 4:
+      return isWord(b, from, to, 'unit') ? K_UNIT : 0;
+    case 5:
+      return isWord(b, from, to, 'value') ? K_VALUE : 0;
+    case 6:
+      return isWord(b, from, to, 'status') ? K_STATUS : 0;
+    case 9:
+      return isWord(b, from, to, 'timestamp') ? K_TIMESTAMP : 0;
+    default:
+      return 0;
+  }
+}
+
+function fastReading(
+  t: CachedTopic & { ok: true },
+  value: number,
+  unit: string | undefined,
+  status: string | undefined,
+  extra: Reading['extra'],
+  timestampMs: number,
+): Reading {
+  // the same shape, in the same order, as reading() builds
+  const topic = t.topic;
+  return {
+    buildingId: topic.buildingId,
+    building: t.building!,
+    floor: topic.floor,
+    room: topic.room,
+    sensorType: topic.sensorType,
+    value,
+    unit: unit ?? defaultUnit(topic.sensorType),
+    status: status ?? 'normal',
+    extra,
+    timestampMs,
+    lpKeys: t.lpKeys!,
+  };
+}
+
+// Token kinds of a member's value.
+const TK_STRING = 0;
+const TK_NUMBER = 1;
+const TK_TRUE = 2;
+const TK_FALSE = 3;
+const TK_NULL = 4;
+
+function fastParse(
+  t: CachedTopic & { ok: true },
+  b: Buffer,
+  receivedAtMs: number,
+  limits: ParseLimits,
+): ParseResult | undefined {
+  const end = b.length;
+  let i = skipWs(b, 0, end);
+  if (i >= end) return undefined;
+  let c = b[i]!;
+  if (c !== 0x7b) {
+    if (c !== 0x2d && (c < 0x30 || c > 0x39)) return undefined;
+    i = scanNumber(b, i, end);
+    if (i < 0 || skipWs(b, i, end) !== end || !Number.isFinite(SCANNED[0]!)) return undefined;
+    return {
+      readings: [fastReading(t, SCANNED[0]!, undefined, undefined, NO_EXTRA, receivedAtMs)],
+      rejections: NO_REJECTIONS,
+    };
+  }
+  let seen = 0;
+  let value = 0;
+  let unit: string | undefined;
+  let status: string | undefined;
+  let timestampMs = receivedAtMs;
+  let nExtra = 0;
+  i = skipWs(b, i + 1, end);
+  for (;;) {
+    // "key"
+    if (i >= end || b[i] !== 0x22) return undefined;
+    const ks = i + 1;
+    const ke = scanString(b, i, end);
+    if (ke < 0) return undefined;
+    i = skipWs(b, ke + 1, end);
+    if (i >= end || b[i] !== 0x3a) return undefined;
+    i = skipWs(b, i + 1, end);
+    if (i >= end) return undefined;
+    // its value: one token
+    c = b[i]!;
+    let kind: number;
+    const vs = i + 1;
+    let ve = 0;
+    if (c === 0x22) {
+      kind = TK_STRING;
+      ve = scanString(b, i, end);
+      if (ve < 0) return undefined;
+      i = ve + 1;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      kind = TK_NUMBER;
+      i = scanNumber(b, i, end);
+      if (i < 0 || !Number.isFinite(SCANNED[0]!)) return undefined;
+    } else if (isWord(b, i, end, 'true')) {
+      kind = TK_TRUE;
+      i += 4;
+    } else if (isWord(b, i, end, 'false')) {
+      kind = TK_FALSE;
+      i += 5;
+    } else if (isWord(b, i, end, 'null')) {
+      kind = TK_NULL;
+      i += 4;
+    } else return undefined;
+
+    const reserved = reservedKey(b, ks, ke);
+    if (reserved !== 0) {
+      if (seen & reserved) return undefined; // duplicate key: JSON.parse keeps the last one
+      seen |= reserved;
+      if (reserved === K_VALUE) {
+        if (kind !== TK_NUMBER) return undefined;
+        value = SCANNED[0]!;
+      } else if (reserved === K_TIMESTAMP) {
+        if (kind === TK_NUMBER) {
+          timestampMs = epochNumberMs(SCANNED[0]!);
+          if (Number.isNaN(timestampMs)) return undefined;
+        } else if (kind === TK_STRING) {
+          timestampMs = isoUtcMs(b, vs, ve);
+          if (Number.isNaN(timestampMs)) {
+            const ts = parseTimestamp(b.toString('latin1', vs, ve));
+            if (!ts.ok) return undefined;
+            timestampMs = ts.ms;
+          }
+        } else if (kind !== TK_NULL) return undefined;
+        if (
+          kind !== TK_NULL &&
+          (timestampMs > receivedAtMs + limits.maxFutureSkewS * 1000 ||
+            timestampMs < receivedAtMs - limits.maxAgeS * 1000)
+        )
+          return undefined;
+      } else if (kind === TK_STRING) {
+        if (ve - vs > MAX_LABEL_BYTES) return undefined;
+        if (reserved === K_UNIT) {
+          t.unitSlot = internSlot(b, vs, ve, t.unitSlot!);
+          unit = INTERNED[t.unitSlot]!;
+        } else {
+          t.statusSlot = internSlot(b, vs, ve, t.statusSlot!);
+          status = INTERNED[t.statusSlot]!;
+        }
+      } else if (kind !== TK_NULL) return undefined;
+    } else {
+      // an extra field: anything extraKeyProblem or fromObject could refuse goes the slow way,
+      // and so do keys starting with a digit (for-in lists array-index keys first)
+      const first = b[ks]!;
+      if (ke === ks || ke - ks > 64 || first === 0x5f || (first >= 0x30 && first <= 0x39)) return undefined;
+      if (kind === TK_NULL) return undefined;
+      if (kind === TK_STRING && ve - vs > MAX_EXTRA_STRING_BYTES) return undefined;
+      if (nExtra >= MAX_EXTRA) return undefined;
+      const slot = internSlot(b, ks, ke, keyHint);
+      keyHint = slot + 1;
+      const key = INTERNED[slot]!;
+      if (FORBIDDEN_EXTRA.has(key)) return undefined;
+      for (let k = 0; k < nExtra; k++) if (EXTRA_SCRATCH[k]![0] === key) return undefined; // duplicate
+      EXTRA_SCRATCH[nExtra++] = [
+        key,
+        kind === TK_NUMBER
+          ? SCANNED[0]!
+          : kind === TK_STRING
+            ? b.toString('latin1', vs, ve)
+            : kind === TK_TRUE,
+      ];
+    }
+
+    i = skipWs(b, i, end);
+    if (i >= end) return undefined;
+    c = b[i]!;
+    if (c === 0x2c) {
+      i = skipWs(b, i + 1, end);
+      continue;
+    }
+    if (c !== 0x7d || skipWs(b, i + 1, end) !== end) return undefined;
+    break;
+  }
+  if ((seen & K_VALUE) === 0) return undefined;
+  return {
+    readings: [
+      fastReading(t, value, unit, status, nExtra ? EXTRA_SCRATCH.slice(0, nExtra) : NO_EXTRA, timestampMs),
+    ],
+    rejections: NO_REJECTIONS,
   };
 }

@@ -157,6 +157,10 @@ describe('rejections', () => {
     ['{"value": 1, "timestamp": -5}', 'bad_timestamp'],
     ['{"value": 1, "timestamp": "2024-01-15T10:36:00Z"}', 'timestamp_out_of_range'],
     ['{"value": 1, "timestamp": "2024-01-01T00:00:00Z"}', 'timestamp_out_of_range'],
+    // beyond what a Date can hold: refused, not a RangeError out of parseMessage (found by parseFast.test.ts)
+    ['{"value": 1, "timestamp": 1e300}', 'timestamp_out_of_range'],
+    ['{"value": 1, "timestamp": 8.64e15}', 'timestamp_out_of_range'],
+    ['{"value": 1, "timestamp": 8640000000000001}', 'timestamp_out_of_range'],
   ])('%j → %s', (payload, expected) => {
     expect(reason(payload)).toEqual([expected]);
   });
