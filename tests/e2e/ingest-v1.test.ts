@@ -183,6 +183,23 @@ describe('ingestion into InfluxDB 1.x through real MQTT clients', () => {
     });
     expect(got.map((r) => r.value)).toEqual([1, 2, 4]);
   });
+
+  it('a single reading InfluxDB refuses is dead-lettered with its message exactly as published (issue 15: the log keeps the payload bytes)', async () => {
+    const client = await mqtt.connectAsync(t.mqttUrl, { protocolVersion: 4 });
+    const topic = 'sensors/building_009/1/conflict2/power';
+    const base = Date.now() - 5000;
+    await client.publishAsync(topic, JSON.stringify({ value: 1, mode: 1, timestamp: base }), { qos: 1 });
+    await eventually(async () => (await rows(`WHERE room = 'conflict2'`)).length === 1);
+    // one flat object (the parser's fast path), with the spacing a sensor might send
+    const sent = ` {"value": 5, "mode": "auto",  "timestamp": ${base + 1}} `;
+    await client.publishAsync(topic, sent, { qos: 1 });
+    await client.endAsync();
+    const dl = await eventually(async () =>
+      deadLetters(t.dataDir).find((d) => d.reason === 'sink_rejected' && d.topic === topic),
+    );
+    expect(dl.payload).toBe(sent);
+    expect(String(dl.detail)).toMatch(/conflict/);
+  });
 });
 
 describe('unknown buildings', () => {
