@@ -210,6 +210,12 @@ export class Admission {
     else queueMicrotask(this.endRun);
   }
 
+  /** Ingestion time spent now by a publish whose callback is paced later (pace(cb, 0)). */
+  charge(costMs: number): void {
+    this.openTurn();
+    this.spent += costMs;
+  }
+
   /** the callback held at the end of a run waits for the next turn */
   private readonly endRun = (): void => {
     const last = this.last;

@@ -123,6 +123,9 @@ class RecordEncoder implements BodyEncoder {
   }
 }
 
+/** take(): wait for the log group of the record just appended (and nothing else) */
+const DURABLE = Symbol('durable');
+
 export interface InboundPublish {
   readonly topic: string;
   readonly payload: Buffer;
@@ -157,6 +160,17 @@ export class Ingress {
 
   /** undefined when nothing must be awaited (the hot path allocates no promise). */
   receive(msg: InboundPublish, clientId: string | null): Promise<unknown> | undefined {
+    const r = this.take(msg, clientId);
+    return r === DURABLE ? this.deps.durableLog.lastDurable : r;
+  }
+
+  /**
+   * receive(), but DURABLE for the usual QoS 1/2 publish: nothing to wait for
+   * but the log group its record is in (authorizePublish then joins that
+   * group's callback list: no promise reaction and closures per publish, which
+   * lived until the fsync and were copied by the scavenges meanwhile).
+   */
+  private take(msg: InboundPublish, clientId: string | null): Promise<unknown> | undefined | typeof DURABLE {
     if (!isSensorTopic(msg.topic)) return undefined;
     const { deps } = this;
     deps.metrics.messagesReceived.inc();
@@ -170,7 +184,11 @@ export class Ingress {
       if (!deps.durableLog.full) {
         // the usual case: the record and its lines written straight into the log's chunk
         const durable = this.record(enc, msg.qos > 0);
-        if (msg.qos > 0) wait = durable;
+        if (msg.qos > 0 && durable) {
+          // nothing else to wait for (QoS 1/2: no admission gate; no rejection): the group's list
+          if (!enc.rejections && !parsed.rejections.length) return DURABLE;
+          wait = durable;
+        }
       } else {
         // Budget full: the readings are classified (refused or not) in a scratch buffer first.
         enc.encodeAside();
@@ -269,11 +287,17 @@ export class Ingress {
   ): void => {
     const admission = this.deps.admission;
     const t0 = admission ? performance.now() : 0;
-    let wait: Promise<unknown> | undefined;
+    let wait: Promise<unknown> | undefined | typeof DURABLE;
     try {
-      wait = this.receive(packet, client?.id ?? null);
+      wait = this.take(packet, client?.id ?? null);
     } catch (err) {
       this.failed(packet, callback, err);
+      return;
+    }
+    if (wait === DURABLE) {
+      // its time counts in this turn; the acknowledgement itself is paced for free when it goes
+      if (admission) admission.charge(performance.now() - t0);
+      this.afterDurable(callback);
       return;
     }
     if (!admission) {
@@ -295,6 +319,32 @@ export class Ingress {
         (err: unknown) => this.failed(packet, callback, err),
       );
   };
+
+  /** Acknowledgements waiting for the current log group, and the group they wait for. */
+  private durableCallbacks: Array<(err: null) => void> = [];
+  private durableGroup: Promise<void> | null = null;
+
+  /**
+   * Call `callback` once the record just appended is on disk: one list and one
+   * reaction per log group (the group's promise never rejects: the log
+   * retries every file error itself).
+   */
+  private afterDurable(callback: (err: null) => void): void {
+    const group = this.deps.durableLog.lastDurable;
+    if (group !== this.durableGroup) {
+      const list: Array<(err: null) => void> = [];
+      this.durableCallbacks = list;
+      this.durableGroup = group;
+      const admission = this.deps.admission;
+      void group.then(() => {
+        for (const cb of list) {
+          if (admission) admission.pace(cb, 0);
+          else cb(null);
+        }
+      });
+    }
+    this.durableCallbacks.push(callback);
+  }
 
   /**
    * A failure here must not take the broker down, and must not acknowledge a
