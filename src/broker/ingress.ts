@@ -94,7 +94,7 @@ class RecordEncoder implements BodyEncoder {
         };
       } else {
         try {
-          const e = writeLine(buf, p + LINE_FRAME, limit, r, deps.backslashMode, deps.newlines);
+          const e = writeLine(buf, p + LINE_FRAME, limit, r, deps.backslashMode, deps.newlines, msg.payload);
           if (e < 0) return -1;
           p = endLine(buf, p, e);
           this.lines++;

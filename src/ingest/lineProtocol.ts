@@ -171,10 +171,14 @@ export function writeLine(
   r: Reading,
   mode: BackslashMode,
   newlines: NewlineMode = 'escape',
+  /** the message r was parsed from: its value's own text is copied when it is String(value) */
+  payload?: Buffer,
 ): number {
   const key = cachedSeriesKey(r, mode);
   const unit = quotedUnit(r, newlines);
-  const value = formatNumber(r.value);
+  const at = payload === undefined ? -1 : (r.valueAt ?? -1);
+  // String(double) was ~0.5 µs per reading in the profile, and a string to collect
+  const value = at >= 0 ? null : formatNumber(r.value);
   const status = r.status === 'normal' ? null : quoteString(r.status, newlines);
   let extra = '';
   for (const [k, v] of r.extra) {
@@ -186,7 +190,7 @@ export function writeLine(
   const worst =
     key.length * 3 +
     VALUE_EQ.length +
-    value.length +
+    (value === null ? r.valueEnd! - at : value.length) +
     UNIT_EQ.length +
     unit.length * 3 +
     STATUS_EQ.length +
@@ -197,7 +201,8 @@ export function writeLine(
   if (p + worst > limit) return -1;
   p += buf.write(key, p, 'utf8');
   p = copyBytes(buf, p, VALUE_EQ);
-  p = writeText(buf, p, value);
+  if (value === null) for (let i = at, e = r.valueEnd!; i < e; i++) buf[p++] = payload![i]!;
+  else p = writeText(buf, p, value);
   p = copyBytes(buf, p, UNIT_EQ);
   p += buf.write(unit, p, 'utf8');
   if (status === null) p = copyBytes(buf, p, STATUS_NORMAL);

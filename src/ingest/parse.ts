@@ -297,6 +297,8 @@ function reading(
     extra: o.extra ?? NO_EXTRA,
     timestampMs,
     lpKeys: ctx.lpKeys,
+    valueAt: -1,
+    valueEnd: -1,
   };
 }
 
@@ -345,16 +347,30 @@ function skipWs(b: Buffer, i: number, end: number): number {
  * correctly rounded IEEE operation on exact operands (Clinger's fast path), the
  * same double as Number()/JSON.parse; beyond that Number() on the text.
  */
+/**
+ * Whether the number scanNumber last read is written exactly as String(its
+ * value) writes it: then the line protocol takes its bytes from the payload
+ * instead of formatting the double again (lineProtocol.writeLine). True for
+ * plain decimals of at most 15 digits (each such decimal is its own double's
+ * shortest form) without an exponent, a trailing fraction zero, "-0", or more
+ * than five zeros after "0." (String writes 1e-7 for 0.0000001).
+ */
+let scannedIsText = false;
+
 function scanNumber(b: Buffer, i: number, end: number): number {
   const start = i;
+  scannedIsText = false;
   const neg = b[i] === 0x2d;
   if (neg) i++;
   if (i >= end) return -1;
   const c = b[i]!;
   let m = 0;
   let digits = 0;
-  if (c === 0x30) i++;
-  else if (c >= 0x31 && c <= 0x39) {
+  let canonical = true;
+  if (c === 0x30) {
+    i++;
+    digits = 1;
+  } else if (c >= 0x31 && c <= 0x39) {
     for (; i < end; i++) {
       const d = b[i]! - 0x30;
       if (d < 0 || d > 9) break;
@@ -374,8 +390,17 @@ function scanNumber(b: Buffer, i: number, end: number): number {
     }
     if (i === from) return -1;
     e = from - i;
+    if (b[i - 1] === 0x30) canonical = false;
+    if (c === 0x30) {
+      // "0." then more than five zeros: String() writes an exponent (1e-7)
+      let z = from;
+      while (z < i && b[z] === 0x30) z++;
+      if (z - from > 5) canonical = false;
+    }
   }
+  if (neg && m === 0) canonical = false;
   if (i < end && (b[i] === 0x65 || b[i] === 0x45)) {
+    canonical = false;
     i++;
     let eneg = false;
     if (i < end && (b[i] === 0x2b || b[i] === 0x2d)) {
@@ -395,6 +420,7 @@ function scanNumber(b: Buffer, i: number, end: number): number {
   if (digits <= 15 && e >= -22 && e <= 22) {
     const v = e < 0 ? m / POW10[-e]! : m * POW10[e]!;
     SCANNED[0] = neg ? -v : v;
+    scannedIsText = canonical;
   } else {
     SCANNED[0] = Number(b.toString('latin1', start, i));
   }
@@ -543,7 +569,16 @@ function fastReading(
     extra,
     timestampMs,
     lpKeys: t.lpKeys!,
+    valueAt: -1,
+    valueEnd: -1,
   };
+}
+
+/** The value's text is payload bytes [at, end) (see scannedIsText). */
+function setValueText(r: Reading, at: number, end: number): void {
+  const w = r as { valueAt: number; valueEnd: number };
+  w.valueAt = at;
+  w.valueEnd = end;
 }
 
 // Token kinds of a member's value.
@@ -565,15 +600,17 @@ function fastParse(
   let c = b[i]!;
   if (c !== 0x7b) {
     if (c !== 0x2d && (c < 0x30 || c > 0x39)) return undefined;
+    const at = i;
     i = scanNumber(b, i, end);
     if (i < 0 || skipWs(b, i, end) !== end || !Number.isFinite(SCANNED[0]!)) return undefined;
-    return {
-      readings: [fastReading(t, SCANNED[0]!, undefined, undefined, NO_EXTRA, receivedAtMs)],
-      rejections: NO_REJECTIONS,
-    };
+    const r = fastReading(t, SCANNED[0]!, undefined, undefined, NO_EXTRA, receivedAtMs);
+    if (scannedIsText) setValueText(r, at, i);
+    return { readings: [r], rejections: NO_REJECTIONS };
   }
   let seen = 0;
   let value = 0;
+  let valueAt = -1;
+  let valueEnd = -1;
   let unit: string | undefined;
   let status: string | undefined;
   let timestampMs = receivedAtMs;
@@ -621,6 +658,10 @@ function fastParse(
       if (reserved === K_VALUE) {
         if (kind !== TK_NUMBER) return undefined;
         value = SCANNED[0]!;
+        if (scannedIsText) {
+          valueAt = vs - 1;
+          valueEnd = i;
+        }
       } else if (reserved === K_TIMESTAMP) {
         if (kind === TK_NUMBER) {
           timestampMs = epochNumberMs(SCANNED[0]!);
@@ -683,10 +724,14 @@ function fastParse(
     break;
   }
   if ((seen & K_VALUE) === 0) return undefined;
-  return {
-    readings: [
-      fastReading(t, value, unit, status, nExtra ? EXTRA_SCRATCH.slice(0, nExtra) : NO_EXTRA, timestampMs),
-    ],
-    rejections: NO_REJECTIONS,
-  };
+  const r = fastReading(
+    t,
+    value,
+    unit,
+    status,
+    nExtra ? EXTRA_SCRATCH.slice(0, nExtra) : NO_EXTRA,
+    timestampMs,
+  );
+  if (valueAt >= 0) setValueText(r, valueAt, valueEnd);
+  return { readings: [r], rejections: NO_REJECTIONS };
 }

@@ -23,6 +23,13 @@ export interface Reading {
    * so the per-reading path neither builds nor hashes a series id.
    */
   readonly lpKeys?: LpKeys;
+  /**
+   * Where the value is written in the message's payload, when those bytes are
+   * exactly String(value) (the parser's fast path): the line protocol copies
+   * them instead of formatting the double again. -1 (or absent): not known.
+   */
+  readonly valueAt?: number;
+  readonly valueEnd?: number;
 }
 
 export interface LpKeys {

@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { encodeReading, UnencodableError, writeLine, writeText } from '../../src/ingest/lineProtocol.js';
+import { parseMessage } from '../../src/ingest/parse.js';
 import type { LpKeys, Reading } from '../../src/ingest/reading.js';
 import { aReading } from '../helpers/reading.js';
 
@@ -75,6 +76,22 @@ describe('writeLine', () => {
       ),
       { numRuns: 2000 },
     );
+  });
+
+  it('copies the value’s own text from the payload when the parser marked it (issue 15)', () => {
+    for (const text of ['21.37', '-0.5', '450', '0', '0.000001']) {
+      const payload = Buffer.from(`{"value":${text},"unit":"celsius","timestamp":1705314600000}`);
+      const r = parseMessage('sensors/building_001/3/office_301/temperature', payload, 1705314600000, {
+        maxPayloadBytes: 65536,
+        maxFutureSkewS: 300,
+        maxAgeS: 604800,
+      }).readings[0]!;
+      expect(r.valueAt).toBeGreaterThan(0);
+      const buf = Buffer.alloc(1024);
+      const end = writeLine(buf, 0, buf.length, r, 'escape', 'escape', payload);
+      expect(buf.toString('utf8', 0, end)).toBe(encodeReading(r, 'escape'));
+      expect(buf.toString('utf8', 0, end)).toContain(` value=${text},`);
+    }
   });
 
   it('refuses to write past the limit (-1) and writes what fits exactly', () => {

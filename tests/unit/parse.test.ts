@@ -82,6 +82,9 @@ describe('payload forms', () => {
         timestampMs: Date.parse('2024-01-15T10:29:00Z'),
         // the topic's shared line-protocol key slot (filled on first encoding)
         lpKeys: {},
+        // "23.5" is bytes [10, 14) of the payload: the line protocol copies them
+        valueAt: 10,
+        valueEnd: 14,
       },
     ]);
   });

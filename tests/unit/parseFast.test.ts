@@ -27,10 +27,15 @@ function rng(seed: number): () => number {
   };
 }
 
-/** The result as comparable text: -0 kept apart from 0, Buffers as bytes, `text` (slow path only) left out. */
+/**
+ * The result as comparable text: -0 kept apart from 0, Buffers as bytes, `text` (slow path only)
+ * and where the value's text is (fast path only: valueAt/valueEnd, tested on their own) left out.
+ */
 function canon(r: ParseResult): string {
   const { text: _text, ...rest } = r;
-  return JSON.stringify(rest, (_k, v) => (Object.is(v, -0) ? '-0' : v));
+  return JSON.stringify(rest, (k, v) =>
+    k === 'valueAt' || k === 'valueEnd' ? undefined : Object.is(v, -0) ? '-0' : v,
+  );
 }
 
 function both(topic: string, payload: Buffer): { fast: string; slow: string; tookFast: boolean } {
@@ -388,6 +393,61 @@ describe('parse fast path', () => {
       if (got !== want) expect({ iso, got }).toEqual({ iso, got: want });
     }
     expect(fast).toBeGreaterThan(N / 2);
+  });
+
+  it('marks where the value is written in the payload only when those bytes are String(value) (issue 15)', () => {
+    const r = rng(15);
+    const digits = (n: number) => Array.from({ length: n }, () => String(Math.floor(r() * 10))).join('');
+    const texts: string[] = [
+      '0',
+      '-0',
+      '0.5',
+      '-0.5',
+      '21.37',
+      '100',
+      '0.000001',
+      '0.0000001',
+      '1.0',
+      '1.50',
+      '1e3',
+    ];
+    for (let k = 0; k < 20_000; k++) {
+      const pick = r();
+      if (pick < 0.3)
+        texts.push(JSON.stringify(r() * 10 ** Math.floor(r() * 30 - 15) * (r() < 0.5 ? -1 : 1)));
+      else if (pick < 0.5) texts.push(String(Math.floor(r() * 1e6) - 5e5));
+      else if (pick < 0.8) {
+        const int = r() < 0.3 ? '0' : String(1 + Math.floor(r() * 9)) + digits(Math.floor(r() * 12));
+        texts.push(`${r() < 0.3 ? '-' : ''}${int}.${digits(1 + Math.floor(r() * 14))}`);
+      } else
+        texts.push(
+          `${r() < 0.5 ? '-' : ''}0.${'0'.repeat(Math.floor(r() * 9))}${digits(1 + Math.floor(r() * 4))}`,
+        );
+    }
+    let marked = 0;
+    for (const text of texts) {
+      for (const payload of [
+        text,
+        `{"value":${text},"unit":"celsius"}`,
+        `{ "unit": "W", "value": ${text} }`,
+      ]) {
+        const b = Buffer.from(payload);
+        const got = parseMessage(TOPICS[0]!, b, NOW, LIMITS).readings[0];
+        if (!got || (got.valueAt ?? -1) < 0) continue;
+        marked++;
+        expect(b.toString('latin1', got.valueAt, got.valueEnd)).toBe(String(got.value));
+      }
+    }
+    // the usual ones are marked
+    for (const text of ['21.37', '-3.5', '0', '450', '0.25', '0.000001', '123456789012345']) {
+      const got = parseMessage(TOPICS[0]!, Buffer.from(`{"value":${text}}`), NOW, LIMITS).readings[0]!;
+      expect(got.valueAt, text).toBe(9);
+    }
+    for (const text of ['-0', '1.0', '0.0000001', '1e3', '1234567890123456', '0.30000000000000004']) {
+      const got = parseMessage(TOPICS[0]!, Buffer.from(`{"value":${text}}`), NOW, LIMITS).readings[0]!;
+      expect(got.valueAt ?? -1, text).toBe(-1);
+    }
+    expect(marked).toBeGreaterThan(30_000);
   });
 
   it('takes the fast path for the payloads sensors send', () => {
