@@ -181,7 +181,9 @@ export function writeLine(
   const value = at >= 0 ? null : formatNumber(r.value);
   const status = r.status === 'normal' ? null : quoteString(r.status, newlines);
   let extra = '';
-  for (const [k, v] of r.extra) {
+  // indexed: for-of with destructuring made an iterator per reading, extra fields or not
+  for (let i = 0; i < r.extra.length; i++) {
+    const [k, v] = r.extra[i]!;
     const text =
       typeof v === 'number' ? formatNumber(v) : typeof v === 'boolean' ? String(v) : quoteString(v, newlines);
     extra += `,${escapeTag(k, mode)}=${text}`;

@@ -261,6 +261,15 @@ export class DurableLog {
    * region [chunkStart, chunkUsed) is sealed into `pending` when a write starts.
    */
   private chunk: Buffer | null = null;
+  /**
+   * Full chunks whose last region waits for its write, then up to two written
+   * ones kept for reuse: a new 1 MiB chunk every ~4,000 readings was 5 MB/s of
+   * external memory at 20,000 readings/s, which V8 answers with collections.
+   */
+  private retired: Buffer[] = [];
+  private readonly spare: Buffer[] = [];
+  /** chunks allocated so far (the rest were reused) */
+  chunksAllocated = 0;
   private chunkStart = 0;
   private chunkUsed = 0;
   private pendingBytes = 0;
@@ -397,12 +406,8 @@ export class DurableLog {
   append(rec: LogRecord, sync = true): Appended {
     if (this.closed) throw new Error('durable log is closed');
     const worst = HEADER + worstBody(rec);
-    if (this.chunk === null || this.chunk.length - this.chunkUsed < worst) {
-      this.seal();
-      this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, worst));
-      this.chunkStart = this.chunkUsed = 0;
-    }
-    const chunk = this.chunk;
+    if (this.chunk === null || this.chunk.length - this.chunkUsed < worst) this.newChunk(worst);
+    const chunk = this.chunk!;
     const at = this.chunkUsed;
     const len = encodeBody(chunk, at + HEADER, rec);
     chunk.writeUInt32LE(len, at);
@@ -421,12 +426,8 @@ export class DurableLog {
     if (this.closed) throw new Error('durable log is closed');
     let room = HEADER + encoder.estimate;
     for (;;) {
-      if (this.chunk === null || this.chunk.length - this.chunkUsed < room) {
-        this.seal();
-        this.chunk = Buffer.allocUnsafe(Math.max(CHUNK, room));
-        this.chunkStart = this.chunkUsed = 0;
-      }
-      const chunk = this.chunk;
+      if (this.chunk === null || this.chunk.length - this.chunkUsed < room) this.newChunk(room);
+      const chunk = this.chunk!;
       const at = this.chunkUsed;
       const end = encoder.encode(chunk, at + HEADER, chunk.length);
       if (end === at + HEADER) return -1;
@@ -461,6 +462,19 @@ export class DurableLog {
     return start;
   }
 
+  /** The current chunk's last region sealed, a chunk with at least `room` bytes (a spare one if it fits). */
+  private newChunk(room: number): void {
+    this.seal();
+    if (this.chunk) this.retired.push(this.chunk);
+    let next = room <= CHUNK ? this.spare.pop() : undefined;
+    if (next === undefined) {
+      next = Buffer.allocUnsafe(Math.max(CHUNK, room));
+      this.chunksAllocated++;
+    }
+    this.chunk = next;
+    this.chunkStart = this.chunkUsed = 0;
+  }
+
   private seal(): void {
     if (this.chunk && this.chunkUsed > this.chunkStart) {
       this.pending.push(this.chunk.subarray(this.chunkStart, this.chunkUsed));
@@ -479,6 +493,9 @@ export class DurableLog {
     let failures = 0;
     for (this.seal(); this.pending.length; this.seal()) {
       const bufs = this.pending;
+      // every region of these is in bufs or written before: reusable once bufs are written
+      const retired = this.retired;
+      this.retired = [];
       const waiters = this.pendingWaiters;
       const size = this.pendingBytes;
       const needsSync = this.pendingNeedsSync;
@@ -504,12 +521,14 @@ export class DurableLog {
         await this.fh!.truncate(seg.size).catch(() => {});
         await new Promise((r) => setTimeout(r, DISK_RETRY.delayMs(failures)));
         this.pending = [...bufs, ...this.pending];
+        this.retired = [...retired, ...this.retired];
         this.pendingBytes += size;
         this.pendingNeedsSync ||= needsSync;
         this.pendingWaiters = [...waiters, ...this.pendingWaiters];
         continue;
       }
       failures = 0;
+      for (const c of retired) if (c.length === CHUNK && this.spare.length < 2) this.spare.push(c);
       this.syncs++;
       seg.size += size;
       this.diskBytes += size;

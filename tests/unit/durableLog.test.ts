@@ -18,6 +18,7 @@ import {
   decodeBody,
   encodeRecord,
   type LogRecord,
+  type StoredRecord,
   scanRecords,
   segmentFiles,
 } from '../../src/pipeline/durableLog.js';
@@ -66,6 +67,35 @@ describe('durable log', () => {
     expect(back.map((r) => r.record)).toEqual([0, 1, 2].map((i) => rec(i, ['한글 "q" \\ ,=', `line ${i}`])));
     expect(back.map((r) => [r.start, r.end])).toEqual(a.map((x) => [x.start, x.end]));
     await log.close();
+  });
+
+  it('reuses written chunks (issue 15) without ever overwriting a record that is not on disk yet', async () => {
+    const d = dir();
+    const log = await DurableLog.open({ dir: d, durability: 'relaxed', maxBytes: 1 << 30, log: silent });
+    // ~7 MiB in records of ~2 KiB, in groups with a write in between: chunks fill, retire, come back
+    const lines = (i: number) => [`m,t=x v=${i} ${i} ${'p'.repeat(2000)}`];
+    const appended: Array<{ start: number; end: number }> = [];
+    for (let g = 0; g < 80; g++) {
+      // one group of 3 MiB in a single synchronous run: three chunks filled before any write
+      const size = g === 40 ? 1500 : 25;
+      const base = appended.length;
+      const group = Array.from({ length: size }, (_, k) => log.append(rec(base + k, lines(base + k))));
+      appended.push(...group);
+      if (g % 3 !== 2) await group.at(-1)!.durable; // and sometimes two groups before a write ends
+    }
+    await log.close();
+    expect(log.chunksAllocated).toBeLessThan(6); // 7 MiB of records through a few 1 MiB chunks
+    const reopened = await DurableLog.open({ dir: d, durability: 'relaxed', maxBytes: 1 << 30, log: silent });
+    const back: StoredRecord[] = [];
+    for (let from = 0; back.length < appended.length; ) {
+      const got = await reopened.read(from, 1 << 20);
+      if (got.length === 0) break;
+      back.push(...got);
+      from = got.at(-1)!.end;
+    }
+    expect(back.length).toBe(appended.length);
+    back.forEach((r, i) => expect(r.record).toEqual(rec(i, lines(i))));
+    await reopened.close();
   });
 
   it('group commit: one fsync covers every record appended in the same moment', async () => {
