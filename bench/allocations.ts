@@ -47,7 +47,11 @@ try {
     packets.push({
       topic: `sensors/building_${String(1 + (i % 10)).padStart(3, '0')}/${i % 7}/room_${i}/${types[i % 4]}`,
       payload: Buffer.from(
-        JSON.stringify({ value: Math.round(Math.random() * 10000) / 100, unit: units[i % 4], timestamp: now }),
+        JSON.stringify({
+          value: Math.round(Math.random() * 10000) / 100,
+          unit: units[i % 4],
+          timestamp: now,
+        }),
       ),
       qos: QOS,
     });
@@ -65,7 +69,8 @@ try {
     acked++;
   };
   for (let sent = 0; sent < COUNT; ) {
-    for (let i = 0; i < CHUNK && sent < COUNT; i++, sent++) ingress.authorizePublish(null, packets[sent]!, done);
+    for (let i = 0; i < CHUNK && sent < COUNT; i++, sent++)
+      ingress.authorizePublish(null, packets[sent]!, done);
     await new Promise((r) => setImmediate(r));
     while (sent - acked > CHUNK * 20) await new Promise((r) => setImmediate(r));
   }
@@ -85,7 +90,9 @@ try {
     for (const c of n.children) walk(c, here);
   };
   walk(profile.head, []);
-  console.log(`\n## allocated per reading (QoS ${QOS}, ${written()} readings): ${Math.round(total / COUNT)} bytes\n`);
+  console.log(
+    `\n## allocated per reading (QoS ${QOS}, ${written()} readings): ${Math.round(total / COUNT)} bytes\n`,
+  );
   console.log('| function | bytes per reading |\n|---|---|');
   for (const [fn, size] of [...byFn].sort((a, b) => b[1] - a[1]).slice(0, 25))
     console.log(`| ${fn} | ${(size / COUNT).toFixed(1)} |`);

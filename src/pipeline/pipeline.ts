@@ -1,7 +1,7 @@
 import PQueue from 'p-queue';
 import type { Logger } from 'pino';
 import { retryPolicy } from '../retry.js';
-import { LineBatch } from './batch.js';
+import { BatchPool, LineBatch } from './batch.js';
 import { type DurableLog, LINE_FRAME, type StoredRecord } from './durableLog.js';
 import { type BatchWriter, ShutdownAbort } from './writer.js';
 
@@ -44,6 +44,8 @@ const READ_RETRY = retryPolicy('diskIo');
  */
 export class Pipeline {
   private batch: LineBatch | null = null;
+  /** written batches' storage for the next ones */
+  private readonly pool = new BatchPool();
   /** size of the last batch cut, to size the next one */
   private readonly lastCut = { lines: 64, bytes: 64 * 200 };
   private timer: NodeJS.Timeout | null = null;
@@ -191,6 +193,7 @@ export class Pipeline {
     this.batch ??= new LineBatch(
       Math.min(this.opts.batchSize, this.lastCut.lines + 16),
       this.lastCut.bytes + 4096,
+      this.pool,
     );
     return this.batch;
   }

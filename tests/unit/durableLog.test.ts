@@ -94,7 +94,7 @@ describe('durable log', () => {
       from = got.at(-1)!.end;
     }
     expect(back.length).toBe(appended.length);
-    back.forEach((r, i) => expect(r.record).toEqual(rec(i, lines(i))));
+    for (const [i, r] of back.entries()) expect(r.record).toEqual(rec(i, lines(i)));
     await reopened.close();
   });
 
