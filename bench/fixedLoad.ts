@@ -25,6 +25,8 @@ export interface FixedLoad {
   readonly cpuProfDir?: string;
   /** extra environment for the daemon */
   readonly env?: Record<string, string>;
+  /** bare Aedes with the daemon's quiet debug loggers (bench/bareBrokerQuiet.ts) */
+  readonly quietDebug?: boolean;
 }
 
 const profFlags = (o: FixedLoad) => (o.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : []);
@@ -128,7 +130,8 @@ export async function daemonRun(influxUrl: string, o: FixedLoad): Promise<Measur
 
 /** Bare Aedes 1.2 (bench/bareBroker.ts) under the same load; CPU until every message is received. */
 export async function bareRun(o: FixedLoad): Promise<Measured> {
-  const child = spawn('node', [...profFlags(o), join(ROOT, 'dist', 'bench', 'bareBroker.js'), '0'], {
+  const script = o.quietDebug ? 'bareBrokerQuiet.js' : 'bareBroker.js';
+  const child = spawn('node', [...profFlags(o), join(ROOT, 'dist', 'bench', script), '0'], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let port = 0;

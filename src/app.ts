@@ -1,3 +1,5 @@
+// first: the libraries loaded below make their debug loggers at load time
+import './quietDebug.js';
 import type { Logger } from 'pino';
 import { AlertsPart } from './alerts/part.js';
 import { BackupPart } from './backup/part.js';

@@ -1,3 +1,5 @@
+// first: the libraries loaded below make their debug loggers at load time
+import '../quietDebug.js';
 import { loadConfig, redactedConfig } from '../config/load.js';
 import { IngestError } from '../errors.js';
 import { type OptionSpec, parseArgs } from './args.js';
