@@ -42,6 +42,22 @@ import type { Metrics } from '../metrics.js';
  * those points (issue 15).
  */
 
+/**
+ * Callbacks held per held read. Aedes reads a client's socket again when its
+ * count of unfinished publishes falls to 0, and a 'readable' event of the
+ * socket counts as one finished (aedes/lib/client.js, nextBatch): with one
+ * held, the next 'readable' let the client read on (a QoS 0 flood ran away in
+ * tests/e2e/flood.test.ts); with two, it waits. Node emits 'readable' once
+ * until the stream is read again.
+ */
+const HELD = 2;
+
+/** Add `go` to a run's tail; the one it pushes out of the last HELD goes now (in order). */
+function keepLast(tail: Array<(err: null) => void>, go: (err: null) => void): void {
+  tail.push(go);
+  if (tail.length > HELD) tail.shift()!(null);
+}
+
 /** Longest run of synchronous ingestion per event-loop turn. */
 const TURN_MS = 10;
 /** Longest a held publisher waits before the gates are looked at again (a state change nobody signals). */
@@ -78,6 +94,8 @@ type Reason = 'log_buffer' | 'sink_behind' | 'memory';
 interface Wave {
   readonly held: Promise<void>;
   readonly release: () => void;
+  /** hold(): the wave's last HELD callbacks, the only ones that wait (null: none yet) */
+  tail: Array<(err: null) => void> | null;
 }
 
 export class Admission {
@@ -86,8 +104,8 @@ export class Admission {
   private turnOpen = false;
   /** Aedes's callbacks of publishes paced to the next turn (called with null: no error) */
   private deferred: Array<(err: null) => void> = [];
-  /** the latest over-budget callback of the current synchronous run */
-  private last: ((err: null) => void) | null = null;
+  /** the last over-budget callbacks of the current synchronous run (keepLast) */
+  private readonly runTail: Array<(err: null) => void> = [];
   /** held publishes, oldest first: one promise per socket read, not per publish (a flood holds tens of thousands) */
   private readonly waves: Wave[] = [];
   /** the wave publishes gated in the current synchronous run join */
@@ -127,7 +145,7 @@ export class Admission {
       const held = new Promise<void>((resolve) => {
         release = resolve;
       });
-      const wave = { held, release };
+      const wave: Wave = { held, release, tail: null };
       this.open = wave;
       this.waves.push(wave);
       // the rest of this client's read is parsed synchronously: it ends at the next microtask
@@ -142,6 +160,33 @@ export class Admission {
       });
     }
     return this.open.held;
+  }
+
+  /**
+   * gate() for a recorded QoS 0 publish whose only wait would be the gate:
+   * `go` now (paced), or held as its wave's last callback. Only the last one
+   * of a wave (one client's parsed read) has to wait for Aedes not to read
+   * that client again; the earlier ones go as the next arrives (in order), so
+   * a held read keeps one packet alive, not hundreds, and costs one promise
+   * reaction per wave instead of one per publish (issue 15: at full speed the
+   * sink gate held most publishes, and their packets were promoted).
+   */
+  hold(go: (err: null) => void, costMs: number): void {
+    this.charge(costMs);
+    const held = this.gate();
+    if (!held) {
+      this.pace(go, 0);
+      return;
+    }
+    const wave = this.open!;
+    if (wave.tail === null) {
+      const tail: Array<(err: null) => void> = [];
+      wave.tail = tail;
+      void held.then(() => {
+        for (const cb of tail.splice(0)) this.pace(cb, 0);
+      });
+    }
+    keepLast(wave.tail, go);
   }
 
   /** Lets the held waves go one by one while every gate is open. */
@@ -200,14 +245,12 @@ export class Admission {
       go(null);
       return;
     }
-    // Over budget: only the last callback of this synchronous run (one client's parsed read) is
-    // deferred; holding it is enough for Aedes not to read that client again this turn. The
-    // publishes before it are parsed already: holding them too only kept their packets alive.
-    // In order: the previous one completes before this one is held.
-    const prev = this.last;
-    this.last = go;
-    if (prev) prev(null);
-    else queueMicrotask(this.endRun);
+    // Over budget: only the last callbacks of this synchronous run (one client's parsed read)
+    // are deferred; holding them is enough for Aedes not to read that client again this turn.
+    // The publishes before them are parsed already: holding those too only kept their packets
+    // alive. In order: the earlier ones complete as later ones arrive.
+    if (this.runTail.length === 0) queueMicrotask(this.endRun);
+    keepLast(this.runTail, go);
   }
 
   /** Ingestion time spent now by a publish whose callback is paced later (pace(cb, 0)). */
@@ -218,11 +261,9 @@ export class Admission {
 
   /** the callback held at the end of a run waits for the next turn */
   private readonly endRun = (): void => {
-    const last = this.last;
-    if (!last) return;
-    this.last = null;
+    if (this.runTail.length === 0) return;
     this.counts.event_loop++;
-    this.deferred.push(last);
+    for (const cb of this.runTail.splice(0)) this.deferred.push(cb);
   };
 
   private openTurn(): void {

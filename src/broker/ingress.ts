@@ -125,6 +125,8 @@ class RecordEncoder implements BodyEncoder {
 
 /** take(): wait for the log group of the record just appended (and nothing else) */
 const DURABLE = Symbol('durable');
+/** take(): a recorded QoS 0 publish with nothing to wait for but admission's gates (Admission.hold) */
+const GATED = Symbol('gated');
 
 export interface InboundPublish {
   readonly topic: string;
@@ -161,7 +163,9 @@ export class Ingress {
   /** undefined when nothing must be awaited (the hot path allocates no promise). */
   receive(msg: InboundPublish, clientId: string | null): Promise<unknown> | undefined {
     const r = this.take(msg, clientId);
-    return r === DURABLE ? this.deps.durableLog.lastDurable : r;
+    if (r === DURABLE) return this.deps.durableLog.lastDurable;
+    if (r === GATED) return this.deps.admission!.gate();
+    return r;
   }
 
   /**
@@ -170,7 +174,10 @@ export class Ingress {
    * group's callback list: no promise reaction and closures per publish, which
    * lived until the fsync and were copied by the scavenges meanwhile).
    */
-  private take(msg: InboundPublish, clientId: string | null): Promise<unknown> | undefined | typeof DURABLE {
+  private take(
+    msg: InboundPublish,
+    clientId: string | null,
+  ): Promise<unknown> | undefined | typeof DURABLE | typeof GATED {
     if (!isSensorTopic(msg.topic)) return undefined;
     const { deps } = this;
     deps.metrics.messagesReceived.inc();
@@ -205,14 +212,15 @@ export class Ingress {
         }
       }
     }
+    const refused = enc?.rejections;
     if (msg.qos === 0 && enc !== null && enc.lines > 0 && deps.admission) {
       // Recorded already: only this publisher's next packets wait (Aedes stops reading its socket).
       // QoS 1/2 publishers are held by their acknowledgement (the log's fsync) and their
       // in-flight window; a slow sink is absorbed by the log for them, as in an outage.
+      if (!wait && !refused && !parsed.rejections.length) return GATED; // Admission.hold decides
       const held = deps.admission.gate();
       if (held) wait = wait ? Promise.all([wait, held]) : held;
     }
-    const refused = enc?.rejections;
     if (parsed.rejections.length || refused) {
       // allocated only when something is refused (parse results share one empty list)
       const rejections = refused ? [...parsed.rejections, ...refused] : [...parsed.rejections];
@@ -287,11 +295,15 @@ export class Ingress {
   ): void => {
     const admission = this.deps.admission;
     const t0 = admission ? performance.now() : 0;
-    let wait: Promise<unknown> | undefined | typeof DURABLE;
+    let wait: Promise<unknown> | undefined | typeof DURABLE | typeof GATED;
     try {
       wait = this.take(packet, client?.id ?? null);
     } catch (err) {
       this.failed(packet, callback, err);
+      return;
+    }
+    if (wait === GATED) {
+      admission!.hold(callback, performance.now() - t0);
       return;
     }
     if (wait === DURABLE) {

@@ -55,6 +55,27 @@ describe('admission control', () => {
     expect(f.metrics.admissionWaits.get({ reason: 'log_buffer' })).toBe(2);
   });
 
+  it('hold(): only the last two publishes of a held read wait, the earlier ones go in order (issue 15)', async () => {
+    const f = fixture();
+    const order: string[] = [];
+    // nothing behind: every one goes now
+    f.admission.hold(() => order.push('free'), 0.01);
+    expect(order).toEqual(['free']);
+    f.log.buffered = 2000;
+    // one client's parsed read: each goes when the next arrives, the last one waits
+    for (let i = 0; i < 4; i++) f.admission.hold(() => order.push(`a${i}`), 0.01);
+    expect(order).toEqual(['free', 'a0', 'a1']);
+    await Promise.resolve(); // the read ends
+    // another client's read: its own wave, behind the first
+    for (let i = 0; i < 3; i++) f.admission.hold(() => order.push(`b${i}`), 0.01);
+    await flushTurn();
+    expect(order).toEqual(['free', 'a0', 'a1', 'b0']);
+    f.log.buffered = 0;
+    f.writes.shift()!();
+    for (let i = 0; i < 5 && order.length < 8; i++) await flushTurn();
+    expect(order).toEqual(['free', 'a0', 'a1', 'b0', 'a2', 'a3', 'b1', 'b2']);
+  });
+
   it('holds while a working sink is behind, not during an outage (the log absorbs it then)', async () => {
     const f = fixture();
     f.pipeline.bytesBehind = 20_000;
@@ -128,9 +149,9 @@ describe('admission control', () => {
     for (let i = 0; i < 99; i++) f.admission.pace(() => now++, 0.1);
     expect(now).toBe(99);
     // over budget in one synchronous run (one client's parsed read): each callback completes when
-    // the next arrives, in order, and only the run's last one waits for the next turn (it keeps
-    // Aedes from reading that client again); the others' packets are parsed already
-    for (let i = 0; i < 3; i++) f.admission.pace(() => order.push(i), 0.1);
+    // the next but one arrives, in order, and only the run's last two wait for the next turn (they
+    // keep Aedes from reading that client again); the others' packets are parsed already
+    for (let i = 0; i < 4; i++) f.admission.pace(() => order.push(i), 0.1);
     expect(order).toEqual([0, 1]);
     await Promise.resolve(); // the run ends
     expect(order).toEqual([0, 1]);
@@ -138,7 +159,7 @@ describe('admission control', () => {
     // another client's run in the same turn: its last one waits too
     f.admission.pace(() => later++, 0.1);
     await flushTurn();
-    expect(order).toEqual([0, 1, 2]);
+    expect(order).toEqual([0, 1, 2, 3]);
     expect(later).toBe(1);
     // a new turn: a new budget
     f.admission.pace(() => now++, 0.1);
