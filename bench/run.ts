@@ -954,6 +954,8 @@ async function efficiency(influx: Service, fullSpeedQos0?: { bare: Row; daemon: 
   for (const qos of [0, 1] as const) {
     const load = { qos, seconds, rooms: 50 };
     const b = await bareRun(load);
+    // the daemon silences disabled debug loggers (src/quietDebug.ts); bare Aedes so silenced too
+    const bq = await bareRun({ ...load, quietDebug: true });
     const d = await daemonRun(influx.url, { ...load, env: { INFLUX_DATABASE: `bench_fixed${qos}` } });
     const offered = `20,000 readings/s for ${seconds} s, QoS ${qos}`;
     rows.push(
@@ -965,13 +967,21 @@ async function efficiency(influx: Service, fullSpeedQos0?: { bare: Row; daemon: 
         note: `${b.cpuUsPerReading.toFixed(1)} µs CPU per message (${b.sent} sent)`,
       },
       {
+        scenario: `efficiency: bare Aedes with quiet debug loggers, ${offered}`,
+        readings: bq.readings,
+        readings_per_s: Math.round(bq.readings / seconds),
+        peak_rss_mb: bq.peakRssMb,
+        note: `${bq.cpuUsPerReading.toFixed(1)} µs CPU per message (${bq.sent} sent)`,
+      },
+      {
         scenario: `efficiency: daemon → InfluxDB 1.x, ${offered}${qos ? ', durability fsync' : ''}`,
         readings: d.readings,
         readings_per_s: Math.round(d.readings / seconds),
         peak_rss_mb: d.peakRssMb,
         note:
           `${d.cpuUsPerReading.toFixed(1)} µs CPU per stored reading, counted until all stored; ` +
-          `${(d.cpuUsPerReading / b.cpuUsPerReading).toFixed(2)}× bare Aedes (${d.sent} sent)`,
+          `${(d.cpuUsPerReading / b.cpuUsPerReading).toFixed(2)}× bare Aedes, ` +
+          `${(d.cpuUsPerReading / bq.cpuUsPerReading).toFixed(2)}× bare Aedes with quiet loggers (${d.sent} sent)`,
       },
     );
   }
