@@ -1,9 +1,7 @@
 import { Session } from 'node:inspector/promises';
-import { pino } from 'pino';
-import { App } from '../src/app.js';
-import type { InboundPublish, Ingress } from '../src/broker/ingress.js';
-import { loadConfig } from '../src/config/load.js';
-import { startInflux1, tempDir } from '../tests/helpers/services.js';
+import type { InboundPublish } from '../src/broker/ingress.js';
+import { startInflux1 } from '../tests/helpers/services.js';
+import { startInProcess } from './inProcess.js';
 
 // `node dist/bench/allocations.js`: what the daemon's own path allocates per
 // reading, by function (issue 15: garbage was the largest single CPU cost).
@@ -25,19 +23,7 @@ interface Node {
 
 const influx = await startInflux1();
 try {
-  const cfg = loadConfig({
-    env: {
-      MQTT_PORT: '0',
-      HTTP_PORT: '0',
-      DATA_DIR: tempDir('alloc'),
-      LOG_LEVEL: 'warn',
-      INFLUX_URL: influx.url,
-      INFLUX_DATABASE: 'alloc',
-    },
-  });
-  const app = new App(cfg, pino({ level: 'warn' }));
-  await app.start();
-  const ingress = (app as unknown as { broker: { ingress: Ingress } }).broker.ingress;
+  const { app, ingress } = await startInProcess(influx.url, 'alloc');
   const types = ['temperature', 'humidity', 'power', 'co2'];
   const units = ['celsius', 'percent', 'W', 'ppm'];
   const now = Date.now();

@@ -1,8 +1,6 @@
-import { pino } from 'pino';
-import { App } from '../src/app.js';
-import type { InboundPublish, Ingress } from '../src/broker/ingress.js';
-import { loadConfig } from '../src/config/load.js';
-import { startInflux1, tempDir } from '../tests/helpers/services.js';
+import type { InboundPublish } from '../src/broker/ingress.js';
+import { startInflux1 } from '../tests/helpers/services.js';
+import { startInProcess } from './inProcess.js';
 
 // `npm run bench:hotpath`: the daemon's own cost per reading, without the
 // broker. The real daemon runs in this process (embedded defaults, a
@@ -20,21 +18,8 @@ const QOS = Number(process.env.HOT_QOS ?? 0) as 0 | 1;
 const ROUNDS = Number(process.env.HOT_ROUNDS ?? 3);
 
 const influx = await startInflux1();
-const dataDir = tempDir('hotpath');
 try {
-  const cfg = loadConfig({
-    env: {
-      MQTT_PORT: '0',
-      HTTP_PORT: '0',
-      DATA_DIR: dataDir,
-      LOG_LEVEL: 'warn',
-      INFLUX_URL: influx.url,
-      INFLUX_DATABASE: 'hotpath',
-    },
-  });
-  const app = new App(cfg, pino({ level: 'warn' }));
-  await app.start();
-  const ingress = (app as unknown as { broker: { ingress: Ingress } }).broker.ingress;
+  const { app, ingress } = await startInProcess(influx.url, 'hotpath');
   const topics: string[] = [];
   const units = ['°C', '%', 'W', 'ppm'];
   const types = ['temperature', 'humidity', 'power', 'co2'];
