@@ -164,12 +164,12 @@ export class Admission {
 
   /**
    * gate() for a recorded QoS 0 publish whose only wait would be the gate:
-   * `go` now (paced), or held as its wave's last callback. Only the last one
-   * of a wave (one client's parsed read) has to wait for Aedes not to read
-   * that client again; the earlier ones go as the next arrives (in order), so
-   * a held read keeps one packet alive, not hundreds, and costs one promise
-   * reaction per wave instead of one per publish (issue 15: at full speed the
-   * sink gate held most publishes, and their packets were promoted).
+   * `go` now (paced), or held among its wave's last HELD callbacks. Only those
+   * of a wave (one client's parsed read) have to wait for Aedes not to read
+   * that client again; the earlier ones go as later ones arrive (in order),
+   * so a held read keeps two packets alive, not hundreds, and costs one
+   * promise reaction per wave instead of one per publish (issue 15: each held
+   * publish kept its packet and closures alive, and the collector promoted them).
    */
   hold(go: (err: null) => void, costMs: number): void {
     this.charge(costMs);
@@ -259,7 +259,7 @@ export class Admission {
     this.spent += costMs;
   }
 
-  /** the callback held at the end of a run waits for the next turn */
+  /** the callbacks held at the end of a run wait for the next turn */
   private readonly endRun = (): void => {
     if (this.runTail.length === 0) return;
     this.counts.event_loop++;
