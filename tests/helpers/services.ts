@@ -241,6 +241,19 @@ export async function influxQuery(url: string, db: string, q: string): Promise<R
   return rows;
 }
 
+/**
+ * True when every row holds each of `fields`. InfluxDB keeps each field of a
+ * point on its own, so a query racing the write can see a point's row with
+ * some fields and not yet others (`value` missing: seen in CI). Tests wait for
+ * whole points before they compare.
+ */
+export function wholePoints(
+  rows: readonly Record<string, unknown>[],
+  fields: readonly string[] = ['value', 'unit', 'status'],
+): boolean {
+  return rows.every((r) => fields.every((f) => r[f] !== null && r[f] !== undefined));
+}
+
 /** Every sample of `metric` that VictoriaMetrics holds, with its labels. */
 export async function victoriaExport(
   url: string,
