@@ -21,6 +21,7 @@ import { BoundedPersistence } from './persistence.js';
 import { principalKey, SessionOwners } from './sessions.js';
 import { boundOutgoingQueue } from './slowConsumers.js';
 import { HandshakeGate } from './tlsHandshakes.js';
+import { createTopicEmitter } from './topicEmitter.js';
 
 /** Memory bounds of the broker's queues and stores (issue 11): the config keys of these names under mqtt. */
 export type BrokerBounds = Pick<
@@ -92,6 +93,8 @@ const AEDES_LIMITS: Partial<AedesOptions> = {
  */
 export class Broker {
   private aedes: Aedes | null = null;
+  /** Aedes's message emitter, which finishes messages no subscription can match without a trie walk */
+  private readonly emitter = createTopicEmitter();
   private guardWarned = false;
   private reorderWarned = false;
   private tlsServer: TlsServer | null = null;
@@ -122,6 +125,11 @@ export class Broker {
 
   get connectedClients(): number {
     return this.aedes?.connectedClients ?? 0;
+  }
+
+  /** published messages no subscription could match (finished without the topic trie walk) */
+  get unmatchedPublishes(): number {
+    return this.emitter.skipped;
   }
 
   get aedesInstance(): Aedes {
@@ -184,6 +192,7 @@ export class Broker {
   private aedesOptions(store: BoundedPersistence): Partial<AedesOptions> {
     return {
       ...AEDES_LIMITS,
+      mq: this.emitter,
       persistence: store.persistence,
       maxTopicLevels: this.opts.maxTopicLevels,
       connectTimeout: this.opts.connectTimeoutMs,

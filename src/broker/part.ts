@@ -236,5 +236,10 @@ export class BrokerPart implements Component {
       () => guard.collections,
     );
     m.gauge('energy_ingest_connected_clients', 'connected MQTT clients', () => this.connectedClients);
+    m.counter(
+      'energy_ingest_broker_unmatched_publishes_total',
+      'messages published on this node that no subscription could match (finished without walking the topic trie)',
+      () => this.broker?.unmatchedPublishes ?? 0,
+    );
   }
 }
