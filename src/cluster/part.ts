@@ -212,6 +212,12 @@ export class ClusterPart implements Component {
     // a Redis error must never end the process: both connections report here and reconnect by themselves
     pub.on('error', (err) => this.lost(err));
     sub.on('error', (err) => this.lost(err));
+    // A Redis that dies and is back before the first reconnect attempt (200 ms – 5 s later)
+    // emits no 'error' at all, only 'close': without this its restart went unnoticed and
+    // the empty Redis never got this node's retained messages back (cluster.test.ts, ~1 run in 2)
+    pub.on('close', () => {
+      if (!this.stopped) this.lost(new Error('Redis connection closed'));
+    });
     pub.on('ready', () => {
       if (!this.reconnected) return;
       this.reconnected = false;
